@@ -1,0 +1,347 @@
+"""Lightning data modules that yield ``(image, label)`` with images as RGB float tensors CHW in [-1, 1].
+
+- ``ImageDataModule``: shared settings, validation and the training dataloader.
+- ``CIFAR10DataModule``: torchvision CIFAR-10 (train split, 10 classes), downloaded by ``prepare_data``.
+- ``LSUNChurchDataModule``: LSUN church_outdoor from its lmdb folder (unconditional).
+- ``FolderDataModule``: any folder of images; top-level subfolders become class labels.
+- ``FakeDataModule``: small deterministic synthetic images generated in memory, for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from gan_lab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB, scaling 16-bit images instead of clipping them."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # PIL's own conversion clips 16-bit values at 255; 65535 / 257 = 255 maps the full range.
+        arr = np.asarray(img, dtype=np.float64) / 257.0
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    elif img.mode in ("P", "PA", "LA"):
+        # Going through RGBA keeps palette transparency from triggering a PIL warning.
+        img = img.convert("RGBA")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+class _ResizeCrop:
+    """Resize the shorter side to ``size`` and center-crop, skipping images that already fit."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.resize = transforms.Resize(size)
+        self.crop = transforms.CenterCrop(size)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if img.size == (self.size, self.size):
+            return img
+        return self.crop(self.resize(img))
+
+
+def image_transform(resolution: int, hflip: bool) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL image -> RGB -> square ``resolution`` crop -> optional random flip -> tensor in [-1, 1]."""
+    steps: list[Callable] = [to_rgb, _ResizeCrop(resolution)]
+    if hflip:
+        steps.append(transforms.RandomHorizontalFlip())
+    steps += [transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
+    return transforms.Compose(steps)
+
+
+def _positive_int(name: str, value: object, example: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a positive integer; set e.g. {name}={example}")
+    return value
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Shared settings and the training dataloader; subclasses only build the dataset."""
+
+    def __init__(
+        self, root: str | None, resolution: int, batch_size: int, num_workers: int, hflip: bool
+    ) -> None:
+        super().__init__()
+        self.root = Path(root).expanduser() if root is not None else None
+        self.resolution = _positive_int("dataset.resolution", resolution, 64)
+        self.batch_size = _positive_int("dataset.batch_size", batch_size, 64)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"dataset.num_workers={num_workers!r} must be >= 0; set dataset.num_workers=2")
+        self.num_workers = num_workers
+        self.hflip = bool(hflip)
+        self.num_classes: int = 0
+        self.class_names: list[str] = []
+        self.train_set: Dataset | None = None
+
+    def build_dataset(self, transform: Callable[[Image.Image], torch.Tensor]) -> Dataset:
+        """Return the training dataset whose items are ``(transform(image), label)``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the training set once and check it holds at least one batch."""
+        if self.train_set is not None:
+            return
+        train_set = self.build_dataset(image_transform(self.resolution, self.hflip))
+        size = len(train_set)  # type: ignore[arg-type]
+        if size < self.batch_size:
+            where = self.root if self.root is not None else type(self).__name__
+            raise DataError(
+                f"dataset.batch_size={self.batch_size} is larger than the {size} images in {where}; "
+                "lower dataset.batch_size"
+            )
+        self.train_set = train_set
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches; the last incomplete batch is dropped so every step sees ``batch_size`` images."""
+        self.setup("fit")
+        return DataLoader(
+            self.train_set,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR-10 train split (50,000 images, 10 classes) via torchvision."""
+
+    CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+    def __init__(
+        self,
+        root: str,
+        resolution: int = 32,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        hflip: bool = False,
+        download: bool = True,
+    ) -> None:
+        super().__init__(root, resolution, batch_size, num_workers, hflip)
+        self.download = download
+        self.num_classes = 10
+        self.class_names = list(self.CLASS_NAMES)
+
+    def prepare_data(self) -> None:
+        """Download CIFAR-10 into ``root`` unless it is already there."""
+        if not self.download:
+            return
+        from torchvision.datasets import CIFAR10
+
+        try:
+            CIFAR10(str(self.root), train=True, download=True)
+        except Exception as e:
+            reason = " ".join(f"{type(e).__name__}: {e}".split())
+            raise DataError(
+                f"CIFAR-10 could not be downloaded to {self.root} ({reason}); to use a local copy instead "
+                "pass dataset=folder dataset.root=/path/to/cifar10/train (one subfolder per class)"
+            ) from e
+
+    def build_dataset(self, transform: Callable[[Image.Image], torch.Tensor]) -> Dataset:
+        from torchvision.datasets import CIFAR10
+
+        try:
+            return CIFAR10(str(self.root), train=True, transform=transform, download=False)
+        except RuntimeError as e:
+            raise DataError(
+                f"CIFAR-10 is not in {self.root}; set dataset.download=true, or pass "
+                "dataset=folder dataset.root=/path/to/cifar10/train for a local ImageFolder copy"
+            ) from e
+
+
+class LSUNChurchDataModule(ImageDataModule):
+    """LSUN church_outdoor train set (~126k images, unconditional) read from its lmdb folder."""
+
+    def __init__(
+        self,
+        root: str,
+        resolution: int = 128,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        hflip: bool = False,
+    ) -> None:
+        super().__init__(root, resolution, batch_size, num_workers, hflip)
+
+    def build_dataset(self, transform: Callable[[Image.Image], torch.Tensor]) -> Dataset:
+        try:
+            import lmdb  # noqa: F401
+        except ImportError as e:
+            msg = "LSUN needs the lmdb package; pip install lmdb (or pip install gan_lab[lsun])"
+            raise DataError(msg) from e
+        lmdb_dir = self.root / "church_outdoor_train_lmdb"  # type: ignore[operator]
+        if not lmdb_dir.is_dir():
+            raise DataError(
+                f"LSUN folder {lmdb_dir} not found; get it with `python download.py -c church_outdoor` from "
+                f"https://github.com/fyu/lsun and unzip it into {self.root} (or set dataset.root=...)"
+            )
+        from torchvision.datasets import LSUN
+
+        return LSUN(str(self.root), classes=["church_outdoor_train"], transform=transform)
+
+
+class ImageFileDataset(Dataset):
+    """Image files with integer labels, decoded lazily; unreadable files raise or are skipped."""
+
+    def __init__(
+        self, files: list[Path], labels: list[int], transform: Callable, skip_corrupt: bool = False
+    ) -> None:
+        self.files, self.labels, self.transform, self.skip_corrupt = files, labels, transform, skip_corrupt
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, index: int) -> Image.Image | None:
+        path = self.files[index]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return to_rgb(img)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            if not self.skip_corrupt:
+                raise DataError(
+                    f"cannot read image {path} ({e}); delete or replace it, or set dataset.skip_corrupt=true"
+                ) from e
+            if index not in self._bad:  # remembered so each bad file is warned about once per worker
+                log.warning("skipping unreadable image %s (%s)", path, e)
+                self._bad.add(index)
+            return None
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        # With skip_corrupt, substitute the next readable file so batches keep their size.
+        n = len(self.files)
+        for offset in range(n):
+            i = (index + offset) % n
+            if i not in self._bad and (img := self._load(i)) is not None:
+                return self.transform(img), self.labels[i]
+        raise DataError(f"none of the {n} image files can be read; check the files under dataset.root")
+
+
+class FolderDataModule(ImageDataModule):
+    """Any folder of images, searched recursively; top-level subfolders become class labels."""
+
+    def __init__(
+        self,
+        root: str,
+        resolution: int = 64,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        hflip: bool = False,
+        skip_corrupt: bool = False,
+    ) -> None:
+        super().__init__(root, resolution, batch_size, num_workers, hflip)
+        self.skip_corrupt = skip_corrupt
+        self.files, self.labels = self._scan()
+
+    def _scan(self) -> tuple[list[Path], list[int]]:
+        # Only lists names: opening millions of images up front would take hours.
+        root = self.root
+        if root is None or not root.is_dir():
+            raise DataError(f"image folder {root} does not exist; set dataset.root=/path/to/images")
+        files: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            # Hidden entries (.git, macOS ._* resource forks) are never images.
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files += [
+                Path(dirpath, f)
+                for f in sorted(filenames)
+                if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+            ]
+        if not files:
+            raise DataError(
+                f"no image files ({' '.join(IMAGE_EXTENSIONS)}, any case) found under {root}; "
+                "set dataset.root to a folder of images"
+            )
+        files.sort()
+        top = [f.relative_to(root).parts for f in files]
+        if all(len(parts) > 1 for parts in top):
+            self.class_names = sorted({parts[0] for parts in top})
+            self.num_classes = len(self.class_names)
+            index = {name: i for i, name in enumerate(self.class_names)}
+            return files, [index[parts[0]] for parts in top]
+        return files, [0] * len(files)
+
+    def build_dataset(self, transform: Callable[[Image.Image], torch.Tensor]) -> Dataset:
+        return ImageFileDataset(self.files, self.labels, transform, self.skip_corrupt)
+
+
+class _TensorImages(Dataset):
+    """In-memory image tensors with labels and an optional tensor transform."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        img = self.images[index]
+        return (self.transform(img) if self.transform else img), int(self.labels[index])
+
+
+class FakeDataModule(ImageDataModule):
+    """Deterministic synthetic images: a soft blob over a gradient, coloured by class, for tests."""
+
+    def __init__(
+        self,
+        root: str | None = None,
+        resolution: int = 32,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        hflip: bool = False,
+        num_samples: int = 256,
+        num_classes: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(root, resolution, batch_size, num_workers, hflip)
+        self.num_samples = _positive_int("dataset.num_samples", num_samples, 256)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ConfigError(f"dataset.num_classes={num_classes!r} must be >= 0 (0 = unconditional)")
+        self.num_classes = num_classes
+        self.class_names = [f"class{i}" for i in range(num_classes)]
+        self.seed = seed
+
+    def generate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(images, labels)``: images (N, 3, R, R) in [-1, 1], same output for the same seed."""
+        n, r = self.num_samples, self.resolution
+        g = torch.Generator().manual_seed(self.seed)
+        labels = torch.arange(n) % max(self.num_classes, 1)
+        if self.num_classes:
+            # Evenly spaced hues, so each class has its own clearly distinct colour.
+            hue = labels.float() / self.num_classes
+        else:
+            hue = torch.rand(n, generator=g)
+        phase = torch.tensor([0.0, 2.0, 4.0]) * math.pi / 3
+        colour = torch.cos(2 * math.pi * hue[:, None] + phase)  # (N, 3) in [-1, 1]
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, r), torch.linspace(-1, 1, r), indexing="ij")
+        centre = torch.rand(n, 2, generator=g) * 1.2 - 0.6
+        radius = torch.rand(n, generator=g) * 0.3 + 0.25
+        dist2 = (xs - centre[:, 0, None, None]) ** 2 + (ys - centre[:, 1, None, None]) ** 2
+        blob = torch.exp(-dist2 / (2 * radius[:, None, None] ** 2))  # (N, R, R) in (0, 1]
+        angle = torch.rand(n, generator=g) * 2 * math.pi
+        gradient = xs * torch.cos(angle)[:, None, None] + ys * torch.sin(angle)[:, None, None]
+        background = 0.3 * gradient[:, None] - 0.4
+        images = background + blob[:, None] * (colour[:, :, None, None] - background)
+        return images.clamp(-1, 1), labels
+
+    def build_dataset(self, transform: Callable[[Image.Image], torch.Tensor]) -> Dataset:
+        # Images are already tensors at the right size, so only the flip of the PIL pipeline applies.
+        images, labels = self.generate()
+        return _TensorImages(images, labels, transforms.RandomHorizontalFlip() if self.hflip else None)

@@ -1,0 +1,224 @@
+"""GANModule: one Lightning module with the alternating D/G step shared by every GAN family.
+
+Schedule (manual optimization), per training batch of real images:
+  1. one discriminator step on that batch: D sees the real batch and a fresh fake batch G(z) (G not in the
+     graph), minimises loss.d_loss + regularizer.penalty, then regularizer.after_d_step (e.g. weight clipping);
+  2. after every `n_critic`-th discriminator step (counted over the whole run, across epoch boundaries), one
+     generator step on a fresh noise batch of the same size, minimising loss.g_loss(D(G(z))).
+So each D step uses a fresh real batch, and an epoch (one pass over the data) has len(data) D steps and about
+len(data) / n_critic G steps. Per-step schedulers advance with each G step, per-epoch ones each epoch.
+The run's budget is `max_g_steps` generator steps or trainer.max_epochs: Lightning's `global_step` counts D
+and G optimizer steps together, so gan_lab keeps its own counters (`g_steps`, `d_steps`, saved in checkpoints).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from torch import Tensor, nn
+
+from gan_lab.errors import ConfigError
+from gan_lab.losses import GANLoss, WassersteinLoss, discriminator_accuracy
+from gan_lab.regularizers import Regularizer, WeightClip
+
+log = logging.getLogger(__name__)
+
+_LR_KEYS = ("lr", "lr_g", "lr_d")
+# Scheduler arguments that mean "the whole run" when left null in conf/scheduler/.
+_RUN_LENGTH_KEYS = ("T_max", "total_iters")
+
+
+def learning_rates(optim: Mapping[str, Any]) -> tuple[float, float]:
+    """(lr_g, lr_d): `lr` for both networks unless `lr_g` / `lr_d` override it (two time-scale update rule)."""
+    lr_g = optim.get("lr_g") or optim["lr"]
+    lr_d = optim.get("lr_d") or optim["lr"]
+    for name, value in (("optim.lr_g", lr_g), ("optim.lr_d", lr_d)):
+        if not value > 0:
+            raise ConfigError(f"{name} (or optim.lr) must be > 0, got {value}; e.g. optim.lr=2e-4")
+    return lr_g, lr_d
+
+
+def build_optimizer(optim: Mapping[str, Any], params: Any, lr: float) -> torch.optim.Optimizer:
+    """Instantiate conf/optim's `_target_` for one network with its own learning rate."""
+    kwargs = {k: v for k, v in optim.items() if k not in _LR_KEYS}
+    return instantiate(kwargs, params=params, lr=lr, _convert_="all")
+
+
+def build_scheduler(scheduler: Mapping[str, Any], optimizer: torch.optim.Optimizer, run_length: int) -> Any:
+    """Instantiate conf/scheduler's `_target_`; null T_max / total_iters become the run length in intervals."""
+    kwargs = {k: v for k, v in scheduler.items() if k != "interval"}
+    for key in _RUN_LENGTH_KEYS:
+        if key in kwargs and kwargs[key] is None:
+            kwargs[key] = run_length
+    return instantiate(kwargs, optimizer=optimizer, _convert_="all")
+
+
+class GANModule(pl.LightningModule):
+    """Trains `generator` against `discriminator` with a swappable loss and regularizer."""
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: GANLoss,
+        regularizer: Regularizer | None = None,
+        optim: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        n_critic: int = 1,
+        max_g_steps: int | None = None,
+        z_dim: int = 100,
+        num_classes: int = 0,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if n_critic < 1:
+            raise ConfigError(f"n_critic must be >= 1 (D steps per G step), got {n_critic}")
+        if max_g_steps is not None and max_g_steps < 1:
+            raise ConfigError(f"steps must be >= 1 generator steps (or null to use trainer.max_epochs), got {max_g_steps}")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.loss = loss
+        self.regularizer = regularizer or Regularizer()
+        self.optim = dict(optim or {"_target_": "torch.optim.Adam", "lr": 2e-4, "betas": (0.5, 0.999)})
+        self.lr_g, self.lr_d = learning_rates(self.optim)
+        self.scheduler = dict(scheduler) if scheduler else None
+        self.n_critic = n_critic
+        self.max_g_steps = max_g_steps
+        self.z_dim = z_dim
+        self.num_classes = num_classes
+        self.config = dict(config) if config else None  # the resolved run config, stored in checkpoints
+        self.g_steps = 0
+        self.d_steps = 0
+        if isinstance(self.regularizer, WeightClip) and not isinstance(self.loss, WassersteinLoss):
+            log.warning(
+                "weight clipping is meant for the Wasserstein critic (loss=wasserstein); with %s it limits D "
+                "without the theory behind it",
+                type(self.loss).__name__,
+            )
+
+    # --- sampling -----------------------------------------------------------------------------------------
+    def sample_noise(self, n: int) -> Tensor:
+        """z ~ N(0, I), shape (n, z_dim), drawn directly on the module's device."""
+        return torch.randn(n, self.z_dim, device=self.device)
+
+    def sample_labels(self, n: int) -> Tensor | None:
+        """Uniform class labels (n,) for conditional models; None when unconditional."""
+        if self.num_classes == 0:
+            return None
+        return torch.randint(0, self.num_classes, (n,), device=self.device)
+
+    @torch.no_grad()
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Images (N, C, H, W) in [-1, 1] from G in eval mode (BN running statistics); restores the mode."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(z, labels)
+        finally:
+            self.generator.train(was_training)
+
+    # --- optimizers ---------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        opt_g = build_optimizer(self.optim, self.generator.parameters(), self.lr_g)
+        opt_d = build_optimizer(self.optim, self.discriminator.parameters(), self.lr_d)
+        if not self.scheduler:
+            return [opt_g, opt_d]
+        length = self._run_length(self.scheduler.get("interval", "step"))
+        return [opt_g, opt_d], [build_scheduler(self.scheduler, opt, length) for opt in (opt_g, opt_d)]
+
+    def _run_length(self, interval: str) -> int:
+        """Length of the run in scheduler intervals: generator steps ("step") or epochs ("epoch")."""
+        if interval not in ("step", "epoch"):
+            raise ConfigError(f"scheduler.interval must be 'step' or 'epoch', got '{interval}'")
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches):
+            batches = len(self.trainer.datamodule.train_dataloader())
+        if self.max_g_steps:
+            epochs = math.ceil(self.max_g_steps * self.n_critic / batches)
+            return self.max_g_steps if interval == "step" else epochs
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is None or max_epochs < 1:
+            raise ConfigError("this scheduler needs a finite run: set steps=N or trainer.max_epochs=N")
+        return max_epochs * batches // self.n_critic if interval == "step" else max_epochs
+
+    def _schedulers(self) -> list[Any]:
+        if not self.scheduler:
+            return []
+        schedulers = self.lr_schedulers()
+        return list(schedulers) if isinstance(schedulers, list) else [schedulers]
+
+    # --- the training step --------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        real, labels = batch
+        labels = labels if self.num_classes else None
+        opt_g, opt_d = self.optimizers()
+        self._discriminator_step(opt_d, real, labels)
+        if self.d_steps % self.n_critic == 0:
+            self._generator_step(opt_g, real.shape[0])
+
+    def _discriminator_step(self, opt_d: Any, real: Tensor, labels: Tensor | None) -> None:
+        n = real.shape[0]
+        fake_labels = labels  # conditional D compares real and fake of the same classes
+        with torch.no_grad():
+            fake = self.generator(self.sample_noise(n), fake_labels)
+        self.toggle_optimizer(opt_d)
+        real_logits = self.discriminator(real, labels)
+        fake_logits = self.discriminator(fake, fake_labels)
+        d_loss = self.loss.d_loss(real_logits, fake_logits)
+        penalty = self.regularizer.penalty(self.discriminator, real, fake, labels)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss + penalty)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        self.regularizer.after_d_step(self.discriminator)
+        self.d_steps += 1
+        real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
+        self.log("train/d_loss", d_loss.detach(), prog_bar=True)
+        self.log_dict(
+            {
+                "train/d_penalty": penalty.detach(),
+                "train/d_real": real_logits.mean(),
+                "train/d_fake": fake_logits.mean(),
+                "train/d_accuracy": discriminator_accuracy(self.loss, real_logits, fake_logits),
+                "train/lr_d": opt_d.param_groups[0]["lr"],
+                "train/d_step": float(self.d_steps),
+            }
+        )
+
+    def _generator_step(self, opt_g: Any, n: int) -> None:
+        self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad: no D gradients are computed
+        fake_labels = self.sample_labels(n)
+        g_loss = self.loss.g_loss(self.discriminator(self.generator(self.sample_noise(n), fake_labels), fake_labels))
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        self.g_steps += 1
+        if self.scheduler and self.scheduler.get("interval", "step") == "step":
+            for scheduler in self._schedulers():
+                scheduler.step()
+        self.log("train/g_loss", g_loss.detach(), prog_bar=True)
+        self.log_dict({"train/lr_g": opt_g.param_groups[0]["lr"], "train/g_step": float(self.g_steps)})
+        if self.max_g_steps and self.g_steps >= self.max_g_steps:
+            self.trainer.should_stop = True
+
+    def on_train_epoch_end(self) -> None:
+        if self.scheduler and self.scheduler.get("interval", "step") == "epoch":
+            for scheduler in self._schedulers():
+                scheduler.step()
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gan_lab"] = {"g_steps": self.g_steps, "d_steps": self.d_steps, "config": self.config}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("gan_lab", {})
+        self.g_steps = state.get("g_steps", 0)
+        self.d_steps = state.get("d_steps", 0)

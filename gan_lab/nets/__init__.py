@@ -1,0 +1,1 @@
+"""Generator and discriminator networks. Networks only map tensors; training logic lives in GANModule."""

@@ -1,0 +1,74 @@
+"""Discriminator regularizers.
+
+A regularizer has two hooks, so penalties and constraints share one interface:
+- `penalty(discriminator, real, fake, labels)`: a scalar added to the D loss (0 for constraints);
+- `after_d_step(discriminator)`: applied to D's weights after each optimizer step (weight clipping).
+Penalties are computed in fp32 with autocast off: squared gradient norms overflow/underflow in fp16.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Regularizer:
+    """No regularization; the base class of the others."""
+
+    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+        return real.new_zeros(())
+
+    @torch.no_grad()
+    def after_d_step(self, discriminator: nn.Module) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in vars(self).items())})"
+
+
+class WeightClip(Regularizer):
+    """WGAN weight clipping (Arjovsky et al. 2017): every D parameter clamped to [-clip, clip] after each step."""
+
+    def __init__(self, clip: float = 0.01) -> None:
+        if clip <= 0:
+            raise ValueError(f"regularizer.clip must be > 0, got {clip}")
+        self.clip = clip
+
+    @torch.no_grad()
+    def after_d_step(self, discriminator: nn.Module) -> None:
+        for p in discriminator.parameters():
+            p.clamp_(-self.clip, self.clip)
+
+
+def _input_gradients(discriminator: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
+    """d sum(D(x)) / dx in fp32, kept in the graph so the penalty can be back-propagated; shape of x."""
+    x = x.detach().float().requires_grad_(True)
+    device_type = x.device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        logits = discriminator(x, labels).float()
+    (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    return grad
+
+
+class GradientPenalty(Regularizer):
+    """WGAN-GP (Gulrajani et al. 2017): weight * E[(||grad D(x_hat)|| - 1)^2] on random interpolates."""
+
+    def __init__(self, weight: float = 10.0) -> None:
+        self.weight = weight
+
+    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+        eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+        x_hat = eps * real.detach().float() + (1 - eps) * fake.detach().float()
+        grad = _input_gradients(discriminator, x_hat, labels)
+        return self.weight * (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+class R1Penalty(Regularizer):
+    """R1 (Mescheder et al. 2018): gamma / 2 * E[||grad D(x_real)||^2] on real data."""
+
+    def __init__(self, gamma: float = 10.0) -> None:
+        self.gamma = gamma
+
+    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+        grad = _input_gradients(discriminator, real, labels)
+        return 0.5 * self.gamma * grad.flatten(1).pow(2).sum(dim=1).mean()

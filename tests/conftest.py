@@ -1,0 +1,84 @@
+"""Shared test fixtures: an extracted CIFAR-10 JPEG copy and a tiny mixed-format image folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _shared_dir() -> Path:
+    env = os.environ.get("GAN_LAB_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan_lab"
+
+
+@pytest.fixture(scope="session")
+def cifar_jpeg_root() -> Path:
+    """Directory holding ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``, extracted once and cached."""
+    archive = _shared_dir() / "data" / "cifar10-jpeg.tar.gz"
+    if not archive.is_file():
+        pytest.skip("needs ../shared/data/cifar10-jpeg.tar.gz")
+    final = _cache_dir() / "cifar10-jpeg"
+    if not final.is_dir():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Extract beside the target then rename, so an interrupted run never leaves a half-filled cache.
+        tmp = Path(tempfile.mkdtemp(prefix=".cifar10-jpeg-", dir=final.parent))
+        try:
+            with tarfile.open(archive) as tar:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, filter="data")
+                else:
+                    tar.extractall(tmp)  # Python < 3.11.4 has no extraction filters
+            tmp.rename(final)
+        except OSError:
+            if not final.is_dir():  # a concurrent run may have won the rename; otherwise it is a real error
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    # Allow an archive with one top-level folder around train/ and test/.
+    for candidate in [final, *sorted(p for p in final.iterdir() if p.is_dir())]:
+        if (candidate / "train").is_dir():
+            return candidate
+    pytest.fail(f"{archive} has no train/ folder; delete {final} and check the archive")
+
+
+def _gradient(width: int, height: int) -> np.ndarray:
+    x = np.linspace(0, 255, width, dtype=np.float64)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float64)[:, None]
+    return (x + y) / 2
+
+
+@pytest.fixture
+def tiny_image_folder(tmp_path: Path) -> Path:
+    """Two class folders, 12 images of mixed sizes (>= 32 px) and modes: RGB jpg, L, RGBA, P, 16-bit png."""
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    sizes = [(32, 32), (48, 40), (40, 64), (64, 64), (50, 33), (33, 70)]
+    for cls in ("cats", "dogs"):
+        (root / cls).mkdir(parents=True)
+        for i, (w, h) in enumerate(sizes):
+            g = _gradient(w, h)
+            if i in (0, 1):
+                arr = np.stack([g, g[::-1], rng.uniform(0, 255, (h, w))], -1).astype(np.uint8)
+                Image.fromarray(arr, "RGB").save(root / cls / f"rgb{i}.jpg", quality=90)
+            elif i == 2:
+                Image.fromarray(g.astype(np.uint8), "L").save(root / cls / "gray.png")
+            elif i == 3:
+                arr = np.stack([g, g, g, g[::-1]], -1).astype(np.uint8)
+                Image.fromarray(arr, "RGBA").save(root / cls / "alpha.png")
+            elif i == 4:
+                rgb = Image.fromarray(np.stack([g, g, g], -1).astype(np.uint8), "RGB")
+                rgb.quantize(16).save(root / cls / "palette.png")
+            else:
+                Image.fromarray((g * 257).astype(np.uint16)).save(root / cls / "deep16.png")
+    return root

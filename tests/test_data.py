@@ -1,0 +1,365 @@
+"""Tests for gan_lab.data: value ranges, shapes, labels, image modes, errors and the dataset configs."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import logging
+import sys
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets.cifar
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+
+from gan_lab.data import (
+    CIFAR10DataModule,
+    FakeDataModule,
+    FolderDataModule,
+    LSUNChurchDataModule,
+    image_transform,
+    to_rgb,
+)
+from gan_lab.errors import ConfigError, DataError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def first_batch(dm) -> tuple[torch.Tensor, torch.Tensor]:
+    dm.setup("fit")
+    return next(iter(dm.train_dataloader()))
+
+
+def save(arr: np.ndarray, path: Path, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, mode).save(path) if mode else Image.fromarray(arr).save(path)
+    return path
+
+
+def assert_one_line_error(excinfo: pytest.ExceptionInfo, *fragments: str) -> None:
+    msg = str(excinfo.value)
+    assert "\n" not in msg
+    for fragment in fragments:
+        assert fragment in msg, f"{fragment!r} not in {msg!r}"
+
+
+# --- fake data ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resolution", [8, 32, 64])
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_fake_batch_shape_range_labels(resolution: int, num_classes: int) -> None:
+    dm = FakeDataModule(resolution=resolution, batch_size=16, num_samples=32, num_classes=num_classes)
+    x, y = first_batch(dm)
+    assert x.shape == (16, 3, resolution, resolution) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1 and x.std() > 0.1
+    assert dm.num_classes == num_classes
+    assert y.dtype == torch.int64 and y.min() >= 0 and y.max() < max(num_classes, 1)
+
+
+def test_fake_is_deterministic_and_seeded() -> None:
+    a, la = FakeDataModule(num_samples=8, num_classes=2).generate()
+    b, lb = FakeDataModule(num_samples=8, num_classes=2).generate()
+    c, _ = FakeDataModule(num_samples=8, num_classes=2, seed=1).generate()
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert not torch.allclose(a, c)
+
+
+def test_fake_colour_depends_on_class() -> None:
+    images, labels = FakeDataModule(num_samples=200, num_classes=4).generate()
+    # A nearest-class-mean classifier on the mean colour of each image must recover the label.
+    colour = images.mean((2, 3))
+    means = torch.stack([colour[labels == k].mean(0) for k in range(4)])
+    accuracy = (torch.cdist(colour, means).argmin(1) == labels).float().mean()
+    assert accuracy > 0.9
+
+
+def test_bad_settings_raise_config_error() -> None:
+    for kwargs in ({"resolution": 0}, {"resolution": "64"}, {"batch_size": 0}, {"num_workers": -1}):
+        with pytest.raises(ConfigError) as excinfo:
+            FakeDataModule(**kwargs)
+        assert_one_line_error(excinfo, "dataset.")
+
+
+def test_fake_batch_larger_than_dataset() -> None:
+    with pytest.raises(DataError) as excinfo:
+        FakeDataModule(num_samples=10, batch_size=64).setup("fit")
+    assert_one_line_error(excinfo, "dataset.batch_size=64", "10 images", "lower dataset.batch_size")
+
+
+def test_dataloader_settings() -> None:
+    loader = FakeDataModule(batch_size=5, num_samples=12).train_dataloader()
+    assert loader.drop_last and len(loader) == 2
+    assert loader.pin_memory == torch.cuda.is_available()
+
+
+# --- folder data ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resolution", [16, 32, 64])
+def test_folder_batch_shape_and_range(tiny_image_folder: Path, resolution: int) -> None:
+    dm = FolderDataModule(str(tiny_image_folder), resolution=resolution, batch_size=12, num_workers=0)
+    x, y = first_batch(dm)
+    assert x.shape == (12, 3, resolution, resolution) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1
+    assert sorted(y.tolist()) == [0] * 6 + [1] * 6
+
+
+def test_folder_loads_with_worker_processes(tiny_image_folder: Path) -> None:
+    dm = FolderDataModule(str(tiny_image_folder), resolution=32, batch_size=4, num_workers=1)
+    loader = dm.train_dataloader()
+    assert loader.persistent_workers
+    assert next(iter(loader))[0].shape == (4, 3, 32, 32)
+
+
+def test_folder_labels_from_subfolders(tiny_image_folder: Path) -> None:
+    dm = FolderDataModule(str(tiny_image_folder), batch_size=1, num_workers=0)
+    assert dm.class_names == ["cats", "dogs"] and dm.num_classes == 2
+    assert len(dm.files) == 12 and dm.files == sorted(dm.files)
+    for path, label in zip(dm.files, dm.labels, strict=True):
+        assert dm.class_names[label] == path.parent.name
+
+
+def test_nested_subfolders_belong_to_their_top_level_class(tmp_path: Path) -> None:
+    img = np.zeros((32, 32, 3), np.uint8)
+    save(img, tmp_path / "b" / "deep" / "er" / "1.PNG")
+    save(img, tmp_path / "a" / "2.jpeg")
+    save(img, tmp_path / "a" / ".hidden.jpg")  # e.g. macOS ._ files: ignored
+    dm = FolderDataModule(str(tmp_path), batch_size=1, num_workers=0)
+    assert dm.class_names == ["a", "b"] and dm.labels == [0, 1] and len(dm.files) == 2
+
+
+@pytest.mark.parametrize("layout", [["1.png", "2.png"], ["1.png", "sub/2.png"]])
+def test_images_in_root_mean_unconditional(tmp_path: Path, layout: list[str]) -> None:
+    for name in layout:
+        save(np.zeros((32, 32, 3), np.uint8), tmp_path / name)
+    dm = FolderDataModule(str(tmp_path), batch_size=2, num_workers=0)
+    assert dm.num_classes == 0 and dm.class_names == [] and dm.labels == [0, 0]
+    assert first_batch(dm)[1].tolist() == [0, 0]
+
+
+def test_every_mode_becomes_three_channels(tiny_image_folder: Path) -> None:
+    modes = {Image.open(p).mode for p in tiny_image_folder.rglob("*.*")}
+    assert {"RGB", "L", "RGBA", "P", "I;16"} <= modes or {"RGB", "L", "RGBA", "P", "I"} <= modes
+    dm = FolderDataModule(str(tiny_image_folder), resolution=32, batch_size=1, num_workers=0)
+    dm.setup("fit")
+    for i, path in enumerate(dm.files):
+        x, _ = dm.train_set[i]
+        assert x.shape == (3, 32, 32), path
+        if path.stem in ("gray", "deep16"):
+            assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2]), path
+
+
+@pytest.mark.parametrize(("value16", "expected"), [(65535, 1.0), (0, -1.0), (128 * 257, 128 / 255 * 2 - 1)])
+def test_16bit_png_is_scaled_not_clipped(tmp_path: Path, value16: int, expected: float) -> None:
+    save(np.full((32, 32), value16, np.uint16), tmp_path / "x.png")
+    dm = FolderDataModule(str(tmp_path), resolution=32, batch_size=1, num_workers=0)
+    x, _ = first_batch(dm)
+    assert torch.allclose(x, torch.full_like(x, expected), atol=1e-6)
+
+
+def test_to_rgb_handles_32bit_int_and_palette_with_transparency() -> None:
+    img = Image.fromarray(np.full((4, 4), 65535, np.uint16)).convert("I")
+    assert img.mode == "I" and np.asarray(to_rgb(img)).min() == 255
+    pal = Image.new("P", (4, 4))
+    pal.info["transparency"] = 0
+    assert to_rgb(pal).mode == "RGB"
+
+
+def test_upsampling_and_center_crop() -> None:
+    wide = np.zeros((32, 96, 3), np.uint8)
+    wide[:, 32:64] = 255  # only the middle third survives the center crop
+    x = image_transform(64, hflip=False)(Image.fromarray(wide))
+    assert x.shape == (3, 64, 64) and x[:, :, 2:-2].min() > 0.99  # edges blend with the black neighbours
+    small = image_transform(64, hflip=False)(Image.new("RGB", (32, 32), (255, 0, 0)))
+    assert small.shape == (3, 64, 64) and torch.allclose(small[:, 10, 10], torch.tensor([1.0, -1.0, -1.0]))
+
+
+def test_hflip_flips_some_draws_only_when_enabled(tmp_path: Path) -> None:
+    arr = np.zeros((32, 32), np.uint8)
+    arr[:, :8] = 255  # bright left edge: asymmetric
+    save(arr, tmp_path / "a.png")
+    for hflip in (False, True):
+        dm = FolderDataModule(str(tmp_path), resolution=32, batch_size=1, num_workers=0, hflip=hflip)
+        dm.setup("fit")
+        torch.manual_seed(0)
+        draws = [dm.train_set[0][0] for _ in range(40)]
+        left = [bool(d[:, :, 0].mean() > 0) for d in draws]
+        for d, is_left in zip(draws, left, strict=True):
+            expected = torch.from_numpy(arr if is_left else arr[:, ::-1].copy()).float() / 127.5 - 1
+            assert torch.allclose(d[0], expected)
+        assert all(left) if not hflip else 5 < sum(left) < 35
+
+
+def test_fake_hflip() -> None:
+    dm = FakeDataModule(num_samples=4, batch_size=4, hflip=True)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    original = dm.generate()[0][0]
+    draws = [dm.train_set[0][0] for _ in range(20)]
+    assert any(torch.equal(d, original) for d in draws)
+    assert any(torch.equal(d, original.flip(-1)) for d in draws)
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as excinfo:
+        FolderDataModule(str(tmp_path / "nope"))
+    assert_one_line_error(excinfo, str(tmp_path / "nope"), "dataset.root=")
+
+
+@pytest.mark.parametrize("files", [[], ["notes.txt", "data.npy", "sub/readme.md"]])
+def test_no_images(tmp_path: Path, files: list[str]) -> None:
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("not an image")
+    with pytest.raises(DataError) as excinfo:
+        FolderDataModule(str(tmp_path))
+    assert_one_line_error(excinfo, str(tmp_path), ".jpg", ".png", "dataset.root")
+
+
+def test_folder_batch_larger_than_dataset(tiny_image_folder: Path) -> None:
+    with pytest.raises(DataError) as excinfo:
+        FolderDataModule(str(tiny_image_folder), batch_size=64).setup("fit")
+    assert_one_line_error(excinfo, "dataset.batch_size=64", "12 images", str(tiny_image_folder))
+
+
+@pytest.fixture
+def folder_with_bad_files(tmp_path: Path) -> tuple[Path, list[Path]]:
+    rng = np.random.default_rng(0)
+    for i in (0, 1, 3):
+        save(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), tmp_path / f"{i}.jpg")
+    truncated = tmp_path / "1.jpg"
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    fake = tmp_path / "2.png"
+    fake.write_text("this is not a png")
+    return tmp_path, [truncated, fake]
+
+
+def test_corrupt_image_raises_naming_file(folder_with_bad_files: tuple[Path, list[Path]]) -> None:
+    root, bad = folder_with_bad_files
+    dm = FolderDataModule(str(root), resolution=32, batch_size=1, num_workers=0)
+    dm.setup("fit")
+    dm.train_set[0]  # the intact file loads
+    for index in (1, 2):
+        with pytest.raises(DataError) as excinfo:
+            dm.train_set[index]
+        assert_one_line_error(excinfo, str(bad[index - 1]), "dataset.skip_corrupt=true")
+
+
+def test_skip_corrupt_substitutes_and_warns_once(
+    folder_with_bad_files: tuple[Path, list[Path]], caplog: pytest.LogCaptureFixture
+) -> None:
+    root, bad = folder_with_bad_files
+    dm = FolderDataModule(str(root), resolution=32, batch_size=4, num_workers=0, skip_corrupt=True)
+    with caplog.at_level(logging.WARNING, logger="gan_lab.data"):
+        for _ in range(3):
+            x, _ = next(iter(dm.train_dataloader()))
+            assert x.shape == (4, 3, 32, 32)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and all(any(str(p) in m for m in warned) for p in bad)
+    # Substitutes are the next readable image: index 1 -> 3, index 2 -> 3.
+    assert torch.equal(dm.train_set[1][0], dm.train_set[3][0])
+
+
+def test_skip_corrupt_with_nothing_readable(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"junk")
+    dm = FolderDataModule(str(tmp_path), batch_size=1, num_workers=0, skip_corrupt=True)
+    dm.setup("fit")
+    with pytest.raises(DataError):
+        dm.train_set[0]
+
+
+# --- CIFAR-10 and LSUN ----------------------------------------------------------------------------
+
+
+def test_cifar_download_failure_explains_local_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
+    dm = CIFAR10DataModule(str(tmp_path / "cifar10"))
+    assert dm.num_classes == 10 and dm.class_names == CIFAR_CLASSES
+    with pytest.raises(DataError) as excinfo:
+        dm.prepare_data()
+    assert_one_line_error(
+        excinfo, "CIFAR-10", str(tmp_path / "cifar10"), "URLError", "dataset=folder", "dataset.root="
+    )
+
+
+def test_cifar_missing_without_download(tmp_path: Path) -> None:
+    dm = CIFAR10DataModule(str(tmp_path), download=False)
+    dm.prepare_data()  # nothing to do
+    with pytest.raises(DataError) as excinfo:
+        dm.setup("fit")
+    assert_one_line_error(excinfo, str(tmp_path), "dataset=folder")
+
+
+def test_lsun_missing_folder(tmp_path: Path) -> None:
+    dm = LSUNChurchDataModule(str(tmp_path))
+    assert dm.num_classes == 0
+    with pytest.raises(DataError) as excinfo:
+        dm.setup("fit")
+    assert_one_line_error(excinfo, "church_outdoor_train_lmdb", "download.py -c church_outdoor", "fyu/lsun")
+
+
+def test_lsun_without_lmdb_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "lmdb", None)  # makes `import lmdb` raise ImportError
+    with pytest.raises(DataError) as excinfo:
+        LSUNChurchDataModule(str(tmp_path)).setup("fit")
+    assert_one_line_error(excinfo, "pip install lmdb")
+
+
+def test_lsun_reads_lmdb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lmdb = pytest.importorskip("lmdb")
+    monkeypatch.chdir(tmp_path)  # torchvision's LSUN writes a key cache file into the working directory
+    env = lmdb.open(str(tmp_path / "church_outdoor_train_lmdb"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i in range(3):
+            buf = io.BytesIO()
+            Image.new("RGB", (96, 80), (i * 100, 50, 200)).save(buf, format="WEBP")
+            txn.put(f"{i:04d}".encode(), buf.getvalue())
+    env.close()
+    x, y = first_batch(LSUNChurchDataModule(str(tmp_path), resolution=64, batch_size=3, num_workers=0))
+    assert x.shape == (3, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
+    assert y.tolist() == [0, 0, 0]
+
+
+@pytest.mark.shared
+def test_cifar_jpeg_copy_as_folder(cifar_jpeg_root: Path) -> None:
+    dm = FolderDataModule(str(cifar_jpeg_root / "train"), resolution=32, batch_size=64, num_workers=0)
+    assert len(dm.files) == 50_000
+    assert dm.num_classes == 10 and dm.class_names == CIFAR_CLASSES
+    assert np.bincount(dm.labels).tolist() == [5000] * 10
+    dm.setup("fit")
+    x, y = dm.train_set[49_999]
+    assert x.shape == (3, 32, 32) and y == 9
+
+
+# --- configs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_dataset_config_matches_constructor(path: Path, tmp_path: Path, tiny_image_folder: Path) -> None:
+    cfg = OmegaConf.merge({"paths": {"data_dir": str(tmp_path)}}, {"dataset": OmegaConf.load(path)})
+    module_name, class_name = cfg.dataset._target_.rsplit(".", 1)
+    target = getattr(importlib.import_module(module_name), class_name)
+    params = set(inspect.signature(target).parameters)
+    assert set(cfg.dataset) - {"_target_"} == params, f"{path.name} keys differ from {class_name} arguments"
+    if path.stem == "folder":
+        assert OmegaConf.is_missing(cfg.dataset, "root")
+        cfg.dataset.root = str(tiny_image_folder)
+    dm = instantiate(cfg.dataset)  # constructors do not download: prepare_data does
+    assert type(dm) is target and dm.batch_size >= 1 and dm.resolution >= 1
+    if path.stem in ("cifar10", "lsun_church"):
+        assert dm.root.is_relative_to(tmp_path)
+
+
+def test_all_dataset_configs_present() -> None:
+    assert {p.stem for p in CONF_DIR.glob("*.yaml")} >= {"cifar10", "lsun_church", "folder", "fake"}
