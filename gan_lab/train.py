@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gan_lab.errors import GanLabError
+from gan_lab.errors import one_line, user_error
 from gan_lab.module import GANModule
 
 log = logging.getLogger("gan_lab.train")
+# The run directory already holds config.yaml when the CSV logger starts; its "not empty" warning is noise.
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
 
 
 def build_module(cfg: DictConfig) -> GANModule:
@@ -67,10 +70,11 @@ def train(cfg: DictConfig) -> GANModule:
 def main(cfg: DictConfig) -> None:
     try:
         train(cfg)
-    except GanLabError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as exc:
+        err = user_error(exc)
+        if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"gan_lab: error: {err}", file=sys.stderr)
+        print(f"gan_lab: error: {one_line(err)}", file=sys.stderr)
         sys.exit(1)
 
 

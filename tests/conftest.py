@@ -82,3 +82,27 @@ def tiny_image_folder(tmp_path: Path) -> Path:
             else:
                 Image.fromarray((g * 257).astype(np.uint16)).save(root / cls / "deep16.png")
     return root
+
+
+# Overrides that make any composed config a few-second CPU run on synthetic data.
+TINY_RUN = [
+    "dataset=fake",
+    "dataset.batch_size=8",
+    "dataset.num_samples=32",
+    "model.width=4",
+    "callbacks.progress_bar=null",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path):
+    """compose(*overrides): the real train config shrunk by TINY_RUN, writing into tmp_path."""
+    from gan_lab.config import compose_config
+
+    def compose(*overrides: str):
+        return compose_config([*TINY_RUN, *overrides], output_dir=tmp_path / "run")
+
+    return compose
