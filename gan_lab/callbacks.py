@@ -18,7 +18,9 @@ class SampleGrid(pl.Callback):
     the same latent points.
     """
 
-    def __init__(self, dirpath: str, every_n_steps: int = 500, num_samples: int = 64, seed: int = 1234) -> None:
+    def __init__(
+        self, dirpath: str, every_n_steps: int = 500, num_samples: int = 64, seed: int = 1234
+    ) -> None:
         if every_n_steps < 1 or num_samples < 1:
             raise ValueError("SampleGrid needs every_n_steps >= 1 and num_samples >= 1")
         self.dirpath = Path(dirpath)

@@ -81,7 +81,9 @@ class GANModule(pl.LightningModule):
         if n_critic < 1:
             raise ConfigError(f"n_critic must be >= 1 (D steps per G step), got {n_critic}")
         if max_g_steps is not None and max_g_steps < 1:
-            raise ConfigError(f"steps must be >= 1 generator steps (or null to use trainer.max_epochs), got {max_g_steps}")
+            raise ConfigError(
+                f"steps must be >= 1 generator steps (or null to use trainer.max_epochs), got {max_g_steps}"
+            )
         self.generator = generator
         self.discriminator = discriminator
         self.loss = loss
@@ -195,7 +197,9 @@ class GANModule(pl.LightningModule):
     def _generator_step(self, opt_g: Any, n: int) -> None:
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad: no D gradients are computed
         fake_labels = self.sample_labels(n)
-        g_loss = self.loss.g_loss(self.discriminator(self.generator(self.sample_noise(n), fake_labels), fake_labels))
+        g_loss = self.loss.g_loss(
+            self.discriminator(self.generator(self.sample_noise(n), fake_labels), fake_labels)
+        )
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()

@@ -48,7 +48,10 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """The Lightning Trainer; a `steps` budget replaces trainer.max_epochs (GANModule stops the run)."""
     overrides = {"max_epochs": -1} if cfg.steps else {}
     return instantiate(
-        cfg.trainer, callbacks=_instantiate_named(cfg.callbacks), logger=_instantiate_named(cfg.logger), **overrides
+        cfg.trainer,
+        callbacks=_instantiate_named(cfg.callbacks),
+        logger=_instantiate_named(cfg.logger),
+        **overrides,
     )
 
 

@@ -26,16 +26,22 @@ def test_conf_offers_the_documented_options():
     assert set(config_choices("dataset")) >= {"cifar10", "lsun_church", "folder", "fake"}
 
 
-@pytest.mark.parametrize(("model", "loss", "norm", "regularizer"), list(itertools.product(MODELS, LOSSES, NORMS, REGULARIZERS)))
+@pytest.mark.parametrize(
+    ("model", "loss", "norm", "regularizer"), list(itertools.product(MODELS, LOSSES, NORMS, REGULARIZERS))
+)
 def test_every_combination_trains(tiny_config, model, loss, norm, regularizer):
-    cfg = tiny_config(f"model={model}", f"loss={loss}", f"normalization={norm}", f"regularizer={regularizer}", "steps=2")
+    cfg = tiny_config(
+        f"model={model}", f"loss={loss}", f"normalization={norm}", f"regularizer={regularizer}", "steps=2"
+    )
     module = train(cfg)
     assert module.g_steps == 2
     logged = module.trainer.logged_metrics
     assert all(math.isfinite(float(logged[f"train/{k}"])) for k in ("d_loss", "g_loss", "d_penalty"))
 
 
-@pytest.mark.parametrize(("group", "option"), [(g, o) for g in ("scheduler", "optim", "dataset") for o in config_choices(g)])
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g in ("scheduler", "optim", "dataset") for o in config_choices(g)]
+)
 def test_every_option_composes_and_builds(tmp_path, group, option):
     extra = ["dataset.root=" + str(tmp_path)] if option == "folder" else []
     cfg = compose_config([f"{group}={option}", *extra], output_dir=tmp_path)

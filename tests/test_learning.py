@@ -77,5 +77,7 @@ def test_sndcgan_moves_samples_toward_cifar10(cifar_jpeg_root, tmp_path):
     torch.manual_seed(cfg.seed)  # the same initial weights train() will build after seeding
     before = pixel_frechet_distance(held_out, build_module(cfg).generate(z))
     after = pixel_frechet_distance(held_out, train(cfg).generate(z))
-    print(f"pixel Frechet distance to held-out CIFAR-10: untrained {before:.1f}, after {STEPS} steps {after:.1f}")
+    print(
+        f"pixel Frechet distance to held-out CIFAR-10: untrained {before:.1f}, after {STEPS} steps {after:.1f}"
+    )
     assert after < MARGIN * before

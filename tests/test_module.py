@@ -26,7 +26,9 @@ class StepRecorder(GANModule):
     def _record(self, name, step, *args):
         g, d = snapshot(self.generator), snapshot(self.discriminator)
         step(*args)
-        self.events.append((name, changed(g, self.generator), changed(d, self.discriminator), self.d_steps, self.g_steps))
+        self.events.append(
+            (name, changed(g, self.generator), changed(d, self.discriminator), self.d_steps, self.g_steps)
+        )
 
     def _discriminator_step(self, *args):
         self._record("D", super()._discriminator_step, *args)
@@ -127,7 +129,9 @@ def test_schedulers_step(tiny_config, overrides, expected_factor):
 
 def test_cosine_is_halfway_at_half_the_run(tiny_config):
     module = train(tiny_config("scheduler=cosine", "steps=5", "scheduler.T_max=10"))
-    assert module.optimizers()[0].param_groups[0]["lr"] == pytest.approx(2e-4 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi / 2)).item()))
+    assert module.optimizers()[0].param_groups[0]["lr"] == pytest.approx(
+        2e-4 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi / 2)).item())
+    )
 
 
 def test_logged_metrics(tiny_config):
@@ -140,7 +144,12 @@ def test_logged_metrics(tiny_config):
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("optim.lr=0", "optim.lr"), ("optim.lr_d=-1e-4", "optim.lr_d"), ("n_critic=0", "n_critic"), ("steps=0", "steps")],
+    [
+        ("optim.lr=0", "optim.lr"),
+        ("optim.lr_d=-1e-4", "optim.lr_d"),
+        ("n_critic=0", "n_critic"),
+        ("steps=0", "steps"),
+    ],
 )
 def test_bad_settings_are_clear_errors(tiny_config, override, message):
     with pytest.raises(ConfigError, match=message):

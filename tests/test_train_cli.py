@@ -15,7 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, "-m", "gan_lab.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "gan_lab.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -50,7 +55,9 @@ def test_folder_run_writes_checkpoint_grids_and_metrics(tiny_image_folder, tmp_p
 
 
 def test_missing_dataset_is_one_clear_line(tmp_path):
-    result = run_cli("dataset=folder", f"dataset.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    result = run_cli(
+        "dataset=folder", f"dataset.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path
+    )
     assert result.returncode == 1
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("gan_lab: error:")]
     assert len(lines) == 1 and "nowhere" in lines[0] and "dataset.root" in lines[0]
@@ -59,7 +66,9 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
 
 def test_offline_cifar10_says_how_to_use_a_local_copy(tmp_path):
     # This machine (and CI) cannot download: the default job must stop with the folder recipe.
-    result = run_cli(f"paths.data_dir={tmp_path}/data", "steps=1", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    result = run_cli(
+        f"paths.data_dir={tmp_path}/data", "steps=1", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path
+    )
     if result.returncode == 0:  # a machine with internet downloaded CIFAR-10: nothing to check here
         return
     assert "dataset=folder" in result.stderr and "Traceback" not in result.stderr

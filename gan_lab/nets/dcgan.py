@@ -56,7 +56,11 @@ class DCGANDiscriminator(nn.Module):
             # No batch norm on the first layer, as in DCGAN: it would normalise away the input statistics.
             use_bn = spec.batch and i > 0
             conv = nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=not use_bn)
-            layers += [conv, nn.BatchNorm2d(out_ch) if use_bn else nn.Identity(), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                conv,
+                nn.BatchNorm2d(out_ch) if use_bn else nn.Identity(),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
             in_ch = out_ch
         layers.append(nn.Conv2d(in_ch, 1, 4, 1, 0))  # 4x4 -> 1x1 logit
         self.net = nn.Sequential(*layers)
