@@ -1,4 +1,4 @@
-"""Lightning callbacks of gan_lab: sample grids of a fixed noise batch."""
+"""Lightning callbacks of gan_lab: sample grids of a fixed noise batch, a progress bar for step budgets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from torchvision.utils import save_image
 
 from gan_lab.module import GANModule
@@ -57,3 +58,11 @@ class SampleGrid(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, module: GANModule) -> None:
         self.save(trainer, module)
+
+
+class GANProgressBar(RichProgressBar):
+    """Rich progress bar that does not print "Epoch 3/-2" when a `steps` budget leaves max_epochs unset."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        max_epochs = self.trainer.max_epochs
+        return f"Epoch {current_epoch}" + (f"/{max_epochs - 1}" if max_epochs and max_epochs > 0 else "")

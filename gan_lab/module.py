@@ -209,7 +209,8 @@ class GANModule(pl.LightningModule):
             for scheduler in self._schedulers():
                 scheduler.step()
         self.log("train/g_loss", g_loss.detach(), prog_bar=True)
-        self.log_dict({"train/lr_g": opt_g.param_groups[0]["lr"], "train/g_step": float(self.g_steps)})
+        self.log("train/g_step", float(self.g_steps), prog_bar=True)
+        self.log("train/lr_g", opt_g.param_groups[0]["lr"])
         if self.max_g_steps and self.g_steps >= self.max_g_steps:
             self.trainer.should_stop = True
 
