@@ -95,7 +95,9 @@ class GANModule(pl.LightningModule):
         self.max_g_steps = max_g_steps
         self.z_dim = z_dim
         self.num_classes = num_classes
-        self.config = dict(config) if config else None  # the resolved run config, stored in checkpoints
+        if config:
+            # The resolved run config: loggers record it (hparams.yaml) and checkpoints keep it.
+            self.save_hyperparameters(dict(config))
         self.g_steps = 0
         self.d_steps = 0
         if isinstance(self.regularizer, WeightClip) and not isinstance(self.loss, WassersteinLoss):
@@ -221,7 +223,7 @@ class GANModule(pl.LightningModule):
 
     # --- checkpoints --------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gan_lab"] = {"g_steps": self.g_steps, "d_steps": self.d_steps, "config": self.config}
+        checkpoint["gan_lab"] = {"g_steps": self.g_steps, "d_steps": self.d_steps}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gan_lab", {})

@@ -89,7 +89,9 @@ def test_checkpoint_keeps_step_counters_and_config(tiny_config, tmp_path):
     train(tiny_config("steps=5", "n_critic=2"))
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["gan_lab"]["g_steps"] == 5 and ckpt["gan_lab"]["d_steps"] == 10
-    assert ckpt["gan_lab"]["config"]["n_critic"] == 2
+    assert (
+        ckpt["hyper_parameters"]["n_critic"] == 2 and ckpt["hyper_parameters"]["model"]["name"] == "sndcgan"
+    )
     fresh = build_module(tiny_config())
     fresh.on_load_checkpoint(ckpt)
     assert (fresh.g_steps, fresh.d_steps) == (5, 10)
