@@ -1,14 +1,20 @@
-"""Lightning callbacks of gan_lab: sample grids of a fixed noise batch, a progress bar for step budgets."""
+"""Lightning callbacks of gan_lab: sample grids, in-loop FID/KID/IS with a best checkpoint, a progress bar."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
+from matplotlib.figure import Figure
 from torchvision.utils import save_image
 
+from gan_lab.errors import ConfigError
+from gan_lab.metrics import RNG_SEED, Evaluator, MetricSettings, generated_batches
 from gan_lab.module import GANModule
 
 
@@ -66,3 +72,119 @@ class GANProgressBar(RichProgressBar):
     def _get_train_description(self, current_epoch: int) -> str:
         max_epochs = self.trainer.max_epochs
         return f"Epoch {current_epoch}" + (f"/{max_epochs - 1}" if max_epochs and max_epochs > 0 else "")
+
+
+class InLoopMetrics(pl.Callback):
+    """FID / KID / IS every N epochs or generator steps, `best.ckpt` at the best FID, and an FID-vs-steps plot.
+
+    Logged as `val/fid<count>_<split>` (e.g. `val/fid5k_train`), `val/kid...`, `val/is<count>`. Under DDP each
+    rank generates its share of the samples from its own seed and the features are gathered, so every rank
+    scores the same full set. The same seeds are used at every evaluation, so the curve tracks G, not noise.
+    """
+
+    def __init__(
+        self,
+        settings: MetricSettings,
+        dataset_cfg: Mapping[str, Any],
+        every: int = 1,
+        unit: str = "epoch",
+        best_ckpt_path: str | None = None,
+        plot_path: str | None = None,
+    ) -> None:
+        if unit not in ("epoch", "step"):
+            raise ConfigError(f"metrics.every_unit must be 'epoch' or 'step' (generator steps), got '{unit}'")
+        if every < 1:
+            raise ConfigError(f"metrics.every must be >= 1, got {every}")
+        self.settings, self.dataset_cfg = settings, dataset_cfg
+        self.every, self.unit = every, unit
+        self.best_ckpt_path = Path(best_ckpt_path) if best_ckpt_path else None
+        self.plot_path = Path(plot_path) if plot_path else None
+        self.history: list[dict[str, float]] = []
+        self.best_fid = math.inf
+        self.evaluator: Evaluator | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.evaluator = Evaluator(self.settings, trainer.datamodule, self.dataset_cfg, pl_module.device)
+        # Rank 0 computes (or finds) the reference features first, so the other ranks read them from the cache.
+        if trainer.is_global_zero:
+            self.evaluator.reference()
+        trainer.strategy.barrier()
+        self.evaluator.reference()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: GANModule, *args: object) -> None:
+        steps = pl_module.g_steps
+        evaluated = self.history and self.history[-1]["g_step"] == steps
+        if self.unit == "step" and steps > 0 and steps % self.every == 0 and not evaluated:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: GANModule) -> None:
+        last_epoch = trainer.should_stop or trainer.current_epoch + 1 == trainer.max_epochs
+        if self.unit == "epoch" and ((trainer.current_epoch + 1) % self.every == 0 or last_epoch):
+            self.evaluate(trainer, pl_module)
+
+    def _gathered_features(self, trainer: pl.Trainer, pl_module: GANModule) -> dict[str, torch.Tensor]:
+        s = self.evaluator.settings
+        per_rank = math.ceil(s.num_fake / trainer.world_size)
+        batches = generated_batches(
+            pl_module.generate, per_rank, pl_module.z_dim, pl_module.num_classes, s.batch_size,
+            pl_module.device, seed=RNG_SEED + trainer.global_rank,
+        )  # fmt: skip
+        features = self.evaluator.fake_features(batches)
+        if trainer.world_size == 1:
+            return features
+        gathered = {k: pl_module.all_gather(v.to(pl_module.device)) for k, v in features.items()}
+        return {k: v.reshape(-1, v.shape[-1])[: s.num_fake].cpu() for k, v in gathered.items()}
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: GANModule) -> dict[str, float]:
+        """Score the current generator, log it, keep best.ckpt, redraw the curve; returns the results."""
+        results = self.evaluator.score(self._gathered_features(trainer, pl_module))
+        names = self.evaluator.names
+        logged = {}
+        for key, name in (
+            ("fid", "fid"),
+            ("kid_mean", "kid"),
+            ("kid_std", "kid"),
+            ("isc_mean", "isc"),
+            ("isc_std", "isc"),
+        ):
+            if key in results:
+                logged[f"val/{names[name]}" + ("_std" if key.endswith("_std") else "")] = results[key]
+        for name, value in logged.items():
+            pl_module.log(name, value, prog_bar=name.startswith("val/fid"))
+        self.history.append({"g_step": pl_module.g_steps, "epoch": trainer.current_epoch, **logged})
+        if "fid" in results and results["fid"] < self.best_fid:
+            self.best_fid = results["fid"]
+            if self.best_ckpt_path is not None:
+                trainer.save_checkpoint(self.best_ckpt_path)
+        if trainer.is_global_zero:
+            self.plot()
+        return results
+
+    def plot(self) -> Path | None:
+        """FID (or KID) against generator steps as a PNG."""
+        if self.plot_path is None or not self.history:
+            return None
+        name = next((k for k in self.history[-1] if k.startswith(("val/fid", "val/kid", "val/is"))), None)
+        if name is None:
+            return None
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
+        ax.plot(
+            [h["g_step"] for h in self.history], [h.get(name, math.nan) for h in self.history], marker="o"
+        )
+        ax.set_xlabel("generator steps")
+        ax.set_ylabel(name.removeprefix("val/"))
+        ax.set_title(
+            f"{name.removeprefix('val/')} (best {min(h.get(name, math.inf) for h in self.history):.2f})"
+        )
+        ax.grid(alpha=0.3)
+        self.plot_path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(self.plot_path, dpi=100, bbox_inches="tight")
+        return self.plot_path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "best_fid": self.best_fid}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+        self.best_fid = state_dict.get("best_fid", math.inf)

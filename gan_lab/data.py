@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from gan_lab.errors import ConfigError, DataError
+from gan_lab.images import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,11 @@ class _ResizeCrop:
         if img.size == (self.size, self.size):
             return img
         return self.crop(self.resize(img))
+
+
+def reference_transform(resolution: int) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL image -> RGB -> square ``resolution`` crop -> uint8 tensor (3, R, R), for metric reference images."""
+    return transforms.Compose([to_rgb, _ResizeCrop(resolution), transforms.PILToTensor()])
 
 
 def image_transform(resolution: int, hflip: bool) -> Callable[[Image.Image], torch.Tensor]:
@@ -88,9 +94,17 @@ class ImageDataModule(pl.LightningDataModule):
         self.class_names: list[str] = []
         self.train_set: Dataset | None = None
 
-    def build_dataset(self, transform: Callable[[Image.Image], torch.Tensor]) -> Dataset:
-        """Return the training dataset whose items are ``(transform(image), label)``."""
+    def build_dataset(
+        self, transform: Callable[[Image.Image], torch.Tensor], split: str = "train"
+    ) -> Dataset:
+        """Return the dataset of ``split`` ("train" or "test") whose items are ``(transform(image), label)``."""
         raise NotImplementedError
+
+    def reference_dataset(self, split: str) -> Dataset:
+        """Real images of ``split`` as uint8 (3, R, R) at the training resolution, unflipped, for metrics."""
+        if split not in ("train", "test"):
+            raise ConfigError(f"metrics.reference_split must be 'train' or 'test', got '{split}'")
+        return self.build_dataset(reference_transform(self.resolution), split)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the training set once and check it holds at least one batch."""
@@ -154,11 +168,13 @@ class CIFAR10DataModule(ImageDataModule):
                 "pass dataset=folder dataset.root=/path/to/cifar10/train (one subfolder per class)"
             ) from e
 
-    def build_dataset(self, transform: Callable[[Image.Image], torch.Tensor]) -> Dataset:
+    def build_dataset(
+        self, transform: Callable[[Image.Image], torch.Tensor], split: str = "train"
+    ) -> Dataset:
         from torchvision.datasets import CIFAR10
 
         try:
-            return CIFAR10(str(self.root), train=True, transform=transform, download=False)
+            return CIFAR10(str(self.root), train=split == "train", transform=transform, download=False)
         except RuntimeError as e:
             raise DataError(
                 f"CIFAR-10 is not in {self.root}; set dataset.download=true, or pass "
@@ -179,13 +195,16 @@ class LSUNChurchDataModule(ImageDataModule):
     ) -> None:
         super().__init__(root, resolution, batch_size, num_workers, hflip)
 
-    def build_dataset(self, transform: Callable[[Image.Image], torch.Tensor]) -> Dataset:
+    def build_dataset(
+        self, transform: Callable[[Image.Image], torch.Tensor], split: str = "train"
+    ) -> Dataset:
         try:
             import lmdb  # noqa: F401
         except ImportError as e:
             msg = "LSUN needs the lmdb package; pip install lmdb (or pip install gan_lab[lsun])"
             raise DataError(msg) from e
-        lmdb_dir = self.root / "church_outdoor_train_lmdb"  # type: ignore[operator]
+        category = "church_outdoor_train" if split == "train" else "church_outdoor_val"  # LSUN's test split
+        lmdb_dir = self.root / f"{category}_lmdb"  # type: ignore[operator]
         if not lmdb_dir.is_dir():
             raise DataError(
                 f"LSUN folder {lmdb_dir} not found; get it with `python download.py -c church_outdoor` from "
@@ -193,7 +212,7 @@ class LSUNChurchDataModule(ImageDataModule):
             )
         from torchvision.datasets import LSUN
 
-        return LSUN(str(self.root), classes=["church_outdoor_train"], transform=transform)
+        return LSUN(str(self.root), classes=[category], transform=transform)
 
 
 class ImageFileDataset(Dataset):
@@ -234,6 +253,38 @@ class ImageFileDataset(Dataset):
         raise DataError(f"none of the {n} image files can be read; check the files under dataset.root")
 
 
+def scan_image_folder(
+    root: Path | None, key: str = "dataset.root"
+) -> tuple[list[Path], list[int], list[str]]:
+    """(files, labels, class_names) of a folder searched recursively; only lists names, opens nothing.
+
+    Top-level subfolders are classes when every image sits in one; otherwise the folder is unlabelled.
+    """
+    if root is None or not root.is_dir():
+        raise DataError(f"image folder {root} does not exist; set {key}=/path/to/images")
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Hidden entries (.git, macOS ._* resource forks) are never images.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files += [
+            Path(dirpath, f)
+            for f in sorted(filenames)
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+    if not files:
+        raise DataError(
+            f"no image files ({' '.join(IMAGE_EXTENSIONS)}, any case) found under {root}; "
+            f"set {key} to a folder of images"
+        )
+    files.sort()
+    top = [f.relative_to(root).parts for f in files]
+    if all(len(parts) > 1 for parts in top):
+        class_names = sorted({parts[0] for parts in top})
+        index = {name: i for i, name in enumerate(class_names)}
+        return files, [index[parts[0]] for parts in top], class_names
+    return files, [0] * len(files), []
+
+
 class FolderDataModule(ImageDataModule):
     """Any folder of images, searched recursively; top-level subfolders become class labels."""
 
@@ -245,41 +296,26 @@ class FolderDataModule(ImageDataModule):
         num_workers: int = 2,
         hflip: bool = False,
         skip_corrupt: bool = False,
+        test_root: str | None = None,
     ) -> None:
         super().__init__(root, resolution, batch_size, num_workers, hflip)
         self.skip_corrupt = skip_corrupt
-        self.files, self.labels = self._scan()
+        self.test_root = Path(test_root).expanduser() if test_root else None
+        self.files, self.labels, self.class_names = scan_image_folder(self.root)
+        self.num_classes = len(self.class_names)
 
-    def _scan(self) -> tuple[list[Path], list[int]]:
-        # Only lists names: opening millions of images up front would take hours.
-        root = self.root
-        if root is None or not root.is_dir():
-            raise DataError(f"image folder {root} does not exist; set dataset.root=/path/to/images")
-        files: list[Path] = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            # Hidden entries (.git, macOS ._* resource forks) are never images.
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            files += [
-                Path(dirpath, f)
-                for f in sorted(filenames)
-                if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-            ]
-        if not files:
-            raise DataError(
-                f"no image files ({' '.join(IMAGE_EXTENSIONS)}, any case) found under {root}; "
-                "set dataset.root to a folder of images"
+    def build_dataset(
+        self, transform: Callable[[Image.Image], torch.Tensor], split: str = "train"
+    ) -> Dataset:
+        if split == "train":
+            return ImageFileDataset(self.files, self.labels, transform, self.skip_corrupt)
+        if self.test_root is None:
+            raise ConfigError(
+                "the test split of a folder dataset needs dataset.test_root=/path/to/test/images "
+                "(or use metrics.reference_split=train)"
             )
-        files.sort()
-        top = [f.relative_to(root).parts for f in files]
-        if all(len(parts) > 1 for parts in top):
-            self.class_names = sorted({parts[0] for parts in top})
-            self.num_classes = len(self.class_names)
-            index = {name: i for i, name in enumerate(self.class_names)}
-            return files, [index[parts[0]] for parts in top]
-        return files, [0] * len(files)
-
-    def build_dataset(self, transform: Callable[[Image.Image], torch.Tensor]) -> Dataset:
-        return ImageFileDataset(self.files, self.labels, transform, self.skip_corrupt)
+        files, labels, _ = scan_image_folder(self.test_root, key="dataset.test_root")
+        return ImageFileDataset(files, labels, transform, self.skip_corrupt)
 
 
 class _TensorImages(Dataset):
@@ -318,10 +354,10 @@ class FakeDataModule(ImageDataModule):
         self.class_names = [f"class{i}" for i in range(num_classes)]
         self.seed = seed
 
-    def generate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(images, labels)``: images (N, 3, R, R) in [-1, 1], same output for the same seed."""
+    def generate(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(images, labels)``: images (N, 3, R, R) in [-1, 1], same output for the same seed and split."""
         n, r = self.num_samples, self.resolution
-        g = torch.Generator().manual_seed(self.seed)
+        g = torch.Generator().manual_seed(self.seed + (0 if split == "train" else 1))
         labels = torch.arange(n) % max(self.num_classes, 1)
         if self.num_classes:
             # Evenly spaced hues, so each class has its own clearly distinct colour.
@@ -341,7 +377,13 @@ class FakeDataModule(ImageDataModule):
         images = background + blob[:, None] * (colour[:, :, None, None] - background)
         return images.clamp(-1, 1), labels
 
-    def build_dataset(self, transform: Callable[[Image.Image], torch.Tensor]) -> Dataset:
+    def build_dataset(
+        self, transform: Callable[[Image.Image], torch.Tensor], split: str = "train"
+    ) -> Dataset:
         # Images are already tensors at the right size, so only the flip of the PIL pipeline applies.
-        images, labels = self.generate()
+        images, labels = self.generate(split)
         return _TensorImages(images, labels, transforms.RandomHorizontalFlip() if self.hflip else None)
+
+    def reference_dataset(self, split: str) -> Dataset:
+        images, labels = self.generate(split)
+        return _TensorImages(to_uint8(images), labels, None)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,9 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gan_lab.errors import one_line, user_error
+from gan_lab.callbacks import InLoopMetrics
+from gan_lab.cli import user_errors_as_one_line
+from gan_lab.metrics import settings_from_config
 from gan_lab.module import GANModule
 
 log = logging.getLogger("gan_lab.train")
@@ -44,12 +44,33 @@ def _instantiate_named(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in (group or {}).values() if entry is not None]
 
 
+def build_metrics_callback(cfg: DictConfig) -> InLoopMetrics | None:
+    """In-loop FID/KID/IS from conf/metrics, or None for metrics=none."""
+    metrics = cfg.get("metrics") or {}
+    settings = settings_from_config(metrics) if metrics else None
+    if settings is None or not (settings.fid or settings.kid or settings.isc):
+        return None
+    output_dir = Path(cfg.paths.output_dir)
+    return InLoopMetrics(
+        settings,
+        OmegaConf.to_container(cfg.dataset, resolve=True),
+        every=metrics.every,
+        unit=metrics.every_unit,
+        best_ckpt_path=str(output_dir / "checkpoints" / "best.ckpt"),
+        plot_path=str(output_dir / "fid_curve.png"),
+    )
+
+
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """The Lightning Trainer; a `steps` budget replaces trainer.max_epochs (GANModule stops the run)."""
     overrides = {"max_epochs": -1} if cfg.steps else {}
+    callbacks = _instantiate_named(cfg.callbacks)
+    metrics_callback = build_metrics_callback(cfg)
+    if metrics_callback is not None:
+        callbacks.append(metrics_callback)
     return instantiate(
         cfg.trainer,
-        callbacks=_instantiate_named(cfg.callbacks),
+        callbacks=callbacks,
         logger=_instantiate_named(cfg.logger),
         **overrides,
     )
@@ -70,15 +91,9 @@ def train(cfg: DictConfig) -> GANModule:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@user_errors_as_one_line
 def main(cfg: DictConfig) -> None:
-    try:
-        train(cfg)
-    except Exception as exc:
-        err = user_error(exc)
-        if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"gan_lab: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(1)
+    train(cfg)
 
 
 if __name__ == "__main__":

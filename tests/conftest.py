@@ -94,6 +94,7 @@ TINY_RUN = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
+    "metrics=none",
 ]
 
 

@@ -37,6 +37,7 @@ def test_folder_run_writes_checkpoint_grids_and_metrics(tiny_image_folder, tmp_p
         "steps=6",
         "callbacks.samples.every_n_steps=3",
         "trainer.log_every_n_steps=1",
+        "metrics=none",
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
     )

@@ -1,0 +1,46 @@
+"""What the command-line entry points (train, evaluate, sample) share."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from gan_lab.errors import ConfigError, one_line, user_error
+
+
+def user_errors_as_one_line(main: Callable[..., Any]) -> Callable[..., None]:
+    """Wrap an entry point: a GanLabError prints one `gan_lab: error:` line and exits 1.
+
+    Other exceptions, and every exception when HYDRA_FULL_ERROR=1, propagate with their traceback.
+    """
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            main(*args, **kwargs)
+        except Exception as exc:
+            err = user_error(exc)
+            if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"gan_lab: error: {one_line(err)}", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapper
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` = cuda if available, else cpu; otherwise any torch device string."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{name}'") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA GPU is visible; use device=auto or device=cpu")
+    return device

@@ -1,0 +1,82 @@
+"""`python -m gan_lab.evaluate ckpt=PATH | fake_dir=DIR [dataset=...] [metrics.num_fake=N ...]`: JSON metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchvision import transforms
+
+from gan_lab.checkpoints import load_generator, run_dir_of
+from gan_lab.cli import resolve_device, user_errors_as_one_line
+from gan_lab.data import ImageFileDataset, scan_image_folder, to_rgb
+from gan_lab.errors import ConfigError
+from gan_lab.metrics import Evaluator, generated_batches, image_batches, settings_from_config
+
+log = logging.getLogger("gan_lab.evaluate")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score cfg.ckpt's generator or the images in cfg.fake_dir; writes the JSON file and returns the results."""
+    if bool(cfg.ckpt) == bool(cfg.fake_dir):
+        raise ConfigError(
+            "pass exactly one of ckpt=PATH (a gan_lab checkpoint) or fake_dir=DIR (generated images)"
+        )
+    device = resolve_device(cfg.device)
+    settings = settings_from_config(cfg.metrics)
+    loaded = load_generator(cfg.ckpt, device) if cfg.ckpt else None
+    if cfg.get("dataset"):
+        dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
+    elif loaded is not None:
+        dataset_cfg = OmegaConf.to_container(loaded.config.dataset, resolve=True)
+    else:
+        raise ConfigError(
+            "fake_dir needs the reference data: add dataset=folder dataset.root=/path/to/real/images"
+        )
+    datamodule = instantiate(dataset_cfg)
+
+    if loaded is not None:
+        source: dict[str, Any] = {"ckpt": str(Path(cfg.ckpt).resolve()), "g_steps": loaded.g_steps}
+        evaluator = Evaluator(settings, datamodule, dataset_cfg, device)
+        s = evaluator.settings
+        batches = generated_batches(
+            loaded.generator, s.num_fake, loaded.z_dim, loaded.num_classes, s.batch_size, device, cfg.seed
+        )
+        default_out = (
+            run_dir_of(Path(cfg.ckpt)) / f"evaluation_{evaluator.names['fid']}_{Path(cfg.ckpt).stem}.json"
+        )
+    else:
+        fake_dir = Path(cfg.fake_dir).expanduser()
+        files, labels, _ = scan_image_folder(fake_dir, key="fake_dir")
+        settings.num_fake = settings.num_fake or len(files)  # a folder is scored whole unless told otherwise
+        evaluator = Evaluator(settings, datamodule, dataset_cfg, device)
+        s = evaluator.settings
+        # Decoded as torch-fidelity decodes files: RGB, unresized uint8 (Inception resizes internally).
+        images = ImageFileDataset(files, labels, transforms.Compose([to_rgb, transforms.PILToTensor()]))
+        batches = image_batches(images, s.num_fake, s.batch_size, what=f"fake_dir {fake_dir}")
+        source = {"fake_dir": str(fake_dir.resolve())}
+        default_out = fake_dir.parent / f"evaluation_{evaluator.names['fid']}_{fake_dir.name}.json"
+
+    results = evaluator.score(evaluator.fake_features(batches))
+    report = {**source, "names": evaluator.names, **results, "dataset": dataset_cfg}
+    out = Path(cfg.out).expanduser() if cfg.out else default_out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    log.info("wrote %s", out)
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@user_errors_as_one_line
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""`python -m gan_lab.sample ckpt=PATH [key=value ...]`: images from a trained generator (conf/sample.yaml).
+
+Writes into out_dir: grid.png, images/NNNNNN.png (one PNG per sample, for torch-fidelity and similar tools),
+interpolation.png (one latent walk per row) and, for conditional models, classes.png (one row per class).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.utils import save_image
+
+from gan_lab.checkpoints import LoadedGenerator, load_generator, run_dir_of
+from gan_lab.cli import resolve_device, user_errors_as_one_line
+from gan_lab.errors import ConfigError
+from gan_lab.images import to_uint8
+
+log = logging.getLogger("gan_lab.sample")
+MODES = ("slerp", "lerp")
+# (key, smallest valid value) of the integer settings.
+_INT_KEYS = (("seed", 0), ("num_images", 0), ("grid_size", 1), ("batch_size", 1), ("per_class", 1))
+_INT_KEYS += (("interpolation.rows", 1), ("interpolation.steps", 2))
+
+
+def _check_truncation(t: float | None) -> None:
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
+        raise ConfigError(
+            f"truncation must be null (plain N(0, I)) or a number > 0, got {t!r}; e.g. truncation=1.0"
+        )
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"interpolation.mode must be one of {', '.join(MODES)}, got '{mode}'")
+
+
+def sample_noise(n: int, z_dim: int, generator: torch.Generator, truncation: float | None = None) -> Tensor:
+    """z (n, z_dim) on the CPU: N(0, I), or with truncation=t each coordinate from N(0, 1) truncated to [-t, t]."""
+    _check_truncation(truncation)
+    if truncation is None:
+        return torch.randn(n, z_dim, generator=generator)
+    z = torch.empty(n, z_dim)
+    return nn.init.trunc_normal_(z, a=-truncation, b=truncation, generator=generator)
+
+
+def interpolate(z0: Tensor, z1: Tensor, steps: int, mode: str = "slerp") -> Tensor:
+    """`steps` latents (steps, z_dim) from z0 to z1 (each (z_dim,)), endpoints included."""
+    _check_mode(mode)
+    if steps < 2:
+        raise ConfigError(f"interpolation.steps must be >= 2 (both endpoints are shown), got {steps}")
+    t = torch.linspace(0, 1, steps, dtype=z0.dtype)[:, None]
+    omega = torch.acos(F.cosine_similarity(z0, z1, dim=0).clamp(-1, 1))
+    # slerp follows the great circle: Gaussian z in high dimension lie near a sphere, and lerp's midpoints
+    # fall inside it (atypically small norms). An (anti)parallel pair has no unique great circle: lerp.
+    if mode == "lerp" or torch.sin(omega) < 1e-6:
+        return (1 - t) * z0 + t * z1
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+def save_each(images: Tensor, directory: Path, start: int = 0) -> None:
+    """Write images (N, C, H, W) in [-1, 1] as directory/<start + i>.png (6 digits), the bytes save_image writes."""
+    pixels = to_uint8(images)
+    if pixels.shape[1] == 1:  # save_image writes grayscale as RGB
+        pixels = pixels.expand(-1, 3, -1, -1)
+    for i, array in enumerate(pixels.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(array).save(directory / f"{start + i:06d}.png")
+
+
+def default_out_dir(ckpt: Path, seed: int) -> Path:
+    """<run dir>/generated/seed<seed>."""
+    return run_dir_of(ckpt) / "generated" / f"seed{seed}"
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse bad settings before loading anything, so a typo never costs a long generation run."""
+    if OmegaConf.is_missing(cfg, "ckpt"):
+        raise ConfigError("ckpt is required: python -m gan_lab.sample ckpt=<run dir>/checkpoints/last.ckpt")
+    for key, low in _INT_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+    _check_truncation(cfg.truncation)
+    _check_mode(cfg.interpolation.mode)
+
+
+@torch.no_grad()
+def write_samples(
+    loaded: LoadedGenerator, cfg: DictConfig, out_dir: Path, device: torch.device
+) -> dict[str, Path]:
+    """Write grid.png, images/, interpolation.png and (conditional models) classes.png; returns their paths."""
+    gen, z_dim, k, bs = loaded.generator, loaded.z_dim, loaded.num_classes, cfg.batch_size
+
+    def noise(n: int) -> Tensor:  # a fresh seeded generator per output: num_images does not change grid.png
+        return sample_noise(n, z_dim, torch.Generator().manual_seed(cfg.seed), cfg.truncation)
+
+    def cycle(n: int) -> Tensor | None:  # conditional models: balanced classes 0, 1, ..., k-1, 0, ...
+        return torch.arange(n) % k if k else None
+
+    def batches(z: Tensor, labels: Tensor | None):  # noise is drawn on the CPU: same images on any device
+        for i in range(0, len(z), bs):
+            y = None if labels is None else labels[i : i + bs].to(device)
+            yield gen(z[i : i + bs].to(device), y).float().cpu()
+
+    def save_grid(name: str, z: Tensor, labels: Tensor | None, nrow: int) -> None:
+        paths[name] = out_dir / f"{name}.png"
+        save_image(
+            torch.cat(list(batches(z, labels))), paths[name], nrow=nrow, normalize=True, value_range=(-1, 1)
+        )
+
+    paths: dict[str, Path] = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_grid("grid", noise(cfg.grid_size), cycle(cfg.grid_size), nrow=round(math.sqrt(cfg.grid_size)))
+
+    paths["images"] = out_dir / "images"
+    paths["images"].mkdir(exist_ok=True)
+    for stale in paths["images"].glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+        stale.unlink()  # a previous, larger num_images must not leave extra files for FID tools to count
+    for b, images in enumerate(batches(noise(cfg.num_images), cycle(cfg.num_images))):
+        save_each(images, paths["images"], start=b * bs)  # streamed: 50000 images never sit in memory
+
+    rows, steps = cfg.interpolation.rows, cfg.interpolation.steps
+    ends = noise(2 * rows)
+    z = torch.cat(
+        [interpolate(ends[2 * r], ends[2 * r + 1], steps, cfg.interpolation.mode) for r in range(rows)]
+    )
+    labels = cycle(rows).repeat_interleave(steps) if k else None  # one class per row
+    save_grid("interpolation", z, labels, nrow=steps)
+
+    if k:  # class-major rows; column j uses the same z in every row, so only the class changes down a column
+        labels = torch.arange(k).repeat_interleave(cfg.per_class)
+        save_grid("classes", noise(cfg.per_class).repeat(k, 1), labels, nrow=cfg.per_class)
+    else:
+        log.info("no classes.png: the generator is unconditional (model.num_classes=0)")
+    return paths
+
+
+def sample(cfg: DictConfig) -> dict[str, Path]:
+    """Load cfg.ckpt, write every output into out_dir and print their paths."""
+    check_config(cfg)
+    device = resolve_device(cfg.device)
+    ckpt = Path(cfg.ckpt).expanduser().absolute()
+    loaded = load_generator(ckpt, device)
+    out_dir = Path(cfg.out_dir).expanduser().absolute() if cfg.out_dir else default_out_dir(ckpt, cfg.seed)
+    log.info("generator of %s (%d generator steps) on %s", ckpt, loaded.g_steps, device)
+    paths = write_samples(loaded, cfg, out_dir, device)
+    for name, path in paths.items():
+        print(f"{name + ':':<15}{path}" + (f"  ({cfg.num_images} PNGs)" if name == "images" else ""))
+    return paths
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
+@user_errors_as_one_line
+def main(cfg: DictConfig) -> None:
+    sample(cfg)
+
+
+if __name__ == "__main__":
+    main()
