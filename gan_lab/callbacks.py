@@ -149,8 +149,10 @@ class InLoopMetrics(pl.Callback):
         ):
             if key in results:
                 logged[f"val/{names[name]}" + ("_std" if key.endswith("_std") else "")] = results[key]
-        for name, value in logged.items():
-            pl_module.log(name, value, prog_bar=name.startswith("val/fid"))
+        for logger in trainer.loggers:  # indexed by generator step, like the training metrics
+            logger.log_metrics(logged, step=pl_module.g_steps)
+        for name, value in logged.items():  # progress bar, and trainer.callback_metrics for other callbacks
+            pl_module.log(name, value, prog_bar=name.startswith("val/fid"), logger=False)
         self.history.append({"g_step": pl_module.g_steps, "epoch": trainer.current_epoch, **logged})
         if "fid" in results and results["fid"] < self.best_fid:
             self.best_fid = results["fid"]

@@ -100,6 +100,7 @@ class GANModule(pl.LightningModule):
             self.save_hyperparameters(dict(config))
         self.g_steps = 0
         self.d_steps = 0
+        self._log_sums: dict[str, tuple[Tensor | float, int]] = {}
         if isinstance(self.regularizer, WeightClip) and not isinstance(self.loss, WassersteinLoss):
             log.warning(
                 "weight clipping is meant for the Wasserstein critic (loss=wasserstein); with %s it limits D "
@@ -184,17 +185,14 @@ class GANModule(pl.LightningModule):
         self.regularizer.after_d_step(self.discriminator)
         self.d_steps += 1
         real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
-        self.log("train/d_loss", d_loss.detach(), prog_bar=True)
-        self.log_dict(
-            {
-                "train/d_penalty": penalty.detach(),
-                "train/d_real": real_logits.mean(),
-                "train/d_fake": fake_logits.mean(),
-                "train/d_accuracy": discriminator_accuracy(self.loss, real_logits, fake_logits),
-                "train/lr_d": opt_d.param_groups[0]["lr"],
-                "train/d_step": float(self.d_steps),
-            }
+        self._accumulate(
+            d_loss=d_loss,
+            d_penalty=penalty,
+            d_real=real_logits.mean(),
+            d_fake=fake_logits.mean(),
+            d_accuracy=discriminator_accuracy(self.loss, real_logits, fake_logits),
         )
+        self.log("train/d_loss", d_loss.detach(), prog_bar=True, logger=False)
 
     def _generator_step(self, opt_g: Any, n: int) -> None:
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad: no D gradients are computed
@@ -210,11 +208,40 @@ class GANModule(pl.LightningModule):
         if self.scheduler and self.scheduler.get("interval", "step") == "step":
             for scheduler in self._schedulers():
                 scheduler.step()
-        self.log("train/g_loss", g_loss.detach(), prog_bar=True)
-        self.log("train/g_step", float(self.g_steps), prog_bar=True)
-        self.log("train/lr_g", opt_g.param_groups[0]["lr"])
+        self._accumulate(g_loss=g_loss)
+        self.log("train/g_loss", g_loss.detach(), prog_bar=True, logger=False)
+        self.log("train/g_step", float(self.g_steps), prog_bar=True, logger=False)
+        if self.g_steps % self.trainer.log_every_n_steps == 0 or self.g_steps == self.max_g_steps:
+            self._write_training_metrics()
         if self.max_g_steps and self.g_steps >= self.max_g_steps:
             self.trainer.should_stop = True
+
+    # --- logging ------------------------------------------------------------------------------------------
+    # Training metrics go straight to the loggers, at generator steps: Lightning's self.log would repeat a
+    # G-step value on the D-only batches of n_critic > 1 and index rows by batch, not by generator step.
+    def _accumulate(self, **values: Tensor) -> None:
+        """Add per-step values to running sums on the device (no host sync until they are written)."""
+        for name, value in values.items():
+            total, count = self._log_sums.get(name, (0.0, 0))
+            self._log_sums[name] = (total + value.detach().float(), count + 1)
+
+    def _write_training_metrics(self) -> None:
+        """Log the means since the last write (D values over all D steps), learning rates and counters."""
+        names = list(self._log_sums)
+        means = (
+            torch.stack([total / count for total, count in self._log_sums.values()]).tolist() if names else []
+        )
+        metrics = {f"train/{name}": value for name, value in zip(names, means, strict=True)}
+        opt_g, opt_d = self.optimizers()
+        metrics |= {
+            "train/lr_g": opt_g.param_groups[0]["lr"],
+            "train/lr_d": opt_d.param_groups[0]["lr"],
+            "train/d_step": self.d_steps,
+            "epoch": self.current_epoch,
+        }
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.g_steps)
+        self._log_sums.clear()
 
     def on_train_epoch_end(self) -> None:
         if self.scheduler and self.scheduler.get("interval", "step") == "epoch":

@@ -107,3 +107,35 @@ def tiny_config(tmp_path: Path):
         return compose_config([*TINY_RUN, *overrides], output_dir=tmp_path / "run")
 
     return compose
+
+
+@pytest.fixture(scope="session")
+def inception_weights() -> Path:
+    """The FID Inception weights of ../shared (NaN classifier head: FID/KID only)."""
+    path = _shared_dir() / "weights" / "inception-2015-12-05-fid.pth"
+    if not path.is_file():
+        pytest.skip("needs ../shared/weights/inception-2015-12-05-fid.pth")
+    return path
+
+
+@pytest.fixture(scope="session")
+def inception(inception_weights):
+    """torch-fidelity's FID Inception-v3 built once per session (loading takes seconds)."""
+    from gan_lab.metrics import build_inception
+
+    return build_inception(str(inception_weights))
+
+
+def copy_images(source: Path, dest: Path, count: int, stride: int = 1) -> Path:
+    """A flat folder of `count` copies of images of source (every `stride`-th, round robin over classes).
+
+    Copies, not symlinks: torch-fidelity orders files by their resolved paths, gan_lab by the names it lists,
+    and KID's random subsets depend on that order.
+    """
+    dest.mkdir(parents=True)
+    classes = sorted(p for p in source.iterdir() if p.is_dir())
+    files = [sorted(c.iterdir()) for c in classes]
+    for i in range(count):
+        image = files[i % len(classes)][(i // len(classes)) * stride]
+        shutil.copyfile(image, dest / f"{i:05d}{image.suffix}")
+    return dest

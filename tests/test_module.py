@@ -1,5 +1,7 @@
 """GANModule: which parameters each step touches, the n_critic schedule, budgets, optimizers, schedulers."""
 
+import csv
+
 import pytest
 import torch
 
@@ -136,12 +138,19 @@ def test_cosine_is_halfway_at_half_the_run(tiny_config):
     )
 
 
-def test_logged_metrics(tiny_config):
-    module = train(tiny_config("steps=2"))
-    logged = module.trainer.logged_metrics
-    for key in ("d_loss", "g_loss", "d_real", "d_fake", "d_accuracy", "lr_g", "lr_d", "g_step", "d_step"):
-        assert f"train/{key}" in logged
-    assert 0.0 <= logged["train/d_accuracy"] <= 1.0
+def read_metrics(run_dir) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_logged_metrics_one_row_per_generator_step(tiny_config, tmp_path):
+    train(tiny_config("steps=4", "n_critic=2", "trainer.log_every_n_steps=2"))
+    rows = read_metrics(tmp_path / "run")
+    assert [int(r["step"]) for r in rows] == [2, 4]  # indexed by generator step, every log_every_n_steps
+    assert [int(r["train/d_step"]) for r in rows] == [4, 8]
+    for key in ("d_loss", "g_loss", "d_real", "d_fake", "d_accuracy", "d_penalty", "lr_g", "lr_d"):
+        assert all(r[f"train/{key}"] for r in rows), key
+    assert all(0.0 <= float(r["train/d_accuracy"]) <= 1.0 for r in rows)
 
 
 @pytest.mark.parametrize(
