@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.callbacks import InLoopMetrics
 from gan_lab.cli import user_errors_as_one_line
+from gan_lab.errors import ConfigError
 from gan_lab.metrics import settings_from_config
 from gan_lab.module import GANModule
 
@@ -76,8 +77,20 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     )
 
 
+def absolutize_data_paths(cfg: DictConfig) -> None:
+    """Make data paths absolute in place, so the config stored in checkpoints works from any directory."""
+    for node, key in ((cfg.paths, "data_dir"), (cfg.dataset, "root"), (cfg.dataset, "test_root")):
+        value = node.get(key)
+        if isinstance(value, str) and value:
+            node[key] = str(Path(value).expanduser().absolute())
+
+
 def train(cfg: DictConfig) -> GANModule:
     """Build data, module and trainer from cfg and fit; returns the trained module."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} must be set, e.g. {missing[0]}=... on the command line")
+    absolutize_data_paths(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

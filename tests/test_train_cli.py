@@ -73,3 +73,9 @@ def test_offline_cifar10_says_how_to_use_a_local_copy(tmp_path):
     if result.returncode == 0:  # a machine with internet downloaded CIFAR-10: nothing to check here
         return
     assert "dataset=folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_folder_without_root_names_the_missing_key(tmp_path):
+    result = run_cli("dataset=folder", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "gan_lab: error: dataset.root must be set" in result.stderr and "Traceback" not in result.stderr
