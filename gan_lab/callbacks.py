@@ -36,25 +36,30 @@ class SampleGrid(pl.Callback):
         self.seed = seed
         self._last_saved_step = -1
 
-    def fixed_noise(self, module: GANModule) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The same (z, labels) every call: (num_samples, z_dim) and, if conditional, cycling class labels."""
+    def fixed_noise(self, module: GANModule) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """The same (z, labels, images per row) every call.
+
+        Conditional models get one row per class, each column sharing one z, so only the class changes down
+        a column.
+        """
         gen = torch.Generator().manual_seed(self.seed)
-        z = torch.randn(self.num_samples, module.z_dim, generator=gen).to(module.device)
-        labels = None
-        if module.num_classes:
-            labels = (torch.arange(self.num_samples) % module.num_classes).to(module.device)
-        return z, labels
+        if not module.num_classes:
+            z = torch.randn(self.num_samples, module.z_dim, generator=gen)
+            return z.to(module.device), None, max(1, round(self.num_samples**0.5))
+        per_class = max(1, self.num_samples // module.num_classes)
+        z = torch.randn(per_class, module.z_dim, generator=gen).repeat(module.num_classes, 1)
+        labels = torch.arange(module.num_classes).repeat_interleave(per_class)
+        return z.to(module.device), labels.to(module.device), per_class
 
     def save(self, trainer: pl.Trainer, module: GANModule) -> Path | None:
         """Write the grid for the current generator step (rank 0 only); returns its path."""
         if module.g_steps == self._last_saved_step or not trainer.is_global_zero:
             return None
         self._last_saved_step = module.g_steps
-        z, labels = self.fixed_noise(module)
+        z, labels, nrow = self.fixed_noise(module)
         images = module.generate(z, labels).float()
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"step_{module.g_steps:07d}.png"
-        nrow = module.num_classes or int(self.num_samples**0.5)
         save_image(images, path, nrow=nrow, normalize=True, value_range=(-1, 1))
         return path
 

@@ -66,8 +66,12 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Load
     checkpoint = load_checkpoint(path)
     config = OmegaConf.create(checkpoint["hyper_parameters"])
     generator = instantiate(config.model.generator)
-    prefix = "generator."
-    weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    state = checkpoint["state_dict"]
+    # The EMA generator, when the run kept one, is the one to sample from.
+    prefix = (
+        "generator_ema.module." if any(k.startswith("generator_ema.module.") for k in state) else "generator."
+    )
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     generator.load_state_dict(weights)
     generator.to(device).eval()
     return LoadedGenerator(generator, config, int(checkpoint.get("gan_lab", {}).get("g_steps", 0)))

@@ -22,7 +22,9 @@ import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from gan_lab.augment import Augmentations
 from gan_lab.errors import ConfigError
 from gan_lab.losses import GANLoss, WassersteinLoss, discriminator_accuracy
 from gan_lab.regularizers import Regularizer, WeightClip
@@ -74,6 +76,9 @@ class GANModule(pl.LightningModule):
         max_g_steps: int | None = None,
         z_dim: int = 100,
         num_classes: int = 0,
+        augment: Augmentations | None = None,
+        ema_decay: float | None = None,
+        ema_start_step: int = 0,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -95,6 +100,9 @@ class GANModule(pl.LightningModule):
         self.max_g_steps = max_g_steps
         self.z_dim = z_dim
         self.num_classes = num_classes
+        self.augment = augment or Augmentations(None)
+        self.generator_ema = self._build_ema(ema_decay)
+        self.ema_start_step = ema_start_step
         if config:
             # The resolved run config: loggers record it (hparams.yaml) and checkpoints keep it.
             self.save_hyperparameters(dict(config))
@@ -107,6 +115,34 @@ class GANModule(pl.LightningModule):
                 "without the theory behind it",
                 type(self.loss).__name__,
             )
+
+    def _build_ema(self, decay: float | None) -> AveragedModel | None:
+        """An exponential moving average of G's parameters (buffers are copied, see _update_ema), or None."""
+        if decay is None:
+            return None
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"ema.decay must be in (0, 1) (e.g. 0.999) or null for no EMA, got {decay}")
+        ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+        return ema.requires_grad_(False)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        if self.g_steps <= self.ema_start_step:
+            self.generator_ema.n_averaged.zero_()  # until averaging starts, the average is a copy of G
+        self.generator_ema.update_parameters(self.generator)
+        # Buffers are copied, never averaged: BN statistics belong to the current weights, and averaged
+        # spectral-norm power-iteration vectors would no longer be singular vectors.
+        for ema_buffer, buffer in zip(
+            self.generator_ema.module.buffers(), self.generator.buffers(), strict=True
+        ):
+            ema_buffer.copy_(buffer)
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator used for samples and metrics: the EMA one when enabled."""
+        return self.generator if self.generator_ema is None else self.generator_ema.module
 
     # --- sampling -----------------------------------------------------------------------------------------
     def sample_noise(self, n: int) -> Tensor:
@@ -121,13 +157,14 @@ class GANModule(pl.LightningModule):
 
     @torch.no_grad()
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Images (N, C, H, W) in [-1, 1] from G in eval mode (BN running statistics); restores the mode."""
-        was_training = self.generator.training
-        self.generator.eval()
+        """Images (N, C, H, W) in [-1, 1] from the sampling generator in eval mode; restores the mode."""
+        generator = self.sampling_generator
+        was_training = generator.training
+        generator.eval()
         try:
-            return self.generator(z, labels)
+            return generator(z, labels)
         finally:
-            self.generator.train(was_training)
+            generator.train(was_training)
 
     # --- optimizers ---------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -173,6 +210,7 @@ class GANModule(pl.LightningModule):
         fake_labels = labels  # conditional D compares real and fake of the same classes
         with torch.no_grad():
             fake = self.generator(self.sample_noise(n), fake_labels)
+        real, fake = self.augment.real(real), self.augment.fake(fake)  # penalties see what D scored
         self.toggle_optimizer(opt_d)
         real_logits = self.discriminator(real, labels)
         fake_logits = self.discriminator(fake, fake_labels)
@@ -197,14 +235,14 @@ class GANModule(pl.LightningModule):
     def _generator_step(self, opt_g: Any, n: int) -> None:
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad: no D gradients are computed
         fake_labels = self.sample_labels(n)
-        g_loss = self.loss.g_loss(
-            self.discriminator(self.generator(self.sample_noise(n), fake_labels), fake_labels)
-        )
+        fake = self.augment.fake(self.generator(self.sample_noise(n), fake_labels))
+        g_loss = self.loss.g_loss(self.discriminator(fake, fake_labels))
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         self.g_steps += 1
+        self._update_ema()
         if self.scheduler and self.scheduler.get("interval", "step") == "step":
             for scheduler in self._schedulers():
                 scheduler.step()

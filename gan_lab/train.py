@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gan_lab.augment import Augmentations
 from gan_lab.callbacks import InLoopMetrics
 from gan_lab.cli import user_errors_as_one_line
 from gan_lab.errors import ConfigError
@@ -36,6 +37,9 @@ def build_module(cfg: DictConfig) -> GANModule:
         max_g_steps=cfg.steps,
         z_dim=cfg.model.z_dim,
         num_classes=cfg.model.num_classes,
+        augment=Augmentations(instantiate(cfg.get("augment"))),
+        ema_decay=cfg.ema.decay,
+        ema_start_step=cfg.ema.start_step,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
 
@@ -85,6 +89,23 @@ def absolutize_data_paths(cfg: DictConfig) -> None:
             node[key] = str(Path(value).expanduser().absolute())
 
 
+def resolve_num_classes(cfg: DictConfig, datamodule: Any) -> None:
+    """Set model.num_classes from the dataset for conditional models (null), checking an explicit count."""
+    wanted, available = cfg.model.get("num_classes", 0), getattr(datamodule, "num_classes", 0)
+    if wanted is None:
+        if available < 2:
+            raise ConfigError(
+                f"model={cfg.model.name} is conditional but the dataset has no classes; use a dataset with labels "
+                "(cifar10, or a folder with one subfolder per class) or an unconditional model"
+            )
+        cfg.model.num_classes = available
+    elif wanted and wanted != available:
+        raise ConfigError(
+            f"model.num_classes={wanted} but the dataset has {available} classes; "
+            "set model.num_classes=null to take the dataset's count"
+        )
+
+
 def train(cfg: DictConfig) -> GANModule:
     """Build data, module and trainer from cfg and fit; returns the trained module."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -94,8 +115,9 @@ def train(cfg: DictConfig) -> GANModule:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     datamodule = instantiate(cfg.dataset)
+    resolve_num_classes(cfg, datamodule)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     module = build_module(cfg)
     trainer = build_trainer(cfg)
     trainer.fit(module, datamodule=datamodule)

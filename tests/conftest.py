@@ -89,6 +89,7 @@ TINY_RUN = [
     "dataset=fake",
     "dataset.batch_size=8",
     "dataset.num_samples=32",
+    "dataset.num_classes=2",  # labels for the conditional models; unconditional ones ignore them
     "model.width=4",
     "callbacks.progress_bar=null",
     "trainer.enable_progress_bar=false",

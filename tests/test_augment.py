@@ -1,0 +1,339 @@
+"""Augmentations: DiffAugment's ops against known answers, the real-only ops, routing, seeding and conf/augment/."""
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torchvision.transforms.v2.functional import adjust_sharpness
+
+from gan_lab.augment import (
+    Augmentations,
+    CutMix,
+    DiffAugment,
+    HFlip,
+    Sharpen,
+    brightness,
+    contrast,
+    cutout,
+    saturation,
+    translation,
+)
+from gan_lab.config import CONF_DIR
+from gan_lab.errors import ConfigError
+
+OPS = ["color", "translation", "cutout"]
+CLASSES = {"hflip": HFlip, "cutmix": CutMix, "sharpen": Sharpen, "diffaugment": DiffAugment}
+
+
+def images(n: int = 8, size: int = 32, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n, 3, size, size) images in [-1, 1] with no exact zeros (so zeroed pixels are the op's doing)."""
+    g = torch.Generator().manual_seed(seed)
+    magnitude = torch.rand(n, 3, size, size, generator=g, dtype=dtype) * 0.9 + 0.05
+    sign = torch.randint(0, 2, magnitude.shape, generator=g, dtype=dtype) * 2 - 1
+    return magnitude * sign
+
+
+# --- DiffAugment ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("policy", [*OPS, "color,translation,cutout"])
+def test_diffaugment_passes_finite_nonzero_gradients(policy):
+    torch.manual_seed(0)
+    x = images().requires_grad_()
+    weights = torch.randn(x.shape)
+    (grad,) = torch.autograd.grad((DiffAugment(policy)(x) * weights).sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("policy", OPS)
+def test_each_diffaugment_op_changes_images_and_keeps_shape(policy, dtype):
+    torch.manual_seed(0)
+    x = images(dtype=dtype)
+    out = DiffAugment(policy)(x)
+    assert (out.shape, out.dtype, out.device) == (x.shape, x.dtype, x.device)
+    changed = (out != x).flatten(1).any(1)
+    assert changed.sum() >= 6  # per image: a zero shift has probability 1/81 at 32 x 32
+
+
+def test_translation_moves_content_by_at_most_an_eighth_and_pads_with_zeros():
+    torch.manual_seed(0)
+    x = torch.full((256, 3, 32, 32), -1.0)
+    x[:, :, 16, 16] = 1.0  # one bright pixel on a dark background
+    out = translation(x)
+    shifts = []
+    for image in out:
+        (_, dy, dx), *rest = (image == 1).nonzero().tolist()
+        assert len(rest) == 2  # the pixel moved as a whole: one position, three channels
+        dy, dx = dy - 16, dx - 16
+        assert max(abs(dy), abs(dx)) <= 4  # 32 / 8
+        # Known answer: the image shifted by (dy, dx), zeros where the content came from outside.
+        expected = torch.zeros(3, 32 + 8, 32 + 8)
+        expected[:, 4 + dy : 36 + dy, 4 + dx : 36 + dx] = x[0]
+        assert torch.equal(image, expected[:, 4:36, 4:36])
+        shifts.append((dy, dx))
+    assert {dy for dy, _ in shifts} == set(range(-4, 5)) == {dx for _, dx in shifts}
+
+
+def test_cutout_zeros_one_half_size_square_clipped_at_the_border():
+    torch.manual_seed(0)
+    x = torch.ones(256, 3, 32, 32)
+    out = cutout(x)
+    zero = out == 0
+    assert torch.equal(zero, zero[:, :1].expand_as(zero))  # the same pixels in every channel
+    assert torch.equal(out[~zero], x[~zero])
+    full = 0
+    for mask in zero[:, 0]:
+        rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+        assert len(rows) and len(cols)
+        assert torch.equal(mask, mask.any(1)[:, None] & mask.any(0)[None, :])  # a rectangle
+        for index in (rows, cols):
+            assert torch.equal(index, torch.arange(index[0], index[-1] + 1))  # contiguous
+            assert len(index) <= 16 and (len(index) == 16 or index[0] == 0 or index[-1] == 31)
+        full += len(rows) * len(cols) == 16 * 16
+    assert full > 256 // 4  # the centre is uniform: most squares lie inside
+    assert len(set(map(tuple, zero[:, 0].flatten(1).tolist()))) > 100  # one square per image
+
+
+def test_color_ops_keep_per_image_structure():
+    torch.manual_seed(0)
+    x = images(n=64)
+    shift = brightness(x) - x
+    assert torch.allclose(shift, shift[:, :1, :1, :1].expand_as(shift), atol=1e-6)
+    assert shift.abs().max() <= 0.5 and shift[:, 0, 0, 0].std() > 0.1
+
+    def gain(out, mean):
+        """Per-image factor k with out - mean = k (x - mean), asserting there is one."""
+        k = ((out - mean) * (x - mean)).flatten(1).sum(1) / ((x - mean) ** 2).flatten(1).sum(1)
+        assert torch.allclose(out - mean, k[:, None, None, None] * (x - mean), atol=1e-5)
+        return k
+
+    gray = x.mean(1, keepdim=True)
+    saturated = saturation(x)
+    assert torch.allclose(saturated.mean(1, keepdim=True), gray, atol=1e-6)
+    k = gain(saturated, gray)
+    assert k.min() >= 0 and k.max() <= 2 and k.max() - k.min() > 1
+
+    mean = x.mean((1, 2, 3), keepdim=True)
+    contrasted = contrast(x)
+    assert torch.allclose(contrasted.mean((1, 2, 3), keepdim=True), mean, atol=1e-6)
+    k = gain(contrasted, mean)
+    assert k.min() >= 0.5 and k.max() <= 1.5 and k.max() - k.min() > 0.5
+
+
+def test_color_is_brightness_then_saturation_then_contrast():
+    x = images()
+    torch.manual_seed(3)
+    expected = contrast(saturation(brightness(x)))
+    torch.manual_seed(3)
+    assert torch.equal(DiffAugment("color")(x), expected)
+
+
+@pytest.mark.parametrize("policy", ["", None, [], " , "])
+def test_empty_policy_is_the_identity(policy):
+    x = images()
+    assert torch.equal(DiffAugment(policy)(x), x)
+
+
+def test_policy_as_list_equals_policy_as_string():
+    x = images()
+    torch.manual_seed(1)
+    a = DiffAugment(["color", "cutout"])(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, DiffAugment("color, cutout")(x))
+    assert repr(DiffAugment(["color", "cutout"])) == "DiffAugment(policy='color,cutout')"
+
+
+def test_unknown_policy_lists_the_valid_ops():
+    with pytest.raises(
+        ConfigError, match=r"augment\.diffaugment\.policy.*'zoom'.*color, translation, cutout"
+    ):
+        DiffAugment("color,zoom")
+
+
+# --- real-only ops ----------------------------------------------------------------------------------------------
+def test_hflip():
+    x = images()
+    assert torch.equal(HFlip(p=1.0)(x), torch.flip(x, [3]))
+    assert torch.equal(HFlip(p=0.0)(x), x)
+    torch.manual_seed(0)
+    out = HFlip(p=0.5)(x)
+    same = (out == x).flatten(1).all(1)
+    flipped = (out == x.flip(3)).flatten(1).all(1)
+    assert torch.all(same ^ flipped) and same.any() and flipped.any()  # per image, whole images
+
+
+def test_cutmix_pastes_a_box_of_one_other_image_at_the_same_place():
+    torch.manual_seed(0)
+    x = images(n=64)
+    out = CutMix(p=1.0)(x)
+    source = (out[:, None] == x[None]).all(2)  # (N, M, H, W): output pixel of image n is the pixel of input m
+    assert source.any(1).all()
+    changed = 0
+    for n in range(len(x)):
+        others = [m for m in range(len(x)) if m != n and source[n, m].any()]
+        if others:
+            (m,) = others  # one partner per image
+            box = source[n, m] & ~source[n, n]
+            assert torch.equal(box, box.any(1)[:, None] & box.any(0)[None, :])  # a rectangle
+            changed += 1
+    assert changed >= 56  # p = 1: all but the (rare) boxes that round to nothing
+    assert torch.equal(CutMix(p=0.0)(x), x)
+    assert torch.equal(CutMix(p=1.0)(x[:1]), x[:1])  # nothing to mix with
+
+
+def test_cutmix_box_area_follows_beta():
+    torch.manual_seed(0)
+    x = torch.arange(512.0)[:, None, None, None].expand(512, 3, 32, 32)  # each image one distinct value
+    pasted = (CutMix(p=1.0, alpha=1.0)(x) != x)[:, 0].flatten(1).float().mean(1)
+    # Area ~ U(0, 1) with the centre uniform: clipping at the border leaves about half of it on average.
+    assert 0.25 < pasted.mean() < 0.45
+    small = (CutMix(p=1.0, alpha=100.0)(x) != x)[:, 0].flatten(1).float().mean(1)
+    assert small.std() < pasted.std()  # a peaked Beta(100, 100) gives boxes of nearly one size
+
+
+def test_sharpen_matches_torchvision_and_stays_in_range():
+    x = images().clamp(-1, 1)
+    x[0] = -1.0
+    x[1] = 1.0
+    out = Sharpen(p=1.0, factor=2.0)(x)
+    assert torch.allclose(out, adjust_sharpness((x + 1) / 2, 2.0) * 2 - 1)
+    assert out.min() >= -1 and out.max() <= 1
+    assert (out[2:] != x[2:]).flatten(1).any(1).all()
+    assert torch.equal(out[:2], x[:2])  # constant images have nothing to sharpen
+    assert torch.equal(Sharpen(p=0.0)(x), x)
+
+
+@pytest.mark.parametrize(
+    ("make", "key"),
+    [
+        (lambda: HFlip(p=1.5), "augment.hflip.p"),
+        (lambda: CutMix(p=-0.1), "augment.cutmix.p"),
+        (lambda: CutMix(alpha=0.0), "augment.cutmix.alpha"),
+        (lambda: Sharpen(p=math.nan), "augment.sharpen.p"),
+        (lambda: Sharpen(factor=-1.0), "augment.sharpen.factor"),
+    ],
+)
+def test_invalid_values_name_the_key(make, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        make()
+
+
+@pytest.mark.parametrize(
+    "op", [HFlip(), CutMix(), Sharpen(), DiffAugment()], ids=["hflip", "cutmix", "sharpen", "diffaugment"]
+)
+def test_seeding_reproduces_the_output(op):
+    x = images(n=16)
+    torch.manual_seed(7)
+    a = op(x)
+    torch.manual_seed(7)
+    assert torch.equal(op(x), a)
+    torch.manual_seed(8)
+    assert not torch.equal(op(x), a)
+
+
+# --- the container ---------------------------------------------------------------------------------------------
+class AddOne:
+    target = "real"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1
+
+
+class TimesTen:
+    target = "all"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 10
+
+
+@pytest.mark.parametrize("ops", [None, [], {}, {"a": None}])
+def test_no_ops_is_the_identity(ops):
+    x = images()
+    augment = Augmentations(ops)
+    assert not augment
+    assert torch.equal(augment.real(x), x) and torch.equal(augment.fake(x), x)
+
+
+@pytest.mark.parametrize("ops", [[TimesTen(), AddOne()], {"all": TimesTen(), "real": AddOne(), "off": None}])
+def test_real_only_ops_apply_to_real_batches_first(ops):
+    x = images()
+    augment = Augmentations(ops)
+    assert augment
+    assert torch.equal(augment.real(x), (x + 1) * 10)  # data augmentation first, then what D always sees
+    assert torch.equal(augment.fake(x), x * 10)
+    assert "AddOne" in repr(augment) and "TimesTen" in repr(augment)
+
+
+def test_real_ops_never_touch_fake_batches():
+    x = images()
+    augment = Augmentations([HFlip(p=1.0), CutMix(p=1.0), Sharpen(p=1.0)])
+    assert torch.equal(augment.fake(x), x) and not torch.equal(augment.real(x), x)
+
+
+def test_a_non_op_is_a_config_error():
+    with pytest.raises(ConfigError, match="not an augmentation op"):
+        Augmentations([lambda x: x])
+
+
+# --- conf/augment ---------------------------------------------------------------------------------------------
+def test_conf_offers_one_yaml_per_op_and_none():
+    assert {p.stem for p in (CONF_DIR / "augment").glob("*.yaml")} == {*CLASSES, "none"}
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_each_yaml_instantiates_its_op(name):
+    node = OmegaConf.load(CONF_DIR / "augment" / f"{name}.yaml")
+    assert list(node) == [name]  # one named entry, so several merge into the augment node
+    op = instantiate(node[name])
+    assert type(op) is CLASSES[name]
+    x = images()
+    assert op(x).shape == x.shape
+
+
+@pytest.fixture
+def conf_dir(tmp_path) -> Path:
+    """A copy of conf/ whose train.yaml selects `augment: none` (added here until conf/train.yaml has it)."""
+    conf = Path(shutil.copytree(CONF_DIR, tmp_path / "conf"))
+    train = conf / "train.yaml"
+    text = train.read_text()
+    if "- augment:" not in text:
+        train.write_text(
+            text.replace("  - regularizer: none\n", "  - regularizer: none\n  - augment: none\n", 1)
+        )
+    return conf
+
+
+@pytest.mark.parametrize(
+    ("overrides", "real", "fake"),
+    [
+        ([], [], []),
+        (["augment=diffaugment"], [], [DiffAugment]),
+        (["augment=[diffaugment,cutmix]"], [CutMix], [DiffAugment]),
+        (["augment=[hflip,sharpen]", "augment.hflip.p=1.0"], [HFlip, Sharpen], []),
+    ],
+)
+def test_augment_group_composes(conf_dir, tmp_path, overrides, real, fake):
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={tmp_path}"])
+    augment = Augmentations(instantiate(cfg.augment))
+    assert [type(op) for op in augment.real_ops] == real and [type(op) for op in augment.all_ops] == fake
+    if "augment.hflip.p=1.0" in overrides:
+        assert augment.real_ops[0].p == 1.0
+
+
+# --- device -------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_ops_run_on_the_gpu_without_host_sync():
+    x = images().cuda()
+    augment = Augmentations([HFlip(), CutMix(), Sharpen(), DiffAugment()])
+    augment.real(x)  # warm up: first calls may load kernels
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        real, fake = augment.real(x), augment.fake(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert real.device == fake.device == x.device

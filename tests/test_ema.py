@@ -1,0 +1,61 @@
+"""Generator EMA: the closed-form average of parameters, buffers copied, used for samples, kept in checkpoints."""
+
+import pytest
+import torch
+from torch import nn
+
+from gan_lab.checkpoints import load_generator
+from gan_lab.errors import ConfigError
+from gan_lab.losses import NonSaturatingLoss
+from gan_lab.module import GANModule
+from gan_lab.train import train
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(3))
+        self.register_buffer("stat", torch.zeros(3))
+
+    def forward(self, z, labels=None):
+        return z[:, :3] * self.weight
+
+
+def module_with_ema(decay: float, start: int) -> GANModule:
+    return GANModule(Tiny(), Tiny(), NonSaturatingLoss(), ema_decay=decay, ema_start_step=start, z_dim=3)
+
+
+@pytest.mark.parametrize("start", [0, 2])
+def test_ema_matches_closed_form(start):
+    decay, values = 0.9, [1.0, 2.0, 4.0, 8.0, 16.0]
+    module = module_with_ema(decay, start)
+    for step, value in enumerate(values, start=1):
+        with torch.no_grad():
+            module.generator.weight.fill_(value)
+            module.generator.stat.fill_(-value)
+        module.g_steps = step
+        module._update_ema()
+    # until `start` the average copies G; then ema <- decay * ema + (1 - decay) * w
+    expected = values[start - 1] if start else values[0]
+    for value in values[max(start, 1) :]:
+        expected = decay * expected + (1 - decay) * value
+    ema = module.generator_ema.module
+    torch.testing.assert_close(ema.weight, torch.full((3,), expected))
+    torch.testing.assert_close(ema.stat, torch.full((3,), -values[-1]))  # buffers copied, not averaged
+
+
+def test_ema_decay_is_checked():
+    with pytest.raises(ConfigError, match="ema.decay"):
+        module_with_ema(1.5, 0)
+
+
+def test_ema_generator_samples_and_is_saved(tiny_config, tmp_path):
+    module = train(tiny_config("steps=4", "ema.decay=0.5", "normalization.generator=spectral_batch"))
+    assert module.sampling_generator is module.generator_ema.module
+    live = dict(module.generator.named_buffers())
+    for name, buffer in module.generator_ema.module.named_buffers():  # incl. spectral-norm u, v and BN stats
+        assert torch.equal(buffer, live[name]), name
+    z = torch.randn(4, module.z_dim)
+    loaded = load_generator(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    torch.testing.assert_close(loaded.generator(z), module.generate(z))  # the EMA weights were loaded
+    assert not torch.allclose(module.generator.eval()(z), module.generate(z))
