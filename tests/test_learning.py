@@ -70,6 +70,7 @@ def test_sndcgan_moves_samples_toward_cifar10(cifar_jpeg_root, tmp_path):
             f"steps={STEPS}",
             "callbacks.progress_bar=null",
             "trainer.enable_progress_bar=false",
+            "metrics=none",
         ],
         output_dir=tmp_path / "run",
     )
