@@ -13,6 +13,7 @@ and G optimizer steps together, so gan_lab keeps its own counters (`g_steps`, `d
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -49,6 +50,13 @@ def learning_rates(optim: Mapping[str, Any]) -> tuple[float, float]:
 def build_optimizer(optim: Mapping[str, Any], params: Any, lr: float) -> torch.optim.Optimizer:
     """Instantiate conf/optim's `_target_` for one network with its own learning rate."""
     kwargs = {k: v for k, v in optim.items() if k not in _LR_KEYS}
+    accepted = inspect.signature(get_class(kwargs["_target_"])).parameters
+    unknown = sorted(k for k in kwargs if k != "_target_" and k not in accepted)
+    if unknown:  # e.g. a preset's Adam betas after optim=rmsprop
+        raise ConfigError(
+            f"{kwargs['_target_']} takes no {', '.join(unknown)}; drop it with "
+            + " ".join(f"~optim.{k}" for k in unknown)
+        )
     return instantiate(kwargs, params=params, lr=lr, _convert_="all")
 
 

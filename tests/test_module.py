@@ -167,9 +167,45 @@ def test_bad_settings_are_clear_errors(tiny_config, override, message):
         build_module(tiny_config(override))
 
 
+def test_optimizer_argument_it_does_not_take_is_a_clear_error(tiny_config):
+    # the SAGAN preset's Adam betas make no sense for RMSprop
+    with pytest.raises(ConfigError, match=r"RMSprop takes no betas; drop it with ~optim.betas"):
+        train(tiny_config("model=sagan", "optim=rmsprop", "steps=1"))
+    train(tiny_config("model=sagan", "optim=rmsprop", "~optim.betas", "steps=1"))
+
+
 def test_weight_clip_with_non_wasserstein_loss_warns(tiny_config, caplog):
     build_module(tiny_config("regularizer=weight_clip", "loss=bce"))
     assert "weight clipping" in caplog.text
     caplog.clear()
     build_module(tiny_config("regularizer=weight_clip", "loss=wasserstein"))
     assert "weight clipping" not in caplog.text
+
+
+class RecordingOp:
+    """An augmentation op that records the batches it sees (and whether gradients flow through them)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.seen: list[bool] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.requires_grad)
+        return x + 0.0
+
+
+def test_augmentations_reach_d_in_both_steps(tiny_config):
+    from gan_lab.augment import Augmentations
+
+    cfg = tiny_config("steps=1")
+    module = build_module(cfg)
+    real_only, every_input = RecordingOp("real"), RecordingOp("all")
+    module.augment = Augmentations({"real_only": real_only, "every_input": every_input})
+    from hydra.utils import instantiate
+
+    from gan_lab.train import build_trainer
+
+    build_trainer(cfg).fit(module, datamodule=instantiate(cfg.dataset))
+    assert real_only.seen == [False]  # the real batch of the D step
+    # D step: real and fake (no graph to G); G step: the fake batch, through which G's gradient flows
+    assert every_input.seen == [False, False, True]
