@@ -33,7 +33,7 @@ def test_conditional_dcgan_uses_the_labels(g_cond, d_cond):
 
 
 def test_cbn_generator_needs_batch_norm():
-    with pytest.raises(ConfigError, match="conditioning=cbn needs batch norm"):
+    with pytest.raises(ConfigError, match="takes the labels through batch norm.*conditioning=embed"):
         DCGANGenerator(num_classes=3, conditioning="cbn", norm="spectral")
     with pytest.raises(ConfigError, match="projection, concat"):
         DCGANDiscriminator(num_classes=3, conditioning="attention")

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from gan_lab.errors import ConfigError
 from gan_lab.nets.layers import (
     LabelSequential,
+    check_conditional_norm,
     check_labels,
     generator_norm,
     get_norm,
@@ -51,11 +52,8 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         _check_choice("model.generator.conditioning", conditioning, G_CONDITIONING)
         spec = get_norm(norm)
-        if num_classes and conditioning == "cbn" and not spec.batch:
-            raise ConfigError(
-                "conditioning=cbn needs batch norm in G (normalization.generator=batch or spectral_batch); "
-                "or use model.generator.conditioning=embed"
-            )
+        if conditioning == "cbn":
+            check_conditional_norm(num_classes, spec.batch, ", or use model.generator.conditioning=embed")
         self.z_dim, self.num_classes = z_dim, num_classes
         self.embed = (
             nn.Embedding(num_classes, num_classes) if num_classes and conditioning == "embed" else None

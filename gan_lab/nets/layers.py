@@ -119,6 +119,15 @@ class ProjectionHead(nn.Module):
         return logits
 
 
+def check_conditional_norm(num_classes: int, batch: bool, alternative: str = "") -> None:
+    """A conditional G takes its labels through conditional batch norm: without batch norm it would ignore them."""
+    if num_classes and not batch:
+        raise ConfigError(
+            f"a conditional generator (num_classes={num_classes}) takes the labels through batch norm: set "
+            f"normalization.generator to batch or spectral_batch{alternative}"
+        )
+
+
 def check_labels(labels: Tensor | None, num_classes: int) -> None:
     """Fail clearly when a conditional net gets no labels, or labels outside 0..num_classes-1."""
     if num_classes and labels is None:

@@ -23,12 +23,12 @@ from gan_lab.nets.layers import (
     LabelSequential,
     Norm,
     ProjectionHead,
+    check_conditional_norm,
     check_labels,
     generator_norm,
     get_norm,
     with_spectral_norm,
 )
-from gan_lab.nets.sagan import check_conditional_norm
 
 # G: resolution -> (size of the first map, [channels of the linear's map, then of each up-block]), in widths.
 G_PLAN: dict[int, tuple[int, list[int]]] = {
@@ -124,7 +124,7 @@ class ResNetGenerator(nn.Module):
         super().__init__()
         _check_resolution(resolution)
         spec = get_norm(norm)
-        check_conditional_norm(num_classes, spec.batch, "normalization.generator")
+        check_conditional_norm(num_classes, spec.batch)
         self.z_dim, self.num_classes = z_dim, num_classes
         self.bottom, mults = G_PLAN[resolution]
         widths = [m * width for m in mults]

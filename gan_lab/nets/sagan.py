@@ -25,6 +25,7 @@ from gan_lab.nets.layers import (
     LabelSequential,
     ProjectionHead,
     SelfAttention,
+    check_conditional_norm,
     check_labels,
     generator_norm,
     get_norm,
@@ -52,15 +53,6 @@ def _conv(layer: nn.Module, spectral: bool) -> nn.Module:
     return with_spectral_norm(layer, spectral)
 
 
-def check_conditional_norm(num_classes: int, batch: bool, key: str) -> None:
-    """A conditional G takes its labels through conditional batch norm: without batch norm it would ignore them."""
-    if num_classes and not batch:
-        raise ConfigError(
-            f"a conditional generator (num_classes={num_classes}) needs batch norm to take the labels: "
-            f"set {key} to batch or spectral_batch"
-        )
-
-
 class SAGANGenerator(nn.Module):
     """z (N, z_dim), labels (N,) | None -> images (N, 3, R, R) in [-1, 1]."""
 
@@ -77,7 +69,7 @@ class SAGANGenerator(nn.Module):
         super().__init__()
         n_up = num_doublings(resolution)
         spec = get_norm(norm)
-        check_conditional_norm(num_classes, spec.batch, "normalization.generator")
+        check_conditional_norm(num_classes, spec.batch)
         self.z_dim, self.num_classes = z_dim, num_classes
         sizes = [4 * 2**i for i in range(n_up)]  # map after each layer but the last: 4, 8, ..., R/2
         attend = _attention_sizes(
