@@ -16,7 +16,8 @@ from gan_lab.errors import ConfigError, one_line, user_error
 def user_errors_as_one_line(main: Callable[..., Any]) -> Callable[..., None]:
     """Wrap an entry point: a GanLabError prints one `gan_lab: error:` line and exits 1.
 
-    Other exceptions, and every exception when HYDRA_FULL_ERROR=1, propagate with their traceback.
+    Other exceptions, and every exception when HYDRA_FULL_ERROR=1, propagate with their traceback. In a
+    multirun the failed job's error is printed and re-raised, so the remaining jobs still run.
     """
 
     @functools.wraps(main)
@@ -28,9 +29,18 @@ def user_errors_as_one_line(main: Callable[..., Any]) -> Callable[..., None]:
             if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"gan_lab: error: {one_line(err)}", file=sys.stderr)
+            if _in_multirun():
+                raise  # Hydra marks this job failed, runs the others, and reports the failure at the end
             sys.exit(1)
 
     return wrapper
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def resolve_device(name: str) -> torch.device:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from gan_lab.augment import Augmentations
 from gan_lab.callbacks import InLoopMetrics
 from gan_lab.cli import user_errors_as_one_line
-from gan_lab.errors import ConfigError
+from gan_lab.errors import ConfigError, one_line, user_error
 from gan_lab.metrics import settings_from_config
 from gan_lab.module import GANModule
 
@@ -106,21 +108,39 @@ def resolve_num_classes(cfg: DictConfig, datamodule: Any) -> None:
         )
 
 
+def write_status(output_dir: Path, status: str, started: float, **extra: Any) -> None:
+    """status.json in the run directory: running / completed / failed, wall time, and what went wrong."""
+    record = {"status": status, "wall_time_s": round(time.time() - started, 1), **extra}
+    (output_dir / "status.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 def train(cfg: DictConfig) -> GANModule:
-    """Build data, module and trainer from cfg and fit; returns the trained module."""
+    """Build data, module and trainer from cfg and fit; returns the trained module.
+
+    The run directory gets status.json, so a sweep report can tell finished, failed and running jobs apart.
+    """
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{', '.join(missing)} must be set, e.g. {missing[0]}=... on the command line")
     absolutize_data_paths(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    datamodule = instantiate(cfg.dataset)
-    resolve_num_classes(cfg, datamodule)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    module = build_module(cfg)
-    trainer = build_trainer(cfg)
-    trainer.fit(module, datamodule=datamodule)
+    started, module = time.time(), None
+    write_status(output_dir, "running", started)
+    try:
+        pl.seed_everything(cfg.seed, workers=True)
+        datamodule = instantiate(cfg.dataset)
+        resolve_num_classes(cfg, datamodule)
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+        module = build_module(cfg)
+        trainer = build_trainer(cfg)
+        trainer.fit(module, datamodule=datamodule)
+    except BaseException as exc:
+        err = user_error(exc)
+        reason = one_line(err) if err else f"{type(exc).__name__}: {exc}"
+        write_status(output_dir, "failed", started, error=reason, g_steps=module.g_steps if module else 0)
+        raise
+    write_status(output_dir, "completed", started, g_steps=module.g_steps)
     log.info("finished after %d generator steps; outputs in %s", module.g_steps, output_dir)
     return module
 
