@@ -16,6 +16,7 @@ from torchvision.utils import save_image
 from gan_lab.errors import ConfigError
 from gan_lab.metrics import RNG_SEED, Evaluator, MetricSettings, generated_batches
 from gan_lab.module import GANModule
+from gan_lab.sample import interpolate
 
 
 class SampleGrid(pl.Callback):
@@ -26,10 +27,20 @@ class SampleGrid(pl.Callback):
     """
 
     def __init__(
-        self, dirpath: str, every_n_steps: int = 500, num_samples: int = 64, seed: int = 1234
+        self,
+        dirpath: str,
+        every_n_steps: int = 500,
+        num_samples: int = 64,
+        seed: int = 1234,
+        interpolation_rows: int = 0,
+        interpolation_steps: int = 10,
     ) -> None:
-        if every_n_steps < 1 or num_samples < 1:
-            raise ValueError("SampleGrid needs every_n_steps >= 1 and num_samples >= 1")
+        if every_n_steps < 1 or num_samples < 1 or interpolation_rows < 0 or interpolation_steps < 2:
+            raise ConfigError(
+                "callbacks.samples needs every_n_steps >= 1, num_samples >= 1, interpolation_rows >= 0 "
+                "and interpolation_steps >= 2"
+            )
+        self.interpolation_rows, self.interpolation_steps = interpolation_rows, interpolation_steps
         self.dirpath = Path(dirpath)
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
@@ -61,6 +72,25 @@ class SampleGrid(pl.Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"step_{module.g_steps:07d}.png"
         save_image(images, path, nrow=nrow, normalize=True, value_range=(-1, 1))
+        from gan_lab.loggers import log_image  # W&B: the grid as `samples` at this generator step
+
+        log_image(trainer.loggers, "samples", path, step=module.g_steps)
+        if self.interpolation_rows:
+            self.save_interpolation(module)
+        return path
+
+    def save_interpolation(self, module: GANModule) -> Path:
+        """`interp_step_<g_steps>.png`: rows of spherical walks between fixed random z pairs (one class per row)."""
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        rows, steps = self.interpolation_rows, self.interpolation_steps
+        ends = torch.randn(2 * rows, module.z_dim, generator=gen)
+        z = torch.cat([interpolate(ends[2 * r], ends[2 * r + 1], steps, "slerp") for r in range(rows)])
+        labels = (
+            (torch.arange(rows) % module.num_classes).repeat_interleave(steps) if module.num_classes else None
+        )
+        images = module.generate(z.to(module.device), None if labels is None else labels.to(module.device))
+        path = self.dirpath / f"interp_step_{module.g_steps:07d}.png"
+        save_image(images.float(), path, nrow=steps, normalize=True, value_range=(-1, 1))
         return path
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: GANModule, *args: object) -> None:

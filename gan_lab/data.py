@@ -43,27 +43,32 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 class _ResizeCrop:
-    """Resize the shorter side to ``size`` and center-crop, skipping images that already fit."""
+    """[Center-crop to ``first_crop``,] resize the shorter side to ``size`` and center-crop; no-op if it fits."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, first_crop: int | None = None) -> None:
         self.size = size
+        self.first_crop = transforms.CenterCrop(first_crop) if first_crop else None
         self.resize = transforms.Resize(size)
         self.crop = transforms.CenterCrop(size)
 
     def __call__(self, img: Image.Image) -> Image.Image:
+        if self.first_crop is not None:
+            img = self.first_crop(img)
         if img.size == (self.size, self.size):
             return img
         return self.crop(self.resize(img))
 
 
-def reference_transform(resolution: int) -> Callable[[Image.Image], torch.Tensor]:
+def reference_transform(resolution: int, crop: int | None = None) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> RGB -> square ``resolution`` crop -> uint8 tensor (3, R, R), for metric reference images."""
-    return transforms.Compose([to_rgb, _ResizeCrop(resolution), transforms.PILToTensor()])
+    return transforms.Compose([to_rgb, _ResizeCrop(resolution, crop), transforms.PILToTensor()])
 
 
-def image_transform(resolution: int, hflip: bool) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL image -> RGB -> square ``resolution`` crop -> optional random flip -> tensor in [-1, 1]."""
-    steps: list[Callable] = [to_rgb, _ResizeCrop(resolution)]
+def image_transform(
+    resolution: int, hflip: bool, crop: int | None = None
+) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL image -> RGB -> [center crop] -> square ``resolution`` -> optional random flip -> tensor in [-1, 1]."""
+    steps: list[Callable] = [to_rgb, _ResizeCrop(resolution, crop)]
     if hflip:
         steps.append(transforms.RandomHorizontalFlip())
     steps += [transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
@@ -90,6 +95,7 @@ class ImageDataModule(pl.LightningDataModule):
             raise ConfigError(f"dataset.num_workers={num_workers!r} must be >= 0; set dataset.num_workers=2")
         self.num_workers = num_workers
         self.hflip = bool(hflip)
+        self.crop: int | None = None  # center crop before resizing (FolderDataModule's dataset.crop)
         self.num_classes: int = 0
         self.class_names: list[str] = []
         self.train_set: Dataset | None = None
@@ -104,13 +110,13 @@ class ImageDataModule(pl.LightningDataModule):
         """Real images of ``split`` as uint8 (3, R, R) at the training resolution, unflipped, for metrics."""
         if split not in ("train", "test"):
             raise ConfigError(f"metrics.reference_split must be 'train' or 'test', got '{split}'")
-        return self.build_dataset(reference_transform(self.resolution), split)
+        return self.build_dataset(reference_transform(self.resolution, self.crop), split)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the training set once and check it holds at least one batch."""
         if self.train_set is not None:
             return
-        train_set = self.build_dataset(image_transform(self.resolution, self.hflip))
+        train_set = self.build_dataset(image_transform(self.resolution, self.hflip, self.crop))
         size = len(train_set)  # type: ignore[arg-type]
         if size < self.batch_size:
             where = self.root if self.root is not None else type(self).__name__
@@ -297,8 +303,10 @@ class FolderDataModule(ImageDataModule):
         hflip: bool = False,
         skip_corrupt: bool = False,
         test_root: str | None = None,
+        crop: int | None = None,
     ) -> None:
         super().__init__(root, resolution, batch_size, num_workers, hflip)
+        self.crop = _positive_int("dataset.crop", crop, 108) if crop is not None else None
         self.skip_corrupt = skip_corrupt
         self.test_root = Path(test_root).expanduser() if test_root else None
         self.files, self.labels, self.class_names = scan_image_folder(self.root)

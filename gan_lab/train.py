@@ -54,8 +54,10 @@ def _instantiate_named(group: DictConfig | None) -> list[Any]:
 def build_metrics_callback(cfg: DictConfig) -> InLoopMetrics | None:
     """In-loop FID/KID/IS from conf/metrics, or None for metrics=none."""
     metrics = cfg.get("metrics") or {}
-    settings = settings_from_config(metrics) if metrics else None
-    if settings is None or not (settings.fid or settings.kid or settings.isc):
+    if not metrics.get("enabled", False):
+        return None
+    settings = settings_from_config(metrics)
+    if not (settings.fid or settings.kid or settings.isc):
         return None
     output_dir = Path(cfg.paths.output_dir)
     return InLoopMetrics(

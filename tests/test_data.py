@@ -363,3 +363,17 @@ def test_dataset_config_matches_constructor(path: Path, tmp_path: Path, tiny_ima
 
 def test_all_dataset_configs_present() -> None:
     assert {p.stem for p in CONF_DIR.glob("*.yaml")} >= {"cifar10", "lsun_church", "folder", "fake"}
+
+
+def test_folder_crop_takes_the_centre_before_resizing(tmp_path):
+    arr = np.zeros((120, 160, 3), dtype=np.uint8)
+    arr[30:90, 50:110] = 255  # a white 60x60 centre on black
+    (tmp_path / "img").mkdir()
+    Image.fromarray(arr).save(tmp_path / "img" / "a.png")
+    cropped = FolderDataModule(
+        root=str(tmp_path / "img"), resolution=32, batch_size=1, num_workers=0, crop=60
+    )
+    image = cropped.reference_dataset("train")[0][0]
+    assert image.shape == (3, 32, 32) and image.min() == 255
+    whole = FolderDataModule(root=str(tmp_path / "img"), resolution=32, batch_size=1, num_workers=0)
+    assert whole.reference_dataset("train")[0][0].min() == 0

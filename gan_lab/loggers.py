@@ -1,0 +1,273 @@
+"""Weights & Biases for gan_lab: `logger=wandb`, or beside the CSV log with `logger=[csv,wandb]`.
+
+Offline unless W&B credentials exist (WANDB_API_KEY, a .netrc entry for the W&B host, or an api_key in wandb's
+settings): offline runs are written to `<run dir>/wandb/offline-run-*` and the log prints the `wandb sync`
+command that uploads them later. Nothing here ever asks for a login.
+
+`GANWandbLogger` is Lightning's WandbLogger with what gan_lab needs:
+- one W&B run per fit, finished when the fit ends or fails (`finalize`), so every multirun job gets its own run;
+- the x-axis of every chart is `trainer/g_step` (generator steps, the `step` that gan_lab logs with), while W&B's
+  own `_step` just counts log calls, so training and validation rows of the same generator step never collide;
+- the resolved config flattened to `optim.lr`-style keys, without secret-looking keys;
+- `best/val/fid...` in the run summary: the lowest FID so far;
+- the run id in `<run dir>/wandb_run_id.txt`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import netrc
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.utilities.logger import _convert_json_serializable, _convert_params
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from gan_lab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+X_AXIS = "trainer/g_step"  # generator steps: the `step` of every gan_lab log_metrics call
+RUN_ID_FILE = "wandb_run_id.txt"
+SECRET_WORDS = ("key", "token", "secret", "password")
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+# Overrides that say where and how a run is recorded, not what it trains: left out of run names.
+_NAME_SKIP_PREFIXES = ("hydra", "paths.", "logger")
+_MAX_NAME_LEN = 128
+
+
+# --- credentials and mode ----------------------------------------------------------------------------------
+def _netrc_path() -> Path | None:
+    """The .netrc wandb reads: $NETRC, else ~/.netrc or ~/_netrc."""
+    if os.environ.get("NETRC"):
+        return Path(os.environ["NETRC"]).expanduser()
+    for name in (".netrc", "_netrc"):
+        path = Path("~", name).expanduser()
+        if path.is_file():
+            return path
+    return None
+
+
+def has_wandb_credentials() -> bool:
+    """Whether W&B could log in without a prompt; reads the environment and files only, no network."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    base_url = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+    path = _netrc_path()
+    if path is not None and path.is_file():
+        try:
+            if netrc.netrc(path).authenticators(urlsplit(base_url).netloc or base_url):
+                return True
+        except (netrc.NetrcParseError, OSError):
+            pass
+    try:  # an api_key in wandb's system or workspace settings file
+        from wandb.sdk import wandb_setup
+
+        return bool(wandb_setup.singleton().settings.api_key)
+    except Exception:  # noqa: BLE001 (a broken wandb settings file must not stop training)
+        return False
+
+
+def resolve_mode(mode: str | None = None) -> str:
+    """`mode` when given; else $WANDB_MODE when set; else "online" with credentials and "offline" without."""
+    requested = mode or os.environ.get("WANDB_MODE") or None
+    if requested is None:
+        return "online" if has_wandb_credentials() else "offline"
+    if requested not in _MODES:
+        raise ConfigError(f"logger.wandb.mode must be online, offline, disabled or null (auto), got '{requested}'")
+    resolved = _MODES[requested]
+    if resolved == "online" and not has_wandb_credentials():
+        # wandb would prompt for a key (or fail) in the middle of the run; say so before training starts.
+        raise ConfigError(
+            "logger.wandb.mode=online needs W&B credentials: run `wandb login` or set WANDB_API_KEY; "
+            "or use logger.wandb.mode=offline and `wandb sync` the run later"
+        )
+    return resolved
+
+
+# --- run name and group from the Hydra job ---------------------------------------------------------------------
+def run_name(overrides: Sequence[str], fallback: str | None = None) -> str | None:
+    """A display name from command-line overrides, e.g. `optim.lr=1e-4,model=sndcgan`; `fallback` if none.
+
+    Overrides of hydra.*, paths.* and logger.* say where the run is written, not what it trains: left out.
+    """
+    kept = []
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if not key.startswith(_NAME_SKIP_PREFIXES):
+            kept.append(override.lstrip("+"))
+    name = ",".join(kept)
+    if len(name) > _MAX_NAME_LEN:
+        name = name[: _MAX_NAME_LEN - 3] + "..."
+    return name or fallback
+
+
+def run_group(multirun: bool, sweep_dir: str | os.PathLike[str] | None) -> str | None:
+    """The W&B group of a multirun job: its sweep directory's name (with the date for Hydra's default
+    `multirun/<date>/<time>`); None for a single run."""
+    if not multirun or not sweep_dir:
+        return None
+    path = Path(sweep_dir)
+    if re.fullmatch(r"\d{2}-\d{2}-\d{2}", path.name) and path.parent.name:
+        return f"{path.parent.name}_{path.name}"
+    return path.name
+
+
+def _hydra_job() -> tuple[list[str], bool, str | None, str | None]:
+    """(task overrides, multirun?, sweep dir, job output dir) of the current Hydra job; empty outside one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized():
+            return [], False, None, None
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        output_dir = hc.runtime.get("output_dir")
+        return list(hc.overrides.task), multirun, (hc.sweep.dir if multirun else None), output_dir
+    except Exception:  # noqa: BLE001 (a partial Hydra config only costs the automatic name and group)
+        return [], False, None, None
+
+
+# --- config -----------------------------------------------------------------------------------------------------
+def is_secret(key: object) -> bool:
+    """Whether a config key looks like it holds a credential (key, token, secret, password)."""
+    return any(word in str(key).lower() for word in SECRET_WORDS)
+
+
+def flatten_config(config: Mapping[str, Any], sep: str = ".") -> dict[str, Any]:
+    """{"optim": {"lr": 2e-4}} -> {"optim.lr": 2e-4}; drops secret-looking keys with everything under them.
+
+    Lists of scalars stay lists (optim.betas); lists holding mappings are indexed (augment.0._target_).
+    """
+    flat: dict[str, Any] = {}
+
+    def visit(value: Any, prefix: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not is_secret(key):
+                    visit(item, f"{prefix}{sep}{key}" if prefix else str(key))
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
+            for i, item in enumerate(value):
+                visit(item, f"{prefix}{sep}{i}")
+        else:
+            flat[prefix] = list(value) if isinstance(value, tuple) else value
+
+    visit(config, "")
+    return flat
+
+
+# --- the logger --------------------------------------------------------------------------------------------------
+class GANWandbLogger(WandbLogger):
+    """WandbLogger with one finished run per fit, a generator-step x-axis, a flat config and a best-FID summary."""
+
+    def __init__(self, *args: Any, mode: str = "offline", **kwargs: Any) -> None:
+        super().__init__(*args, mode=mode, **kwargs)
+        self._wandb_init.pop("anonymous", None)  # deprecated in wandb >= 0.2x: it only warns
+        self._mode = mode
+        self._best: dict[str, float] = {}
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        """The wandb Run, started on first use with `trainer/g_step` as the x-axis of every metric."""
+        if self._experiment is None:
+            import wandb
+
+            if wandb.run is not None:
+                log.warning("finishing the W&B run %s left open before this one", wandb.run.id)
+                wandb.finish()
+            self._experiment = wandb.init(**self._wandb_init)
+            if getattr(self._experiment, "define_metric", None):
+                self._experiment.define_metric(X_AXIS)
+                self._experiment.define_metric("*", step_metric=X_AXIS, step_sync=True)
+            if self._save_dir and getattr(self._experiment, "id", None):
+                (Path(self._save_dir) / RUN_ID_FILE).write_text(f"{self._experiment.id}\n")
+        return self._experiment
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        """The config as flat `group.key` entries (W&B filters and groups runs by them), secrets dropped."""
+        params = _convert_json_serializable(flatten_config(_convert_params(params)))
+        self.experiment.config.update(params, allow_val_change=True)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log at generator step `step` (the `trainer/g_step` axis); keeps `best/val/fid...` = the lowest FID."""
+        row = {(f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}" if self._prefix else k): v for k, v in metrics.items()}
+        if step is not None:
+            row[X_AXIS] = step
+        self.experiment.log(row)
+        for key, value in metrics.items():
+            if key.startswith("val/fid") and isinstance(value, (int, float)) and math.isfinite(value):
+                if value < self._best.get(key, math.inf):
+                    self._best[key] = float(value)
+                    self.experiment.summary[f"best/{key}"] = float(value)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """Finish the W&B run at the end of every fit (failed fits are marked failed); print `wandb sync`."""
+        super().finalize(status)
+        run = self._experiment
+        if run is None or not hasattr(run, "finish"):
+            return
+        settings = getattr(run, "settings", None)
+        sync_dir = getattr(settings, "sync_dir", None) if self._mode == "offline" else None
+        run.finish(exit_code=0 if status in ("success", "finished") else 1)
+        # A later fit with this logger continues the same run id instead of silently reusing a finished one.
+        self._id = self._wandb_init["id"] = run.id
+        self._experiment = None
+        if sync_dir:
+            log.info("W&B run saved offline; upload it with: wandb sync %s", sync_dir)
+
+
+def wandb_logger(
+    project: str = "gan_lab",
+    entity: str | None = None,
+    tags: Iterable[str] = (),
+    group: str | None = None,
+    name: str | None = None,
+    mode: str | None = None,
+    save_dir: str | os.PathLike[str] = ".",
+    log_model: bool | str = False,
+    **init_kwargs: Any,
+) -> GANWandbLogger:
+    """The W&B logger of conf/logger/wandb.yaml; null name/group/mode are filled in from the Hydra job.
+
+    name: the job's overrides (`optim.lr=1e-4,model=sndcgan`), else the run directory's name. group: the sweep
+    directory of a multirun. mode: see `resolve_mode`. Other keyword arguments go to `wandb.init`.
+    """
+    overrides, multirun, sweep_dir, job_dir = _hydra_job()
+    resolved_mode = resolve_mode(mode)
+    save_dir = Path(save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    return GANWandbLogger(
+        project=project,
+        entity=entity,
+        tags=list(tags or ()),
+        group=group or run_group(multirun, sweep_dir),
+        name=name or run_name(overrides, fallback=Path(job_dir or save_dir).absolute().name),
+        mode=resolved_mode,
+        save_dir=str(save_dir),
+        log_model=log_model,
+        **init_kwargs,
+    )
+
+
+def log_image(loggers: Iterable[Any], key: str, path: str | os.PathLike[str], step: int) -> None:
+    """Log the image file at `path` as `key` at generator step `step` to every WandbLogger; others are skipped."""
+    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
+    if not wandb_loggers:
+        return
+    import wandb
+
+    for logger in wandb_loggers:
+        logger.log_metrics({key: wandb.Image(str(path), caption=Path(path).name)}, step=step)

@@ -1,0 +1,327 @@
+"""`python -m gan_lab.report DIR [--metric val/fid500_train]`: compare the jobs of a Hydra multirun.
+
+Writes into DIR: report.md and report.csv (one row per job: swept overrides, status, generator steps, wall
+time, final and best value of every in-loop metric, final D accuracy), fid_vs_steps.png, and when the sweep
+varies them, best_fid_vs_lr.png and loss_norm_heatmap.png. Partial and partly failed sweeps are fine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from matplotlib.figure import Figure
+
+from gan_lab.cli import user_errors_as_one_line
+from gan_lab.errors import GanLabError
+
+HINT = "pass the directory Hydra printed for the multirun, e.g. multirun/2026-01-01/12-00-00"
+LR_KEYS = ("optim.lr", "optim.lr_g", "optim.lr_d")
+D_ACCURACY = "train/d_accuracy"
+ERROR_CHARS = 80  # failed jobs' errors in the markdown table; report.csv keeps them whole
+
+Points = list[tuple[int, float]]  # (generator step, value), sorted by step
+
+
+@dataclass
+class Job:
+    """One job directory: its overrides {key: value}, status.json, and metrics.csv as {column: points}."""
+
+    name: str
+    overrides: dict[str, str]
+    status: str = "unknown"
+    error: str = ""
+    g_steps: int | None = None
+    wall_time_s: float | None = None
+    series: dict[str, Points] = field(default_factory=dict)
+
+
+def _number(cell: object) -> float | None:
+    try:
+        return float(cell)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None  # an empty cell of a sparse row, or a half-written last line
+
+
+def read_overrides(path: Path) -> dict[str, str]:
+    """{key: value} from .hydra/overrides.yaml ('+optim.lr=1e-4' -> {'optim.lr': '1e-4'}); {} if unreadable."""
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return {}
+    pairs = (str(item).partition("=") for item in items)
+    return {key.lstrip("+"): value for key, _, value in pairs}
+
+
+def read_series(path: Path) -> dict[str, Points]:
+    """{column: [(step, value), ...]} from a CSVLogger metrics.csv, skipping the empty cells of sparse rows."""
+    series: dict[str, Points] = {}
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, csv.Error):
+        return series
+    for row in rows:
+        step = _number(row.get("step"))
+        for column, cell in row.items():
+            value = _number(cell)
+            if step is not None and value is not None and column not in (None, "step", "epoch"):
+                series.setdefault(column, []).append((int(step), value))
+    for points in series.values():
+        points.sort(key=lambda p: p[0])  # stable: a resumed run's repeated steps keep their file order
+    return series
+
+
+def load_job(path: Path) -> Job:
+    """A Job from its directory; missing or half-written files leave the fields empty."""
+    try:
+        status = json.loads((path / "status.json").read_text())
+    except (OSError, ValueError):
+        status = {}  # killed before it was written, or read while being rewritten
+    series = read_series(path / "metrics.csv")
+    steps = status.get("g_steps", max((p[-1][0] for p in series.values()), default=None))
+    return Job(
+        name=path.name,
+        overrides=read_overrides(path / ".hydra" / "overrides.yaml"),
+        status=status.get("status", "unknown"),
+        error=str(status.get("error", "")),
+        g_steps=steps,
+        # a running job's status.json was written at its start, so its wall time says nothing yet
+        wall_time_s=status.get("wall_time_s") if status.get("status") != "running" else None,
+        series=series,
+    )
+
+
+def load_jobs(sweep: Path) -> list[Job]:
+    """Every job of a sweep directory (numbered subdirectories, or any with overrides/status), by number."""
+    if not sweep.is_dir():
+        raise GanLabError(f"{sweep} is not a directory; {HINT}")
+    dirs = [
+        d
+        for d in sweep.iterdir()
+        if d.is_dir()
+        and (d.name.isdigit() or (d / ".hydra" / "overrides.yaml").is_file() or (d / "status.json").is_file())
+    ]
+    if not dirs:
+        single = " (it is one run's directory)" if (sweep / ".hydra").is_dir() else ""
+        raise GanLabError(f"{sweep} has no job directories{single}; {HINT}")
+    dirs.sort(key=lambda d: (0, 0, d.name) if d.name.isdigit() else (1, 0, d.name))
+    return [load_job(d) for d in dirs]
+
+
+def swept_overrides(jobs: list[Job]) -> list[str]:
+    """Override keys whose value is not the same in every job, in command-line order."""
+    known = [j for j in jobs if j.overrides]  # a job killed before Hydra wrote its overrides tells nothing
+    keys = dict.fromkeys(k for j in known for k in j.overrides)
+    return [k for k in keys if len({j.overrides.get(k) for j in known}) > 1]
+
+
+def metric_columns(jobs: list[Job]) -> list[str]:
+    """The in-loop metrics any job logged, e.g. val/fid500_train (the *_std columns are spreads, not metrics)."""
+    return sorted({c for j in jobs for c in j.series if c.startswith("val/") and not c.endswith("_std")})
+
+
+def pick_metric(metrics: list[str], wanted: str | None) -> str | None:
+    """The metric to plot: the one asked for, else the first FID, else KID, else IS; None if none logged."""
+    if wanted:
+        wanted = wanted if wanted.startswith("val/") else f"val/{wanted}"
+        if wanted not in metrics:
+            logged = ", ".join(metrics) or "none (was the sweep run with metrics=none?)"
+            raise GanLabError(f"--metric {wanted} was not logged by any job; logged: {logged}")
+        return wanted
+    for prefix in ("val/fid", "val/kid", "val/is"):
+        found = [m for m in metrics if m.startswith(prefix)]
+        if found:
+            return found[0]
+    return None
+
+
+def best_point(points: Points, metric: str) -> tuple[int, float] | None:
+    """(step, value) of the best finite value: max for IS, min for FID and KID; the earliest on ties."""
+    finite = [p for p in points if math.isfinite(p[1])]
+    pick = max if metric.removeprefix("val/").startswith("is") else min
+    return pick(finite, key=lambda p: p[1]) if finite else None
+
+
+def summarize(jobs: list[Job], metrics: list[str]) -> list[dict[str, object]]:
+    """One row per job: every override, status, steps, wall time, final/best/best step per metric, D accuracy."""
+    keys = list(dict.fromkeys(k for j in jobs for k in j.overrides))
+    rows = []
+    for job in jobs:
+        row: dict[str, object] = {"job": job.name, **{k: job.overrides.get(k, "") for k in keys}}
+        row.update(status=job.status, error=job.error, g_steps=job.g_steps, wall_time_s=job.wall_time_s)
+        for metric in metrics:
+            points = job.series.get(metric, [])
+            best = best_point(points, metric)
+            row[f"final {metric}"] = points[-1][1] if points else None
+            row[f"best {metric}"] = best[1] if best else None
+            row[f"step of best {metric}"] = best[0] if best else None
+        accuracy = job.series.get(D_ACCURACY)
+        row[f"final {D_ACCURACY}"] = accuracy[-1][1] if accuracy else None
+        rows.append(row)
+    return rows
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: list[dict[str, object]], swept: list[str], sweep: Path) -> str:
+    """The report as markdown: a summary line and the table with only the swept overrides."""
+    statuses = [str(r["status"]) for r in rows]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+    values = [c for c in rows[0] if c.startswith(("final ", "best ", "step of best "))]
+    columns = ["job", *swept, "status", "g_steps", "wall_time_s", *values]
+    lines = [f"# Sweep {sweep}", "", f"{len(rows)} jobs: {counts}; swept: {', '.join(swept) or 'nothing'}", ""]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        error = str(row["error"]).strip().splitlines()[0] if row["error"] else ""
+        if len(error) > ERROR_CHARS:
+            error = error[: ERROR_CHARS - 1] + "…"
+        wall = row["wall_time_s"]
+        cells = {**row, "status": f"{row['status']}: {error}" if error else row["status"]}
+        cells["wall_time_s"] = f"{wall:.1f}" if isinstance(wall, (int, float)) else wall  # not .4g: 1.2e+04 s
+        lines.append("| " + " | ".join(_cell(cells[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: list[dict[str, object]], path: Path) -> Path:
+    """report.csv: every column, full precision, empty cells for missing values."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return path
+
+
+def describe(job: Job, keys: list[str]) -> str:
+    """'optim.lr=0.0001, loss=hinge': the job's values of the given override keys."""
+    return ", ".join(f"{k}={job.overrides.get(k, '')}" for k in keys)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def plot_curves(jobs: list[Job], swept: list[str], metric: str, path: Path) -> Path | None:
+    """The metric against generator steps, one line per job (dashed: failed)."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for job in jobs:
+        if points := job.series.get(metric):
+            steps, values = zip(*points)
+            style = "--" if job.status == "failed" else "-"
+            ax.plot(steps, values, style, marker="o", markersize=3, label=describe(job, swept) or job.name)
+    if not ax.lines:
+        return None
+    ax.set(xlabel="generator steps", ylabel=metric, title=f"{metric} per job")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: sweeps can be long
+    return _save(fig, path)
+
+
+def plot_best_vs_lr(jobs: list[Job], swept: list[str], metric: str, path: Path) -> Path | None:
+    """Best metric against the swept learning rate (log x), completed jobs; one line per other setting."""
+    lr_key = next((k for k in LR_KEYS if k in swept), None)
+    if lr_key is None:
+        return None
+    others = [k for k in swept if k != lr_key]
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for job in jobs:
+        lr, best = _number(job.overrides.get(lr_key)), best_point(job.series.get(metric, []), metric)
+        if job.status == "completed" and lr and lr > 0 and best:
+            groups.setdefault(describe(job, others), []).append((lr, best[1]))
+    if not groups:
+        return None
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for name, points in groups.items():
+        ax.plot(*zip(*sorted(points)), marker="o", label=name or None)
+    ax.set_xscale("log")
+    ax.set(xlabel=lr_key, ylabel=f"best {metric}", title=f"best {metric} against {lr_key} (completed jobs)")
+    ax.grid(alpha=0.3, which="both")
+    if others:
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def heatmap_grid(jobs: list[Job], metric: str) -> tuple[list[str], list[str], list[list[float]]]:
+    """(losses, normalizations, best metric per [loss][normalization]); NaN where no job completed."""
+    losses = sorted({j.overrides.get("loss", "") for j in jobs})
+    norms = sorted({j.overrides.get("normalization", "") for j in jobs})
+    grid = [[math.nan] * len(norms) for _ in losses]
+    pick = max if metric.removeprefix("val/").startswith("is") else min
+    for job in jobs:
+        best = best_point(job.series.get(metric, []), metric)
+        if job.status == "completed" and best:
+            i, k = losses.index(job.overrides.get("loss", "")), norms.index(job.overrides.get("normalization", ""))
+            # other swept overrides put several jobs in one cell: show the best of them
+            grid[i][k] = best[1] if math.isnan(grid[i][k]) else pick(grid[i][k], best[1])
+    return losses, norms, grid
+
+
+def plot_heatmap(jobs: list[Job], swept: list[str], metric: str, path: Path) -> Path | None:
+    """Best metric for each loss x normalization pair, annotated; only when both groups are swept."""
+    if not {"loss", "normalization"} <= set(swept):
+        return None
+    losses, norms, grid = heatmap_grid(jobs, metric)
+    fig = Figure(figsize=(2 + 1.4 * len(norms), 1.5 + 0.8 * len(losses)))
+    ax = fig.subplots()
+    cmap = "viridis" if metric.removeprefix("val/").startswith("is") else "viridis_r"  # bright = better
+    image = ax.imshow(grid, cmap=cmap, aspect="auto")
+    for i, row in enumerate(grid):
+        for k, value in enumerate(row):
+            text = f"{value:.3g}" if math.isfinite(value) else "n/a"
+            ax.text(k, i, text, ha="center", va="center", bbox={"facecolor": "white", "alpha": 0.7, "lw": 0})
+    ax.set_xticks(range(len(norms)), norms)
+    ax.set_yticks(range(len(losses)), losses)
+    ax.set(xlabel="normalization", ylabel="loss", title=f"best {metric} (n/a: failed or missing)")
+    fig.colorbar(image, ax=ax)
+    return _save(fig, path)
+
+
+def write_report(sweep: str | Path, metric: str | None = None) -> tuple[str, list[Path]]:
+    """Write report.md, report.csv and the plots into the sweep directory; returns (markdown, paths)."""
+    sweep = Path(sweep)
+    jobs = load_jobs(sweep)
+    swept, metrics = swept_overrides(jobs), metric_columns(jobs)
+    chosen = pick_metric(metrics, metric)
+    rows = summarize(jobs, metrics)
+    markdown = markdown_table(rows, swept, sweep)
+    (sweep / "report.md").write_text(markdown)
+    written = [sweep / "report.md", write_table(rows, sweep / "report.csv")]
+    if chosen is not None:
+        for plot, name in (
+            (plot_curves, "fid_vs_steps.png"),
+            (plot_best_vs_lr, "best_fid_vs_lr.png"),
+            (plot_heatmap, "loss_norm_heatmap.png"),
+        ):
+            if (path := plot(jobs, swept, chosen, sweep / name)) is not None:
+                written.append(path)
+    return markdown, written
+
+
+@user_errors_as_one_line
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gan_lab.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="the multirun directory, e.g. multirun/2026-01-01/12-00-00")
+    parser.add_argument("--metric", help="metric to plot (default: the first FID, else KID, else IS column)")
+    args = parser.parse_args(argv)
+    markdown, written = write_report(args.sweep_dir, args.metric)
+    print(markdown)
+    for path in written:
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
