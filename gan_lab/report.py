@@ -1,8 +1,6 @@
 """`python -m gan_lab.report DIR [--metric val/fid500_train]`: compare the jobs of a Hydra multirun.
 
-Writes into DIR: report.md and report.csv (one row per job: swept overrides, status, generator steps, wall
-time, final and best value of every in-loop metric, final D accuracy), fid_vs_steps.png, and when the sweep
-varies them, best_fid_vs_lr.png and loss_norm_heatmap.png. Partial and partly failed sweeps are fine.
+Writes report.md / report.csv (one row per job) and plots into DIR; partial and partly failed sweeps are fine.
 """
 
 from __future__ import annotations
@@ -11,6 +9,7 @@ import argparse
 import csv
 import json
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +109,7 @@ def load_jobs(sweep: Path) -> list[Job]:
     if not dirs:
         single = " (it is one run's directory)" if (sweep / ".hydra").is_dir() else ""
         raise GanLabError(f"{sweep} has no job directories{single}; {HINT}")
-    dirs.sort(key=lambda d: (0, 0, d.name) if d.name.isdigit() else (1, 0, d.name))
+    dirs.sort(key=lambda d: (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name))
     return [load_job(d) for d in dirs]
 
 
@@ -141,11 +140,15 @@ def pick_metric(metrics: list[str], wanted: str | None) -> str | None:
     return None
 
 
+def maximize(metric: str) -> bool:
+    """Whether higher is better: Inception Score; FID and KID are distances."""
+    return metric.removeprefix("val/").startswith("is")
+
+
 def best_point(points: Points, metric: str) -> tuple[int, float] | None:
-    """(step, value) of the best finite value: max for IS, min for FID and KID; the earliest on ties."""
+    """(step, value) of the best finite value (max for IS, min for FID and KID); the earliest on ties."""
     finite = [p for p in points if math.isfinite(p[1])]
-    pick = max if metric.removeprefix("val/").startswith("is") else min
-    return pick(finite, key=lambda p: p[1]) if finite else None
+    return (max if maximize(metric) else min)(finite, key=lambda p: p[1]) if finite else None
 
 
 def summarize(jobs: list[Job], metrics: list[str]) -> list[dict[str, object]]:
@@ -181,12 +184,11 @@ def markdown_table(rows: list[dict[str, object]], swept: list[str], sweep: Path)
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
     values = [c for c in rows[0] if c.startswith(("final ", "best ", "step of best "))]
     columns = ["job", *swept, "status", "g_steps", "wall_time_s", *values]
-    lines = [f"# Sweep {sweep}", "", f"{len(rows)} jobs: {counts}; swept: {', '.join(swept) or 'nothing'}", ""]
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    summary = f"{len(rows)} jobs: {counts}; swept: {', '.join(swept) or 'nothing'}"
+    header = "| " + " | ".join(columns) + " |"
+    lines = [f"# Sweep {sweep}", "", summary, "", header, "|---" * len(columns) + "|"]
     for row in rows:
-        error = str(row["error"]).strip().splitlines()[0] if row["error"] else ""
-        if len(error) > ERROR_CHARS:
-            error = error[: ERROR_CHARS - 1] + "…"
+        error = textwrap.shorten(str(row["error"]), ERROR_CHARS, placeholder=" …")
         wall = row["wall_time_s"]
         cells = {**row, "status": f"{row['status']}: {error}" if error else row["status"]}
         cells["wall_time_s"] = f"{wall:.1f}" if isinstance(wall, (int, float)) else wall  # not .4g: 1.2e+04 s
@@ -208,18 +210,13 @@ def describe(job: Job, keys: list[str]) -> str:
     return ", ".join(f"{k}={job.overrides.get(k, '')}" for k in keys)
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
-
-
 def plot_curves(jobs: list[Job], swept: list[str], metric: str, path: Path) -> Path | None:
     """The metric against generator steps, one line per job (dashed: failed)."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for job in jobs:
         if points := job.series.get(metric):
-            steps, values = zip(*points)
+            steps, values = zip(*points, strict=True)
             style = "--" if job.status == "failed" else "-"
             ax.plot(steps, values, style, marker="o", markersize=3, label=describe(job, swept) or job.name)
     if not ax.lines:
@@ -227,7 +224,8 @@ def plot_curves(jobs: list[Job], swept: list[str], metric: str, path: Path) -> P
     ax.set(xlabel="generator steps", ylabel=metric, title=f"{metric} per job")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: sweeps can be long
-    return _save(fig, path)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
 
 
 def plot_best_vs_lr(jobs: list[Job], swept: list[str], metric: str, path: Path) -> Path | None:
@@ -246,28 +244,28 @@ def plot_best_vs_lr(jobs: list[Job], swept: list[str], metric: str, path: Path) 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for name, points in groups.items():
-        ax.plot(*zip(*sorted(points)), marker="o", label=name or None)
+        ax.plot(*zip(*sorted(points), strict=True), marker="o", label=name or None)
     ax.set_xscale("log")
     ax.set(xlabel=lr_key, ylabel=f"best {metric}", title=f"best {metric} against {lr_key} (completed jobs)")
     ax.grid(alpha=0.3, which="both")
     if others:
         ax.legend(fontsize="small")
-    return _save(fig, path)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
 
 
 def heatmap_grid(jobs: list[Job], metric: str) -> tuple[list[str], list[str], list[list[float]]]:
     """(losses, normalizations, best metric per [loss][normalization]); NaN where no job completed."""
     losses = sorted({j.overrides.get("loss", "") for j in jobs})
     norms = sorted({j.overrides.get("normalization", "") for j in jobs})
-    grid = [[math.nan] * len(norms) for _ in losses]
-    pick = max if metric.removeprefix("val/").startswith("is") else min
+    cells: dict[tuple[str, str], float] = {}
     for job in jobs:
         best = best_point(job.series.get(metric, []), metric)
         if job.status == "completed" and best:
-            i, k = losses.index(job.overrides.get("loss", "")), norms.index(job.overrides.get("normalization", ""))
+            cell = (job.overrides.get("loss", ""), job.overrides.get("normalization", ""))
             # other swept overrides put several jobs in one cell: show the best of them
-            grid[i][k] = best[1] if math.isnan(grid[i][k]) else pick(grid[i][k], best[1])
-    return losses, norms, grid
+            cells[cell] = (max if maximize(metric) else min)(cells.get(cell, best[1]), best[1])
+    return losses, norms, [[cells.get((loss, norm), math.nan) for norm in norms] for loss in losses]
 
 
 def plot_heatmap(jobs: list[Job], swept: list[str], metric: str, path: Path) -> Path | None:
@@ -277,7 +275,7 @@ def plot_heatmap(jobs: list[Job], swept: list[str], metric: str, path: Path) -> 
     losses, norms, grid = heatmap_grid(jobs, metric)
     fig = Figure(figsize=(2 + 1.4 * len(norms), 1.5 + 0.8 * len(losses)))
     ax = fig.subplots()
-    cmap = "viridis" if metric.removeprefix("val/").startswith("is") else "viridis_r"  # bright = better
+    cmap = "viridis" if maximize(metric) else "viridis_r"  # bright = better either way
     image = ax.imshow(grid, cmap=cmap, aspect="auto")
     for i, row in enumerate(grid):
         for k, value in enumerate(row):
@@ -287,7 +285,8 @@ def plot_heatmap(jobs: list[Job], swept: list[str], metric: str, path: Path) -> 
     ax.set_yticks(range(len(losses)), losses)
     ax.set(xlabel="normalization", ylabel="loss", title=f"best {metric} (n/a: failed or missing)")
     fig.colorbar(image, ax=ax)
-    return _save(fig, path)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
 
 
 def write_report(sweep: str | Path, metric: str | None = None) -> tuple[str, list[Path]]:
@@ -313,7 +312,10 @@ def write_report(sweep: str | Path, metric: str | None = None) -> tuple[str, lis
 
 @user_errors_as_one_line
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gan_lab.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m gan_lab.report",
+        description="Compare the jobs of a Hydra multirun: report.md, report.csv and plots in DIR.",
+    )
     parser.add_argument("sweep_dir", help="the multirun directory, e.g. multirun/2026-01-01/12-00-00")
     parser.add_argument("--metric", help="metric to plot (default: the first FID, else KID, else IS column)")
     args = parser.parse_args(argv)
