@@ -15,6 +15,7 @@ command that uploads them later. Nothing here ever asks for a login.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import netrc
@@ -38,7 +39,13 @@ X_AXIS = "trainer/g_step"  # generator steps: the `step` of every gan_lab log_me
 RUN_ID_FILE = "wandb_run_id.txt"
 SECRET_WORDS = ("key", "token", "secret", "password")
 DEFAULT_BASE_URL = "https://api.wandb.ai"
-_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+_MODES = {
+    "online": "online",
+    "run": "online",
+    "offline": "offline",
+    "dryrun": "offline",
+    "disabled": "disabled",
+}
 # Overrides that say where and how a run is recorded, not what it trains: left out of run names.
 _NAME_SKIP_PREFIXES = ("hydra", "paths.", "logger")
 _MAX_NAME_LEN = 128
@@ -82,7 +89,9 @@ def resolve_mode(mode: str | None = None) -> str:
     if requested is None:
         return "online" if has_wandb_credentials() else "offline"
     if requested not in _MODES:
-        raise ConfigError(f"logger.wandb.mode must be online, offline, disabled or null (auto), got '{requested}'")
+        raise ConfigError(
+            f"logger.wandb.mode must be online, offline, disabled or null (auto), got '{requested}'"
+        )
     resolved = _MODES[requested]
     if resolved == "online" and not has_wandb_credentials():
         # wandb would prompt for a key (or fail) in the middle of the run; say so before training starts.
@@ -110,6 +119,22 @@ def run_name(overrides: Sequence[str], fallback: str | None = None) -> str | Non
     return name or fallback
 
 
+def swept_overrides(job_overrides: Sequence[str], sweep_overrides: Sequence[str]) -> list[str]:
+    """The overrides that tell a multirun's jobs apart: the job's values of the keys that `sweep_overrides`
+    sweeps (`optim.lr=0.0001` from `optim.lr=1e-4,2e-4`); all of them when nothing is swept."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    swept = {
+        (o.key_or_group, o.package)
+        for o in parser.parse_overrides(list(sweep_overrides))
+        if o.is_sweep_override()
+    }
+    jobs = parser.parse_overrides(list(job_overrides))
+    kept = [text for text, o in zip(job_overrides, jobs, strict=True) if (o.key_or_group, o.package) in swept]
+    return kept or list(job_overrides)
+
+
 def run_group(multirun: bool, sweep_dir: str | os.PathLike[str] | None) -> str | None:
     """The W&B group of a multirun job: its sweep directory's name (with the date for Hydra's default
     `multirun/<date>/<time>`); None for a single run."""
@@ -121,20 +146,34 @@ def run_group(multirun: bool, sweep_dir: str | os.PathLike[str] | None) -> str |
     return path.name
 
 
-def _hydra_job() -> tuple[list[str], bool, str | None, str | None]:
-    """(task overrides, multirun?, sweep dir, job output dir) of the current Hydra job; empty outside one."""
+def _hydra_job() -> tuple[list[str], str | None, str | None]:
+    """(overrides naming the job, sweep dir if a multirun, job output dir) of the current Hydra job.
+
+    In a multirun only the swept overrides name a job (the group names the sweep); outside Hydra (compose
+    API, notebooks) all three are empty.
+    """
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
+        from omegaconf import OmegaConf
 
         if not HydraConfig.initialized():
-            return [], False, None, None
+            return [], None, None
         hc = HydraConfig.get()
-        multirun = hc.mode == RunMode.MULTIRUN
-        output_dir = hc.runtime.get("output_dir")
-        return list(hc.overrides.task), multirun, (hc.sweep.dir if multirun else None), output_dir
+        overrides = list(hc.overrides.task)
+        if hc.mode != RunMode.MULTIRUN:
+            return overrides, None, hc.runtime.get("output_dir")
+        sweep_dir = Path(hc.runtime.cwd, hc.sweep.dir)
+        # What is swept: a preset's hydra.sweeper.params, and the sweep's command line (multirun.yaml, which
+        # Hydra writes before starting the jobs).
+        sweep = [f"{key}={value}" for key, value in (hc.sweeper.get("params") or {}).items()]
+        with contextlib.suppress(Exception):
+            sweep += list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+        with contextlib.suppress(Exception):
+            overrides = swept_overrides(overrides, sweep)
+        return overrides, str(sweep_dir), hc.runtime.get("output_dir")
     except Exception:  # noqa: BLE001 (a partial Hydra config only costs the automatic name and group)
-        return [], False, None, None
+        return [], None, None
 
 
 # --- config -----------------------------------------------------------------------------------------------------
@@ -182,7 +221,12 @@ class GANWandbLogger(WandbLogger):
         if self._experiment is None:
             import wandb
 
-            if wandb.run is not None:
+            # A spawned DDP worker unpickles the logger with the parent's run to attach to.
+            attach_id = getattr(self, "_attach_id", None)
+            if attach_id is not None and hasattr(wandb, "_attach"):
+                self._experiment = wandb._attach(attach_id)
+                return self._experiment
+            if wandb.run is not None:  # one run per fit: a run left open by other code is not continued
                 log.warning("finishing the W&B run %s left open before this one", wandb.run.id)
                 wandb.finish()
             self._experiment = wandb.init(**self._wandb_init)
@@ -202,7 +246,10 @@ class GANWandbLogger(WandbLogger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log at generator step `step` (the `trainer/g_step` axis); keeps `best/val/fid...` = the lowest FID."""
-        row = {(f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}" if self._prefix else k): v for k, v in metrics.items()}
+        row = {
+            (f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}" if self._prefix else k): v
+            for k, v in metrics.items()
+        }
         if step is not None:
             row[X_AXIS] = step
         self.experiment.log(row)
@@ -242,10 +289,11 @@ def wandb_logger(
 ) -> GANWandbLogger:
     """The W&B logger of conf/logger/wandb.yaml; null name/group/mode are filled in from the Hydra job.
 
-    name: the job's overrides (`optim.lr=1e-4,model=sndcgan`), else the run directory's name. group: the sweep
-    directory of a multirun. mode: see `resolve_mode`. Other keyword arguments go to `wandb.init`.
+    name: the job's overrides (`optim.lr=1e-4,model=sndcgan`; in a multirun the swept ones), else the run
+    directory's name. group: the sweep directory of a multirun. mode: see `resolve_mode`. Other keyword
+    arguments go to `wandb.init` (e.g. `+logger.wandb.notes=...`, `+logger.wandb.id=...` to continue a run).
     """
-    overrides, multirun, sweep_dir, job_dir = _hydra_job()
+    overrides, sweep_dir, job_dir = _hydra_job()
     resolved_mode = resolve_mode(mode)
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +301,7 @@ def wandb_logger(
         project=project,
         entity=entity,
         tags=list(tags or ()),
-        group=group or run_group(multirun, sweep_dir),
+        group=group or run_group(sweep_dir is not None, sweep_dir),
         name=name or run_name(overrides, fallback=Path(job_dir or save_dir).absolute().name),
         mode=resolved_mode,
         save_dir=str(save_dir),

@@ -19,6 +19,7 @@ from gan_lab.loggers import (
     resolve_mode,
     run_group,
     run_name,
+    swept_overrides,
     wandb_logger,
 )
 
@@ -26,7 +27,10 @@ pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-_BLOCK, _HEADER = 32768, 7  # wandb's transaction log: LevelDB-style 32 KiB blocks of (crc, length, type) records
+_BLOCK, _HEADER = (
+    32768,
+    7,
+)  # wandb's transaction log: LevelDB-style 32 KiB blocks of (crc, length, type) records
 
 
 def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
@@ -84,17 +88,31 @@ class OfflineRun:
         }
         exits = [r.exit for r, k in zip(self.records, kinds, strict=True) if k == "exit"]
         self.exit_code = exits[-1].exit_code if exits else None
-        self.offline = any(r.telemetry.feature.offline for r, k in zip(self.records, kinds, strict=True) if k == "telemetry")
+        self.offline = any(
+            r.telemetry.feature.offline for r, k in zip(self.records, kinds, strict=True) if k == "telemetry"
+        )
 
 
 def offline_runs(save_dir: Path) -> list[OfflineRun]:
+    """The offline runs under save_dir/wandb, oldest first, read once wandb has written them out."""
+    import wandb
+
+    # run.finish() returns before wandb-core has flushed the transaction log; stopping wandb-core (what
+    # happens at interpreter exit) waits for it.
+    wandb.teardown()
     return [OfflineRun(d) for d in sorted((save_dir / "wandb").glob("offline-run-*"))]
 
 
 @pytest.fixture
 def no_credentials(tmp_path, monkeypatch):
     """No W&B key anywhere (env, netrc, settings) and every wandb directory inside tmp_path."""
-    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_PROJECT"):
+    for var in (
+        "WANDB_API_KEY",
+        "WANDB_IDENTITY_TOKEN_FILE",
+        "WANDB_MODE",
+        "WANDB_BASE_URL",
+        "WANDB_PROJECT",
+    ):
         monkeypatch.delenv(var, raising=False)
     home = tmp_path / "home"
     home.mkdir()
@@ -127,6 +145,45 @@ def test_run_name_from_overrides():
     assert run_name(["paths.output_dir=/x", "hydra.verbose=true"], fallback="12-00-00") == "12-00-00"
     assert run_name([], fallback=None) is None
     assert len(run_name([f"k{i}=value{i}" for i in range(50)])) <= 128
+
+
+def test_multirun_jobs_are_named_by_their_swept_overrides():
+    sweep = ["dataset=fake", "optim.lr=1e-4,2e-4", "model=glob(sn*)", "steps=2", "+tag=range(3)"]
+    job = ["dataset=fake", "optim.lr=0.0002", "model=sndcgan", "steps=2", "+tag=1"]  # as Hydra renders them
+    assert swept_overrides(job, sweep) == ["optim.lr=0.0002", "model=sndcgan", "+tag=1"]
+    assert swept_overrides(["steps=2"], ["steps=2"]) == ["steps=2"]  # a one-job sweep: all of them
+
+
+def test_name_and_group_of_a_hydra_multirun_job(tmp_path, hydra_restore_singletons):
+    """A study preset sweeps `variant` in hydra.sweeper.params; the command line sweeps optim.lr on top."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    from gan_lab.config import CONF_DIR
+
+    sweep_dir = tmp_path / "multirun" / "2024-05-01" / "12-00-00"
+    sweep_dir.mkdir(parents=True)
+    command_line = ["experiment=sn_study", "steps=2", "optim.lr=1e-4,2e-4"]
+    OmegaConf.save({"hydra": {"overrides": {"task": command_line}}}, sweep_dir / "multirun.yaml")
+    job = [
+        "variant=sn_study/wgan",
+        "experiment=sn_study",
+        "steps=2",
+        "optim.lr=0.0002",
+    ]  # as Hydra renders it
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train", [*job, f"hydra.sweep.dir={sweep_dir}", "hydra.mode=MULTIRUN"], return_hydra_config=True
+        )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(sweep_dir / "1")
+    HydraConfig.instance().set_config(cfg)
+
+    logger = wandb_logger(save_dir=sweep_dir / "1", mode="offline")  # no run starts until it logs
+    assert logger._wandb_init["name"] == "variant=sn_study/wgan,optim.lr=0.0002"
+    assert logger._wandb_init["group"] == "2024-05-01_12-00-00"
+    assert logger._wandb_init["mode"] == "offline"
 
 
 def test_run_group_is_the_sweep_directory():
@@ -183,7 +240,11 @@ def test_tiny_training_writes_an_offline_run(no_credentials, tiny_config, tmp_pa
     from gan_lab.train import train
 
     cfg = tiny_config(
-        "logger=[csv,wandb]", "steps=4", "callbacks.samples.every_n_steps=2", "optim.lr=3e-4", "+paths.api_key=hunter2"
+        "logger=[csv,wandb]",
+        "steps=4",
+        "callbacks.samples.every_n_steps=2",
+        "optim.lr=3e-4",
+        "+paths.api_key=hunter2",
     )
     caplog.set_level("INFO", logger="gan_lab.loggers")
     train(cfg)
@@ -250,9 +311,9 @@ def test_multirun_jobs_get_one_finished_run_each(no_credentials, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     runs = [run for job in ("0", "1") for run in offline_runs(sweep / job)]
-    assert [r.run.display_name for r in runs] == ["optim.lr=1e-4", "optim.lr=2e-4"]
+    assert [r.run.display_name for r in runs] == ["optim.lr=0.0001", "optim.lr=0.0002"]
     assert {r.run.run_group for r in runs} == {"2024-05-01_12-00-00"}
     assert runs[0].run.run_id != runs[1].run.run_id
     assert [r.exit_code for r in runs] == [0, 0]
     assert [r.config["optim.lr"] for r in runs] == [1e-4, 2e-4]
-    assert "wandb sync" in result.stdout + result.stderr
+    assert f"wandb sync {runs[0].dir}" in (sweep / "0" / "train.log").read_text()
