@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,10 +14,12 @@ from lightning.pytorch.callbacks import RichProgressBar
 from matplotlib.figure import Figure
 from torchvision.utils import save_image
 
-from gan_lab.errors import ConfigError
+from gan_lab.errors import ConfigError, WeightsUnavailable, one_line
 from gan_lab.metrics import RNG_SEED, Evaluator, MetricSettings, generated_batches
 from gan_lab.module import GANModule
 from gan_lab.sample import interpolate
+
+log = logging.getLogger(__name__)
 
 
 class SampleGrid(pl.Callback):
@@ -125,6 +128,7 @@ class InLoopMetrics(pl.Callback):
         unit: str = "epoch",
         best_ckpt_path: str | None = None,
         plot_path: str | None = None,
+        required: bool = True,
     ) -> None:
         if unit not in ("epoch", "step"):
             raise ConfigError(f"metrics.every_unit must be 'epoch' or 'step' (generator steps), got '{unit}'")
@@ -134,12 +138,20 @@ class InLoopMetrics(pl.Callback):
         self.every, self.unit = every, unit
         self.best_ckpt_path = Path(best_ckpt_path) if best_ckpt_path else None
         self.plot_path = Path(plot_path) if plot_path else None
+        self.required = required
         self.history: list[dict[str, float]] = []
         self.best_fid = math.inf
         self.evaluator: Evaluator | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.evaluator = Evaluator(self.settings, trainer.datamodule, self.dataset_cfg, pl_module.device)
+        try:
+            self.evaluator = Evaluator(self.settings, trainer.datamodule, self.dataset_cfg, pl_module.device)
+        except WeightsUnavailable as err:
+            if self.required:
+                raise
+            # The default metrics config: training matters more than in-loop FID, so say so loudly and go on.
+            log.warning("in-loop metrics are OFF for this run: %s", one_line(err))
+            return
         # Rank 0 computes (or finds) the reference features first, so the other ranks read them from the cache.
         if trainer.is_global_zero:
             self.evaluator.reference()
@@ -147,12 +159,16 @@ class InLoopMetrics(pl.Callback):
         self.evaluator.reference()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: GANModule, *args: object) -> None:
+        if self.evaluator is None:
+            return
         steps = pl_module.g_steps
         evaluated = self.history and self.history[-1]["g_step"] == steps
         if self.unit == "step" and steps > 0 and steps % self.every == 0 and not evaluated:
             self.evaluate(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: GANModule) -> None:
+        if self.evaluator is None:
+            return
         last_epoch = trainer.should_stop or trainer.current_epoch + 1 == trainer.max_epochs
         if self.unit == "epoch" and ((trainer.current_epoch + 1) % self.every == 0 or last_epoch):
             self.evaluate(trainer, pl_module)

@@ -13,6 +13,10 @@ class DataError(GanLabError):
     """A dataset that is missing, empty or unreadable."""
 
 
+class WeightsUnavailable(GanLabError):
+    """Pretrained weights (the metrics' Inception network) that cannot be had, or lack what is asked of them."""
+
+
 def user_error(exc: BaseException) -> GanLabError | None:
     """The GanLabError behind exc, if any: Hydra's instantiate and DataLoader workers wrap the original."""
     seen: set[int] = set()

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from gan_lab.errors import ConfigError, GanLabError
+from gan_lab.errors import ConfigError, GanLabError, WeightsUnavailable
 from gan_lab.images import to_uint8
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def build_inception(weights: str | None, device: torch.device | str = "cpu") -> 
     except (OSError, RuntimeError) as err:  # URLError is an OSError
         if weights is not None:
             raise GanLabError(f"cannot load Inception weights from {weights} ({err})") from err
-        raise GanLabError(
+        raise WeightsUnavailable(
             f"the Inception weights for FID/KID/IS could not be downloaded ({err}); on an offline machine pass "
             f"metrics.inception_weights=/path/to/weights-inception-2015-12-05-6726825d.pth (or set {WEIGHTS_ENV}), "
             "or train without in-loop metrics: metrics=none"
@@ -112,7 +112,7 @@ def build_inception(weights: str | None, device: torch.device | str = "cpu") -> 
 def check_inception_score_possible(extractor: torch.nn.Module, weights: str | None) -> None:
     """Stop before any work if the classifier head is unusable (the offline FID-only copy has a NaN head)."""
     if not torch.isfinite(extractor.fc.weight).all():
-        raise GanLabError(
+        raise WeightsUnavailable(
             f"Inception Score needs the classifier head of the standard Inception weights, and {weights} has none "
             "(NaN logits; FID and KID are unaffected); let torch-fidelity download the weights on a machine with "
             "internet (unset metrics.inception_weights), or drop IS: metrics.isc=false"

@@ -67,6 +67,7 @@ def build_metrics_callback(cfg: DictConfig) -> InLoopMetrics | None:
         unit=metrics.every_unit,
         best_ckpt_path=str(output_dir / "checkpoints" / "best.ckpt"),
         plot_path=str(output_dir / "fid_curve.png"),
+        required=metrics.get("required", True),
     )
 
 

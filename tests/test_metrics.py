@@ -260,3 +260,25 @@ def test_evaluate_needs_exactly_one_source(tmp_path):
     assert (
         done.returncode == 1 and "exactly one of ckpt=PATH" in done.stderr and "Traceback" not in done.stderr
     )
+
+
+def test_default_metrics_warn_and_train_on_when_weights_are_unavailable(
+    tiny_config, tmp_path, monkeypatch, caplog
+):
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+
+    from gan_lab.errors import WeightsUnavailable
+    from gan_lab.train import train
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(tf_inception, "load_state_dict_from_url", offline)
+    monkeypatch.delenv(metrics.WEIGHTS_ENV, raising=False)
+    caplog.set_level(logging.WARNING)
+    module = train(tiny_config("metrics=default", "steps=2"))  # the default of `python -m gan_lab.train`
+    assert module.g_steps == 2 and "in-loop metrics are OFF" in caplog.text
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
+    with pytest.raises(WeightsUnavailable, match="metrics.inception_weights="):
+        train(tiny_config("metrics=fid", "steps=2"))  # asked for explicitly: required
