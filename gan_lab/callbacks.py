@@ -174,16 +174,22 @@ class InLoopMetrics(pl.Callback):
             self.evaluate(trainer, pl_module)
 
     def _gathered_features(self, trainer: pl.Trainer, pl_module: GANModule) -> dict[str, torch.Tensor]:
-        s = self.evaluator.settings
-        per_rank = math.ceil(s.num_fake / trainer.world_size)
+        s, world, rank = self.evaluator.settings, trainer.world_size, trainer.global_rank
+        per_rank = math.ceil(s.num_fake / world)  # the last rank pads with samples past num_fake, cut below
         batches = generated_batches(
-            pl_module.generate, per_rank, pl_module.z_dim, pl_module.num_classes, s.batch_size,
-            pl_module.device, seed=RNG_SEED + trainer.global_rank,
+            pl_module.generate, s.num_fake, pl_module.z_dim, pl_module.num_classes, s.batch_size,
+            pl_module.device, seed=RNG_SEED, start=rank * per_rank, stop=(rank + 1) * per_rank,
         )  # fmt: skip
+        if world > 1:
+            # Each rank's BN running statistics follow its own batches (DDP re-broadcasts buffers only at the
+            # next training forward): score rank 0's generator everywhere, the one its checkpoints hold.
+            for buffer in pl_module.sampling_generator.buffers():
+                torch.distributed.broadcast(buffer, src=0)
         features = self.evaluator.fake_features(batches)
-        if trainer.world_size == 1:
+        if world == 1:
             return features
         gathered = {k: pl_module.all_gather(v.to(pl_module.device)) for k, v in features.items()}
+        # (world, per_rank, F) in rank order is the single-process order of the stream
         return {k: v.reshape(-1, v.shape[-1])[: s.num_fake].cpu() for k, v in gathered.items()}
 
     def evaluate(self, trainer: pl.Trainer, pl_module: GANModule) -> dict[str, float]:

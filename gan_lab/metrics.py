@@ -142,15 +142,24 @@ def generated_batches(
     batch_size: int,
     device: torch.device | str,
     seed: int = RNG_SEED,
+    start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[Tensor]:
-    """uint8 batches of `num` samples of generate(z, labels), from seeded noise (same seed, same images)."""
+    """uint8 batches of samples [start, stop) of a seeded stream of `num` samples of generate(z, labels).
+
+    Every sample's noise depends only on the seed and its index, so DDP ranks can each take a slice of the
+    stream and, gathered, score exactly the images one process would.
+    """
+    stop = num if stop is None else stop
     rng = torch.Generator().manual_seed(seed)
-    for start in range(0, num, batch_size):
-        n = min(batch_size, num - start)
-        z = torch.randn(n, z_dim, generator=rng).to(device)
-        labels = torch.randint(0, num_classes, (n,), generator=rng).to(device) if num_classes else None
+    for first in range(0, max(num, stop), batch_size):
+        z = torch.randn(batch_size, z_dim, generator=rng)
+        labels = torch.randint(0, num_classes, (batch_size,), generator=rng) if num_classes else None
+        lo, hi = max(start, first) - first, min(stop, first + batch_size) - first
+        if hi <= lo:
+            continue
         with torch.no_grad():
-            images = generate(z, labels)
+            images = generate(z[lo:hi].to(device), None if labels is None else labels[lo:hi].to(device))
         yield to_uint8(images).cpu()
 
 

@@ -11,9 +11,12 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
+import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from gan_lab import ddp
 from gan_lab.augment import Augmentations
 from gan_lab.callbacks import InLoopMetrics
 from gan_lab.cli import user_errors_as_one_line
@@ -111,6 +114,13 @@ def resolve_num_classes(cfg: DictConfig, datamodule: Any) -> None:
         )
 
 
+@rank_zero_only  # DDP ranks share the run directory
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """The resolved config, as run."""
+    OmegaConf.save(cfg, path, resolve=True)
+
+
+@rank_zero_only
 def write_status(output_dir: Path, status: str, started: float, **extra: Any) -> None:
     """status.json in the run directory: running / completed / failed, wall time, and what went wrong."""
     record = {"status": status, "wall_time_s": round(time.time() - started, 1), **extra}
@@ -134,7 +144,7 @@ def train(cfg: DictConfig) -> GANModule:
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.dataset)
         resolve_num_classes(cfg, datamodule)
-        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+        save_config(cfg, output_dir / "config.yaml")
         module = build_module(cfg)
         trainer = build_trainer(cfg)
         trainer.fit(module, datamodule=datamodule)
@@ -143,6 +153,9 @@ def train(cfg: DictConfig) -> GANModule:
         reason = one_line(err) if err else f"{type(exc).__name__}: {exc}"
         write_status(output_dir, "failed", started, error=reason, g_steps=module.g_steps if module else 0)
         raise
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # the next multirun job starts its own DDP ranks
     write_status(output_dir, "completed", started, g_steps=module.g_steps)
     log.info("finished after %d generator steps; outputs in %s", module.g_steps, output_dir)
     return module
@@ -151,6 +164,7 @@ def train(cfg: DictConfig) -> GANModule:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> None:
+    ddp.install()  # DDP ranks re-run this job, not the whole command line (multirun)
     train(cfg)
 
 

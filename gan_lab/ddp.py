@@ -1,0 +1,33 @@
+"""Lightning DDP under Hydra: every rank re-runs the job it belongs to, also inside a multirun.
+
+Lightning starts DDP ranks 1..N-1 by re-running the command line with `hydra.run.dir` pinned. In a multirun
+that command line is the whole sweep (`-m optim.lr=1e-4,1e-5`), so each child would launch a sweep of its own
+in the wrong directory. gan_lab replaces that command with this job's own overrides and output directory.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
+    """(command, cwd) that starts DDP rank `local_rank` of the current Hydra job, single run or multirun job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    hydra_cfg = HydraConfig.get()
+    command = [sys.executable, "-m", "gan_lab.train", *hydra_cfg.overrides.task]
+    command += [
+        f"hydra.run.dir={hydra_cfg.runtime.output_dir}",
+        f"hydra.job.name=train_ddp_process_{local_rank}",
+        "hydra.output_subdir=null",  # rank 0 already wrote .hydra/
+    ]
+    return command, get_original_cwd()
+
+
+def install() -> None:
+    """Make Lightning's subprocess launcher start DDP ranks with job_subprocess_cmd."""
+    from lightning.fabric.strategies.launchers import subprocess_script
+
+    subprocess_script._hydra_subprocess_cmd = job_subprocess_cmd
