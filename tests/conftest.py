@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -140,3 +142,29 @@ def copy_images(source: Path, dest: Path, count: int, stride: int = 1) -> Path:
         image = files[i % len(classes)][(i // len(classes)) * stride]
         shutil.copyfile(image, dest / f"{i:05d}{image.suffix}")
     return dest
+
+
+# Overrides for a seconds-long run from the command line (subprocess tests of train, multirun, launchers).
+TINY_CLI = [
+    "dataset=fake",
+    "dataset.num_samples=32",
+    "dataset.batch_size=8",
+    "model.width=4",
+    "metrics=none",
+    "callbacks.progress_bar=null",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: int = 600, **env: str
+) -> subprocess.CompletedProcess:
+    """`python -m module args` in cwd, as a user runs it (one-line errors: HYDRA_FULL_ERROR=0)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

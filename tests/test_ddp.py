@@ -2,20 +2,11 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import TINY_CLI, run_module
 
 pytestmark = pytest.mark.ddp
-
-
-def run(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
-    )
 
 
 @pytest.mark.shared
@@ -27,7 +18,7 @@ def test_two_process_ddp_trains_and_scores_like_one_process(inception_weights, t
         f"metrics.inception_weights={inception_weights}",
         f"metrics.cache_dir={tmp_path / 'cache'}",
     ]
-    done = run(
+    done = run_module(
         "gan_lab.train",
         "trainer=ddp",
         "trainer.accelerator=cpu",
@@ -46,6 +37,7 @@ def test_two_process_ddp_trains_and_scores_like_one_process(inception_weights, t
         "trainer.log_every_n_steps=1",
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
+        OMP_NUM_THREADS="1",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = tmp_path / "run"
@@ -58,7 +50,7 @@ def test_two_process_ddp_trains_and_scores_like_one_process(inception_weights, t
     (ddp_fid,) = [float(r["val/fid16_train"]) for r in rows if r.get("val/fid16_train")]
 
     out = tmp_path / "eval.json"
-    single = run(
+    single = run_module(
         "gan_lab.evaluate",
         f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
         *metrics[1:],
@@ -72,23 +64,18 @@ def test_two_process_ddp_trains_and_scores_like_one_process(inception_weights, t
 def test_multirun_with_ddp_runs_each_job_once(tmp_path):
     # Lightning starts DDP ranks by re-running the command line; in a multirun that would be the whole sweep.
     sweep = tmp_path / "sweep"
-    done = run(
+    done = run_module(
         "gan_lab.train",
         "-m",
         "optim.lr=1e-4,2e-4",
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
-        "dataset=fake",
-        "dataset.num_samples=32",
-        "dataset.batch_size=8",
-        "model.width=4",
+        *TINY_CLI,
         "steps=2",
-        "metrics=none",
-        "callbacks.progress_bar=null",
-        "trainer.enable_progress_bar=false",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
+        OMP_NUM_THREADS="1",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # no stray runs from the DDP children

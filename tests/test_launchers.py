@@ -1,22 +1,16 @@
 """Hydra's submitit launcher (the cluster path) runs gan_lab jobs; submitit_local stands in for SLURM here."""
 
 import json
-import subprocess
-import sys
 
+from conftest import TINY_CLI, run_module
 from omegaconf import OmegaConf
 
 
 def test_submitit_local_runs_every_job(tmp_path):
     sweep = tmp_path / "sweep"
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "gan_lab.train", "-m", "hydra/launcher=submitit_local", "optim.lr=1e-4,2e-4",
-            "dataset=fake", "dataset.num_samples=32", "dataset.batch_size=8", "model.width=4", "steps=2",
-            "metrics=none", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    done = run_module(
+        "gan_lab.train", "-m", "hydra/launcher=submitit_local", "optim.lr=1e-4,2e-4", *TINY_CLI, "steps=2",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     for job in ("0", "1"):

@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_CLI, run_module
 from PIL import Image
 
 from gan_lab.errors import GanLabError
@@ -228,13 +226,6 @@ def test_a_directory_that_is_no_sweep_is_one_clear_error(tmp_path, kind):
         write_report(target)
 
 
-def run_module(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def test_cli_bad_directory_is_one_line(tmp_path):
     result = run_module("gan_lab.report", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 1
@@ -249,14 +240,8 @@ def test_end_to_end_on_a_real_multirun(tmp_path):
     train = run_module(
         "gan_lab.train",
         "-m",
-        "dataset=fake",
-        "dataset.num_samples=32",
-        "dataset.batch_size=8",
-        "model.width=4",
+        *TINY_CLI,
         "steps=2",
-        "metrics=none",
-        "callbacks.progress_bar=null",
-        "trainer.enable_progress_bar=false",
         "optim.lr=1e-4,2e-4",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,

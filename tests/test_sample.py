@@ -1,14 +1,12 @@
 """`python -m gan_lab.sample`: outputs of a really trained checkpoint, seeding, latent maths, PNG conversion."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN
+from conftest import TINY_RUN, run_module
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
@@ -54,15 +52,7 @@ def small(ckpt: Path, out_dir: Path | None, *overrides: str):
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "gan_lab.sample", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_module("gan_lab.sample", *args, cwd=cwd, timeout=120)
 
 
 def grid_size(n_wide: int, n_high: int) -> tuple[int, int]:

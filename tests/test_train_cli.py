@@ -1,27 +1,18 @@
 """End to end through the command line, as a user runs it."""
 
 import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from conftest import run_module
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "gan_lab.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("gan_lab.train", *args, cwd=cwd, timeout=300)
 
 
 def test_folder_run_writes_checkpoint_grids_and_metrics(tiny_image_folder, tmp_path):
