@@ -182,6 +182,15 @@ def is_secret(key: object) -> bool:
     return any(word in str(key).lower() for word in SECRET_WORDS)
 
 
+def redact_secrets(config: Any) -> Any:
+    """A copy of a plain config with the values of secret-looking keys replaced by "<redacted>"."""
+    if isinstance(config, Mapping):
+        return {k: "<redacted>" if is_secret(k) else redact_secrets(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [redact_secrets(v) for v in config]
+    return config
+
+
 def flatten_config(config: Mapping[str, Any], sep: str = ".") -> dict[str, Any]:
     """{"optim": {"lr": 2e-4}} -> {"optim.lr": 2e-4}; drops secret-looking keys with everything under them.
 

@@ -21,6 +21,7 @@ from gan_lab.augment import Augmentations
 from gan_lab.callbacks import InLoopMetrics
 from gan_lab.cli import user_errors_as_one_line
 from gan_lab.errors import ConfigError, one_line, user_error
+from gan_lab.loggers import redact_secrets
 from gan_lab.metrics import settings_from_config
 from gan_lab.module import GANModule
 
@@ -45,7 +46,7 @@ def build_module(cfg: DictConfig) -> GANModule:
         augment=Augmentations(instantiate(cfg.get("augment"))),
         ema_decay=cfg.ema.decay,
         ema_start_step=cfg.ema.start_step,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=redact_secrets(OmegaConf.to_container(cfg, resolve=True)),
     )
 
 
@@ -116,8 +117,8 @@ def resolve_num_classes(cfg: DictConfig, datamodule: Any) -> None:
 
 @rank_zero_only  # DDP ranks share the run directory
 def save_config(cfg: DictConfig, path: Path) -> None:
-    """The resolved config, as run."""
-    OmegaConf.save(cfg, path, resolve=True)
+    """The resolved config, as run (values of secret-looking keys redacted)."""
+    OmegaConf.save(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True))), path)
 
 
 @rank_zero_only

@@ -70,3 +70,15 @@ def test_folder_without_root_names_the_missing_key(tmp_path):
     result = run_cli("dataset=folder", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
     assert result.returncode == 1
     assert "gan_lab: error: dataset.root must be set" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_secrets_in_the_config_are_not_written(tiny_config, tmp_path):
+    from gan_lab.train import train
+
+    train(tiny_config("steps=1", "+wandb_api_key=hunter2", "+tokens.hf_token=hunter3"))
+    run = tmp_path / "run"
+    for path in (run / "config.yaml", run / "hparams.yaml"):
+        text = path.read_text()
+        assert "hunter" not in text and "wandb_api_key: <redacted>" in text, path
+    stored = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert stored["wandb_api_key"] == "<redacted>" and stored["tokens"] == "<redacted>"
