@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision import transforms
 
 from gan_lab.checkpoints import load_generator, run_dir_of
-from gan_lab.cli import resolve_device, user_errors_as_one_line
+from gan_lab.cli import config_errors_as_one_line, resolve_device, user_errors_as_one_line
 from gan_lab.data import ImageFileDataset, scan_image_folder, to_rgb
 from gan_lab.errors import ConfigError
 from gan_lab.metrics import Evaluator, generated_batches, image_batches, settings_from_config
@@ -25,7 +25,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score cfg.ckpt's generator or the images in cfg.fake_dir; writes the JSON file and returns the results."""
     if bool(cfg.ckpt) == bool(cfg.fake_dir):
         raise ConfigError(
-            "pass exactly one of ckpt=PATH (a gan_lab checkpoint) or fake_dir=DIR (generated images)"
+            "pass exactly one of ckpt=PATH (a gan_lab checkpoint or export) or fake_dir=DIR (generated images)"
         )
     device = resolve_device(cfg.device)
     settings = settings_from_config(cfg.metrics)
@@ -72,6 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
+@config_errors_as_one_line
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> None:

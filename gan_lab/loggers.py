@@ -16,6 +16,7 @@ command that uploads them later. Nothing here ever asks for a login.
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import math
 import netrc
@@ -28,7 +29,9 @@ from urllib.parse import urlsplit
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.utilities.logger import _convert_json_serializable, _convert_params
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from gan_lab.errors import ConfigError
@@ -49,6 +52,52 @@ _MODES = {
 # Overrides that say where and how a run is recorded, not what it trains: left out of run names.
 _NAME_SKIP_PREFIXES = ("hydra", "paths.", "logger")
 _MAX_NAME_LEN = 128
+
+
+# --- CSV ---------------------------------------------------------------------------------------------------
+class _CSVWriter(ExperimentWriter):
+    """Lightning's writer, except that an earlier metrics.csv is replaced when the first metrics are saved.
+
+    Lightning deletes it as soon as the writer exists, at the start of the fit: a run that failed on bad input
+    before training (a dataset smaller than a batch, unreadable images, missing Inception weights) would lose
+    the metrics of the run that wrote that directory before.
+    """
+
+    def __init__(self, log_dir: str, append: bool = False) -> None:
+        self._append = append  # a resumed run continues the file (its rows after the checkpoint are trimmed)
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        exists = self._fs.isfile(self.metrics_file_path)
+        self._replace_earlier = exists and not self._append
+        if exists and self._append:
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(csv.DictReader(file).fieldnames or [])
+
+    def save(self) -> None:
+        if self.metrics and self._replace_earlier:
+            self._fs.rm_file(self.metrics_file_path)
+            self._replace_earlier = False
+        super().save()
+
+
+class CSVLogger(LightningCSVLogger):
+    """metrics.csv and hparams.yaml as Lightning's CSVLogger writes them; a failed run leaves an earlier one.
+
+    append=True (set by `resume=`) adds rows to an existing metrics.csv instead of replacing it.
+    """
+
+    def __init__(self, *args: Any, append: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._append = append
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _CSVWriter(log_dir=self.log_dir, append=self._append)
+        return self._experiment
 
 
 # --- credentials and mode ----------------------------------------------------------------------------------

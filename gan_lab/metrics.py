@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -98,9 +99,15 @@ def build_inception(weights: str | None, device: torch.device | str = "cpu") -> 
         extractor = FeatureExtractorInceptionV3(
             "inception-v3-compat", [POOL, LOGITS], feature_extractor_weights_path=weights
         )
-    except (OSError, RuntimeError) as err:  # URLError is an OSError
-        if weights is not None:
-            raise GanLabError(f"cannot load Inception weights from {weights} ({err})") from err
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as err:
+        if weights is not None:  # a damaged or different file
+            reason = " ".join(f"{type(err).__name__}: {err}".split())
+            raise GanLabError(
+                f"cannot load Inception weights from {weights} ({reason}); pass torch-fidelity's "
+                "weights-inception-2015-12-05-6726825d.pth as metrics.inception_weights, or unset it to download"
+            ) from err
+        if not isinstance(err, OSError | RuntimeError):  # URLError is an OSError
+            raise
         raise WeightsUnavailable(
             f"the Inception weights for FID/KID/IS could not be downloaded ({err}); on an offline machine pass "
             f"metrics.inception_weights=/path/to/weights-inception-2015-12-05-6726825d.pth (or set {WEIGHTS_ENV}), "
@@ -265,7 +272,7 @@ class ReferenceFeatures:
 
 
 # Dataset settings that do not change which real images the reference holds.
-_NOT_IDENTITY = {"batch_size", "num_workers", "hflip", "skip_corrupt", "download"}
+_NOT_IDENTITY = {"batch_size", "num_workers", "hflip", "order_seed", "skip_corrupt", "download"}
 
 
 def dataset_identity(dataset_cfg: Mapping[str, Any]) -> str:

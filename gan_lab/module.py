@@ -16,17 +16,19 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import random
 from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from hydra.utils import get_class, instantiate
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gan_lab.augment import Augmentations
-from gan_lab.errors import ConfigError
+from gan_lab.errors import ConfigError, GanLabError
 from gan_lab.losses import GANLoss, WassersteinLoss, discriminator_accuracy
 from gan_lab.regularizers import Regularizer, WeightClip
 
@@ -45,6 +47,36 @@ def learning_rates(optim: Mapping[str, Any]) -> tuple[float, float]:
         if not value > 0:
             raise ConfigError(f"{name} (or optim.lr) must be > 0, got {value}; e.g. optim.lr=2e-4")
     return lr_g, lr_d
+
+
+class Diverged(GanLabError):
+    """A loss or a weight became NaN or infinite."""
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state (torch CPU and CUDA, numpy, python), as types `torch.load(weights_only=True)` reads."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+                  "cached_gaussian": cached},
+    }  # fmt: skip
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what rng_state() returned."""
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def build_optimizer(optim: Mapping[str, Any], params: Any, lr: float) -> torch.optim.Optimizer:
@@ -117,6 +149,10 @@ class GANModule(pl.LightningModule):
         self.g_steps = 0
         self.d_steps = 0
         self._log_sums: dict[str, tuple[Tensor | float, int]] = {}
+        # The first non-finite loss as (seen, is_generator, g_step, d_step, value), kept on the device so
+        # watching costs no host sync; checked when metrics are written and before every checkpoint.
+        self._first_nonfinite: Tensor | None = None
+        self._rng_to_restore: Mapping[str, Any] | None = None  # set on resume, applied at the next batch
         if isinstance(self.regularizer, WeightClip) and not isinstance(self.loss, WassersteinLoss):
             log.warning(
                 "weight clipping is meant for the Wasserstein critic (loss=wasserstein); with %s it limits D "
@@ -187,9 +223,7 @@ class GANModule(pl.LightningModule):
         """Length of the run in scheduler intervals: generator steps ("step") or epochs ("epoch")."""
         if interval not in ("step", "epoch"):
             raise ConfigError(f"scheduler.interval must be 'step' or 'epoch', got '{interval}'")
-        batches = self.trainer.num_training_batches
-        if not math.isfinite(batches):
-            batches = len(self.trainer.datamodule.train_dataloader())
+        batches = self._batches_per_epoch()
         if self.max_g_steps:
             epochs = math.ceil(self.max_g_steps * self.n_critic / batches)
             return self.max_g_steps if interval == "step" else epochs
@@ -197,6 +231,12 @@ class GANModule(pl.LightningModule):
         if max_epochs is None or max_epochs < 1:
             raise ConfigError("this scheduler needs a finite run: set steps=N or trainer.max_epochs=N")
         return max_epochs * batches // self.n_critic if interval == "step" else max_epochs
+
+    def _batches_per_epoch(self) -> int:
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches):
+            batches = len(self.trainer.datamodule.train_dataloader())
+        return int(batches)
 
     def _schedulers(self) -> list[Any]:
         if not self.scheduler:
@@ -212,6 +252,20 @@ class GANModule(pl.LightningModule):
         self._discriminator_step(opt_d, real, labels)
         if self.d_steps % self.n_critic == 0:
             self._generator_step(opt_g, real.shape[0])
+        # Per-epoch schedulers step after each full pass over the data, counted in D steps rather than at
+        # Lightning's epoch end, which also comes early when a `steps` budget stops a run mid-epoch.
+        if self._scheduler_interval() == "epoch" and self.d_steps % self._batches_per_epoch() == 0:
+            for scheduler in self._schedulers():
+                scheduler.step()
+
+    def _scheduler_interval(self) -> str | None:
+        return self.scheduler.get("interval", "step") if self.scheduler else None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._rng_to_restore is not None:
+            # Restored here, not when the checkpoint is read: Lightning draws random numbers while setting up.
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
 
     def _discriminator_step(self, opt_d: Any, real: Tensor, labels: Tensor | None) -> None:
         n = real.shape[0]
@@ -230,6 +284,7 @@ class GANModule(pl.LightningModule):
         self.untoggle_optimizer(opt_d)
         self.regularizer.after_d_step(self.discriminator)
         self.d_steps += 1
+        self._watch_finite(d_loss + penalty, is_generator=False)
         real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
         self._accumulate(
             d_loss=d_loss,
@@ -250,8 +305,9 @@ class GANModule(pl.LightningModule):
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         self.g_steps += 1
+        self._watch_finite(g_loss, is_generator=True)
         self._update_ema()
-        if self.scheduler and self.scheduler.get("interval", "step") == "step":
+        if self._scheduler_interval() == "step":
             for scheduler in self._schedulers():
                 scheduler.step()
         self._accumulate(g_loss=g_loss)
@@ -273,6 +329,7 @@ class GANModule(pl.LightningModule):
 
     def _write_training_metrics(self) -> None:
         """Log the means since the last write (D values over all D steps), learning rates and counters."""
+        self.check_finite()
         names = list(self._log_sums)
         means = (
             torch.stack([total / count for total, count in self._log_sums.values()]).tolist() if names else []
@@ -289,16 +346,53 @@ class GANModule(pl.LightningModule):
             logger.log_metrics(metrics, step=self.g_steps)
         self._log_sums.clear()
 
-    def on_train_epoch_end(self) -> None:
-        if self.scheduler and self.scheduler.get("interval", "step") == "epoch":
-            for scheduler in self._schedulers():
-                scheduler.step()
+    # --- divergence guard ---------------------------------------------------------------------------------
+    def _watch_finite(self, loss: Tensor, is_generator: bool) -> None:
+        """Remember the first step whose loss is NaN or infinite, without a host sync."""
+        loss = loss.detach().double()
+        record = torch.stack(
+            [torch.ones_like(loss), torch.full_like(loss, float(is_generator)),
+             torch.full_like(loss, self.g_steps), torch.full_like(loss, self.d_steps), loss]
+        )  # fmt: skip
+        if self._first_nonfinite is None:
+            self._first_nonfinite = torch.zeros_like(record)
+        keep = (self._first_nonfinite[0] > 0) | torch.isfinite(loss)
+        self._first_nonfinite = torch.where(keep, self._first_nonfinite, record)
+
+    def check_finite(self) -> None:
+        """Raise Diverged, naming the step and values, if a loss or a weight has become NaN or infinite."""
+        problems = []
+        if self._first_nonfinite is not None and self._first_nonfinite[0] > 0:
+            _, is_generator, g_step, d_step, value = self._first_nonfinite.tolist()
+            which = "g_loss" if is_generator else "d_loss (with penalty)"
+            problems.append(
+                f"{which}={value} at generator step {int(g_step)} (discriminator step {int(d_step)})"
+            )
+        for name, net in (("generator", self.generator), ("discriminator", self.discriminator)):
+            bad = [n for n, p in net.named_parameters() if not torch.isfinite(p).all()]
+            if bad:
+                problems.append(
+                    f"non-finite {name} weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+                )
+        if not problems:
+            return
+        saved = [
+            c.path for c in getattr(self._trainer, "callbacks", []) if type(c).__name__ == "LastCheckpoint"
+        ]
+        last = next((str(p) for p in saved if p.is_file()), None)
+        kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint was saved before it"
+        raise Diverged(
+            f"training diverged: {'; '.join(problems)}; {kept}; lower optim.lr or stabilise D "
+            "(normalization=spectral, regularizer=gradient_penalty), then resume=<checkpoint> or start again"
+        )
 
     # --- checkpoints --------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gan_lab"] = {"g_steps": self.g_steps, "d_steps": self.d_steps}
+        self.check_finite()  # a diverged run never overwrites its last good checkpoint
+        checkpoint["gan_lab"] = {"g_steps": self.g_steps, "d_steps": self.d_steps, "rng": rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gan_lab", {})
         self.g_steps = state.get("g_steps", 0)
         self.d_steps = state.get("d_steps", 0)
+        self._rng_to_restore = state.get("rng")

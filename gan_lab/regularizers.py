@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gan_lab.errors import ConfigError
+
 
 class Regularizer:
     """No regularization; the base class of the others."""
@@ -31,7 +33,9 @@ class WeightClip(Regularizer):
 
     def __init__(self, clip: float = 0.01) -> None:
         if clip <= 0:
-            raise ValueError(f"regularizer.clip must be > 0, got {clip}")
+            raise ConfigError(
+                f"regularizer.clip must be > 0, got {clip}; e.g. regularizer.clip=0.01 (WGAN's)"
+            )
         self.clip = clip
 
     @torch.no_grad()

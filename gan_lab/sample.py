@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 
 from gan_lab.checkpoints import LoadedGenerator, load_generator, run_dir_of
-from gan_lab.cli import resolve_device, user_errors_as_one_line
+from gan_lab.cli import config_errors_as_one_line, resolve_device, user_errors_as_one_line
 from gan_lab.errors import ConfigError
 from gan_lab.images import to_uint8
 
@@ -75,14 +75,16 @@ def save_each(images: Tensor, directory: Path, start: int = 0) -> None:
 
 
 def default_out_dir(ckpt: Path, seed: int) -> Path:
-    """<run dir>/generated/seed<seed>."""
+    """<run dir>/generated/seed<seed> (an export directory not inside a run: <export dir>/generated/...)."""
     return run_dir_of(ckpt) / "generated" / f"seed{seed}"
 
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse bad settings before loading anything, so a typo never costs a long generation run."""
     if OmegaConf.is_missing(cfg, "ckpt"):
-        raise ConfigError("ckpt is required: python -m gan_lab.sample ckpt=<run dir>/checkpoints/last.ckpt")
+        raise ConfigError(
+            "ckpt is required: python -m gan_lab.sample ckpt=<run dir>/checkpoints/last.ckpt (or an export dir)"
+        )
     for key, low in _INT_KEYS:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -156,6 +158,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     return paths
 
 
+@config_errors_as_one_line
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> None:

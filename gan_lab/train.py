@@ -6,6 +6,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +15,29 @@ import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab import ddp
 from gan_lab.augment import Augmentations
 from gan_lab.callbacks import InLoopMetrics
-from gan_lab.cli import user_errors_as_one_line
+from gan_lab.checkpointing import AtomicCheckpointIO
+from gan_lab.checkpoints import load_checkpoint
+from gan_lab.cli import config_errors_as_one_line, user_errors_as_one_line
 from gan_lab.errors import ConfigError, one_line, user_error
 from gan_lab.loggers import redact_secrets
 from gan_lab.metrics import settings_from_config
 from gan_lab.module import GANModule
+from gan_lab.preemption import PreemptionCheckpoint
+from gan_lab.resume import check_same_architecture, find_checkpoint, resume_config, trim_metrics_csv
 
 log = logging.getLogger("gan_lab.train")
 # The run directory already holds config.yaml when the CSV logger starts; its "not empty" warning is noise.
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+# Lightning cannot see that gan_lab's sampler resumes mid-epoch (data.StreamSampler follows the trained batches).
+warnings.filterwarnings(
+    "ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended"
+)
 
 
 def build_module(cfg: DictConfig) -> GANModule:
@@ -76,18 +86,37 @@ def build_metrics_callback(cfg: DictConfig) -> InLoopMetrics | None:
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
-    """The Lightning Trainer; a `steps` budget replaces trainer.max_epochs (GANModule stops the run)."""
+    """The Lightning Trainer; a `steps` budget replaces trainer.max_epochs (GANModule stops the run).
+
+    Checkpoints are written atomically, and SIGTERM / Ctrl+C save a resumable one (PreemptionCheckpoint).
+    """
     overrides = {"max_epochs": -1} if cfg.steps else {}
     callbacks = _instantiate_named(cfg.callbacks)
     metrics_callback = build_metrics_callback(cfg)
     if metrics_callback is not None:
         callbacks.append(metrics_callback)
+    callbacks.append(PreemptionCheckpoint(Path(cfg.paths.output_dir) / "checkpoints"))
     return instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=_instantiate_named(cfg.logger),
+        plugins=[AtomicCheckpointIO()],
         **overrides,
     )
+
+
+def check_writable(directory: Path) -> None:
+    """Create the run directory and prove it takes files, before anything is trained."""
+    probe = directory / f".write_test_{time.time_ns()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write to the output directory {directory} ({err.strerror or err}); choose a writable "
+            "one with hydra.run.dir=PATH (or paths.output_dir=PATH), or fix its permissions"
+        ) from err
 
 
 def absolutize_data_paths(cfg: DictConfig) -> None:
@@ -128,18 +157,25 @@ def write_status(output_dir: Path, status: str, started: float, **extra: Any) ->
     (output_dir / "status.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-def train(cfg: DictConfig) -> GANModule:
+def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> GANModule:
     """Build data, module and trainer from cfg and fit; returns the trained module.
 
-    The run directory gets status.json, so a sweep report can tell finished, failed and running jobs apart.
+    With cfg.resume set, the run continues from that checkpoint with the checkpoint's config (see
+    gan_lab.resume); `overrides` are the command-line overrides, checked against it. The run directory gets
+    status.json, so a sweep report can tell finished, failed, preempted and running jobs apart.
     """
+    ckpt_path, checkpoint = None, None
+    if cfg.get("resume"):
+        ckpt_path = find_checkpoint(cfg.resume)
+        checkpoint = load_checkpoint(ckpt_path)  # weights_only: a shared checkpoint cannot run code
+        cfg = resume_config(cfg, checkpoint, ckpt_path, overrides)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{', '.join(missing)} must be set, e.g. {missing[0]}=... on the command line")
     absolutize_data_paths(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    started, module = time.time(), None
+    check_writable(output_dir)
+    started, module, trainer = time.time(), None, None
     write_status(output_dir, "running", started)
     try:
         pl.seed_everything(cfg.seed, workers=True)
@@ -147,12 +183,23 @@ def train(cfg: DictConfig) -> GANModule:
         resolve_num_classes(cfg, datamodule)
         save_config(cfg, output_dir / "config.yaml")
         module = build_module(cfg)
+        if checkpoint is not None:
+            check_same_architecture(module.state_dict(), checkpoint, ckpt_path)
+            g_steps = int(checkpoint.get("gan_lab", {}).get("g_steps", 0))
+            trim_metrics_csv(output_dir / "metrics.csv", g_steps)
+            log.info("resuming %s from %s at generator step %d", output_dir, ckpt_path, g_steps)
+            checkpoint = None  # Lightning reads the file itself; free the memory
         trainer = build_trainer(cfg)
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except BaseException as exc:
+        g_steps = module.g_steps if module else 0
+        preemption = _preemption_callback(trainer)
+        if isinstance(exc, SIGTERMException) and preemption is not None and preemption.saved:
+            write_status(output_dir, "preempted", started, g_steps=g_steps, checkpoint=str(preemption.path))
+            raise preemption.error(g_steps) from exc
         err = user_error(exc)
         reason = one_line(err) if err else f"{type(exc).__name__}: {exc}"
-        write_status(output_dir, "failed", started, error=reason, g_steps=module.g_steps if module else 0)
+        write_status(output_dir, "failed", started, error=reason, g_steps=g_steps)
         raise
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -162,11 +209,19 @@ def train(cfg: DictConfig) -> GANModule:
     return module
 
 
+def _preemption_callback(trainer: pl.Trainer | None) -> PreemptionCheckpoint | None:
+    callbacks = trainer.callbacks if trainer is not None else []
+    return next((c for c in callbacks if isinstance(c, PreemptionCheckpoint)), None)
+
+
+@config_errors_as_one_line
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
     ddp.install()  # DDP ranks re-run this job, not the whole command line (multirun)
-    train(cfg)
+    train(cfg, overrides=list(HydraConfig.get().overrides.task))
 
 
 if __name__ == "__main__":

@@ -17,12 +17,14 @@ import torchvision.datasets.cifar
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from gan_lab.data import (
     CIFAR10DataModule,
     FakeDataModule,
     FolderDataModule,
     LSUNChurchDataModule,
+    StreamSampler,
     image_transform,
     to_rgb,
 )
@@ -176,9 +178,9 @@ def test_to_rgb_handles_32bit_int_and_palette_with_transparency() -> None:
 def test_upsampling_and_center_crop() -> None:
     wide = np.zeros((32, 96, 3), np.uint8)
     wide[:, 32:64] = 255  # only the middle third survives the center crop
-    x = image_transform(64, hflip=False)(Image.fromarray(wide))
+    x = image_transform(64)(Image.fromarray(wide))
     assert x.shape == (3, 64, 64) and x[:, :, 2:-2].min() > 0.99  # edges blend with the black neighbours
-    small = image_transform(64, hflip=False)(Image.new("RGB", (32, 32), (255, 0, 0)))
+    small = image_transform(64)(Image.new("RGB", (32, 32), (255, 0, 0)))
     assert small.shape == (3, 64, 64) and torch.allclose(small[:, 10, 10], torch.tensor([1.0, -1.0, -1.0]))
 
 
@@ -188,24 +190,57 @@ def test_hflip_flips_some_draws_only_when_enabled(tmp_path: Path) -> None:
     save(arr, tmp_path / "a.png")
     for hflip in (False, True):
         dm = FolderDataModule(str(tmp_path), resolution=32, batch_size=1, num_workers=0, hflip=hflip)
-        dm.setup("fit")
-        torch.manual_seed(0)
-        draws = [dm.train_set[0][0] for _ in range(40)]
-        left = [bool(d[:, :, 0].mean() > 0) for d in draws]
+        draws = []
+        for position in range(40):  # pass p of the one-image dataset flips it or not, by (seed, p)
+            dm.trained_batches = lambda position=position: position  # type: ignore[method-assign]
+            draws += [image for image, _ in dm.train_dataloader()]
+        left = [bool(d[0, :, :, 0].mean() > 0) for d in draws]
         for d, is_left in zip(draws, left, strict=True):
             expected = torch.from_numpy(arr if is_left else arr[:, ::-1].copy()).float() / 127.5 - 1
-            assert torch.allclose(d[0], expected)
+            assert torch.allclose(d[0, 0], expected)
         assert all(left) if not hflip else 5 < sum(left) < 35
 
 
 def test_fake_hflip() -> None:
     dm = FakeDataModule(num_samples=4, batch_size=4, hflip=True)
-    dm.setup("fit")
+    originals = dm.generate()[0]
+    images = torch.cat([batch for p in range(10) for batch, _ in _loader_at(dm, p)])
+    flipped = [not any(torch.equal(img, o) for o in originals) for img in images]
+    assert all(
+        any(torch.equal(img, o.flip(-1)) for o in originals)
+        for img, f in zip(images, flipped, strict=True)
+        if f
+    )
+    assert 0 < sum(flipped) < len(images)
+
+
+def _loader_at(dm: FakeDataModule, trained_batches: int) -> DataLoader:
+    dm.trained_batches = lambda: trained_batches  # type: ignore[method-assign]
+    return dm.train_dataloader()
+
+
+def test_stream_resumes_mid_pass_and_ignores_global_rng() -> None:
+    """Batches from position k are the tail of the uninterrupted stream; the global RNG plays no part."""
+    dm = FakeDataModule(num_samples=40, batch_size=8, hflip=True, order_seed=3)  # 5 batches per pass
     torch.manual_seed(0)
-    original = dm.generate()[0][0]
-    draws = [dm.train_set[0][0] for _ in range(20)]
-    assert any(torch.equal(d, original) for d in draws)
-    assert any(torch.equal(d, original.flip(-1)) for d in draws)
+    stream = [b for p in (0, 5) for b, _ in _loader_at(dm, p)]  # two passes, as an epoch loop reads them
+    assert len(stream) == 10
+    torch.manual_seed(1)
+    for k in (0, 2, 5, 7):
+        resumed = [b for b, _ in _loader_at(dm, k)]
+        assert all(torch.equal(a, b) for a, b in zip(resumed, stream[k:], strict=False))
+        assert len(resumed) == 5 - k % 5  # the rest of the current pass
+    assert not torch.equal(stream[0], stream[5])  # each pass has its own order
+    other = FakeDataModule(num_samples=40, batch_size=8, hflip=True, order_seed=4)
+    assert not torch.equal(next(iter(_loader_at(other, 0)))[0], stream[0])
+
+
+def test_stream_sampler_shards_ranks() -> None:
+    dataset = list(range(20))
+    shards = [StreamSampler(dataset, 2, lambda: 0, seed=1, num_replicas=3, rank=r) for r in range(3)]
+    indices = [list(s) for s in shards]
+    assert all(len(i) == 6 for i in indices) and len(set(sum(indices, []))) == 18  # 20 // 3 * 3, disjoint
+    assert shards[0].batches_per_pass == 3
 
 
 def test_missing_root(tmp_path: Path) -> None:
@@ -245,11 +280,14 @@ def folder_with_bad_files(tmp_path: Path) -> tuple[Path, list[Path]]:
 def test_corrupt_image_raises_naming_file(folder_with_bad_files: tuple[Path, list[Path]]) -> None:
     root, bad = folder_with_bad_files
     dm = FolderDataModule(str(root), resolution=32, batch_size=1, num_workers=0)
-    dm.setup("fit")
-    dm.train_set[0]  # the intact file loads
+    with pytest.raises(DataError) as excinfo:
+        dm.setup("fit")  # the header check lists what is no image at all (more in tests/test_bad_input.py)
+    assert_one_line_error(excinfo, str(bad[1]), "dataset.skip_corrupt=true")
+    dataset = dm.build_dataset(image_transform(32))  # a truncated file passes the header check ...
+    dataset[0]  # the intact file loads
     for index in (1, 2):
         with pytest.raises(DataError) as excinfo:
-            dm.train_set[index]
+            dataset[index]  # ... and fails when decoded
         assert_one_line_error(excinfo, str(bad[index - 1]), "dataset.skip_corrupt=true")
 
 
@@ -271,9 +309,8 @@ def test_skip_corrupt_substitutes_and_warns_once(
 def test_skip_corrupt_with_nothing_readable(tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(b"junk")
     dm = FolderDataModule(str(tmp_path), batch_size=1, num_workers=0, skip_corrupt=True)
-    dm.setup("fit")
-    with pytest.raises(DataError):
-        dm.train_set[0]
+    with pytest.raises(DataError, match="none of the 1 image files"):
+        dm.setup("fit")
 
 
 # --- CIFAR-10 and LSUN ----------------------------------------------------------------------------
@@ -347,7 +384,9 @@ def test_cifar_jpeg_copy_as_folder(cifar_jpeg_root: Path) -> None:
 
 @pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_dataset_config_matches_constructor(path: Path, tmp_path: Path, tiny_image_folder: Path) -> None:
-    cfg = OmegaConf.merge({"paths": {"data_dir": str(tmp_path)}}, {"dataset": OmegaConf.load(path)})
+    cfg = OmegaConf.merge(
+        {"paths": {"data_dir": str(tmp_path)}, "seed": 7}, {"dataset": OmegaConf.load(path)}
+    )
     module_name, class_name = cfg.dataset._target_.rsplit(".", 1)
     target = getattr(importlib.import_module(module_name), class_name)
     params = set(inspect.signature(target).parameters)
@@ -356,7 +395,7 @@ def test_dataset_config_matches_constructor(path: Path, tmp_path: Path, tiny_ima
         assert OmegaConf.is_missing(cfg.dataset, "root")
         cfg.dataset.root = str(tiny_image_folder)
     dm = instantiate(cfg.dataset)  # constructors do not download: prepare_data does
-    assert type(dm) is target and dm.batch_size >= 1 and dm.resolution >= 1
+    assert type(dm) is target and dm.batch_size >= 1 and dm.resolution >= 1 and dm.order_seed == 7
     if path.stem in ("cifar10", "lsun_church"):
         assert dm.root.is_relative_to(tmp_path)
 

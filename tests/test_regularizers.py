@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from gan_lab.errors import ConfigError
 from gan_lab.regularizers import GradientPenalty, R1Penalty, Regularizer, WeightClip
 
 
@@ -65,5 +66,5 @@ def test_weight_clip_bounds_every_parameter():
 def test_base_regularizer_is_a_no_op():
     critic, real, fake = make(2.0)
     assert Regularizer().penalty(critic, real, fake, None).item() == 0.0
-    with pytest.raises(ValueError, match="clip"):
+    with pytest.raises(ConfigError, match="regularizer.clip"):
         WeightClip(0.0)

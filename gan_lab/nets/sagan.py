@@ -16,6 +16,7 @@ nets, removes the weight scale anyway); the projection head keeps PyTorch's defa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -34,6 +35,9 @@ from gan_lab.nets.layers import (
     with_spectral_norm,
 )
 
+log = logging.getLogger(__name__)
+MAX_CHEAP_ATTENTION = 64  # attention over a larger map needs GiBs per image: warned about
+
 
 def _attention_sizes(
     chosen: Sequence[int] | None, default: list[int], valid: list[int], key: str
@@ -43,6 +47,15 @@ def _attention_sizes(
     if not sizes <= set(valid):
         raise ConfigError(
             f"{key}={sorted(sizes)} names maps this network does not have; choose from {sorted(valid)}"
+        )
+    if max(sizes, default=0) > MAX_CHEAP_ATTENTION:
+        # The (HW, HW) attention map grows with the 4th power of the size: 1 GiB per image at 128x128.
+        gib = max(sizes) ** 4 * 4 / 2**30
+        smaller = sorted(s for s in valid if s <= MAX_CHEAP_ATTENTION)[-2:]
+        log.warning(
+            "%s=%s: self-attention over a %dx%d map stores %.0f GiB per image (float32, before gradients), so a "
+            "training batch rarely fits in memory; attend to smaller maps, e.g. %s=[%s]",
+            *(key, sorted(sizes), max(sizes), max(sizes), gib, key, ",".join(map(str, smaller))),
         )
     return sizes
 

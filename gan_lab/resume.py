@@ -1,0 +1,234 @@
+"""`resume=<run dir or checkpoint>`: continue a run exactly where its checkpoint left it.
+
+The resumed run keeps the checkpoint's own config (model, loss, data, optimizer, seed, logging, ...): the
+command line may only change the keys in CHANGEABLE (budget, devices, logging, where files are), so a resume
+cannot silently change the run; overriding any other key to a different value is an error.
+Everything else that makes the continuation exact lives with its owner: GANModule saves counters and RNG
+states, data.StreamSampler positions the data stream, Lightning restores optimizers and schedulers.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from gan_lab.checkpoints import check_trusted_targets, run_dir_of
+from gan_lab.errors import ConfigError, GanLabError
+from gan_lab.loggers import RUN_ID_FILE, flatten_config
+
+log = logging.getLogger(__name__)
+_ABSENT = object()
+
+# Config keys a resumed run may take from the new command line: the budget, the hardware, how the run is
+# watched, and where files are. Everything else comes from the checkpoint.
+CHANGEABLE = (
+    "resume", "steps", "paths", "logger", "callbacks", "metrics", "hydra",
+    "trainer.max_epochs", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.default_root_dir",
+    "dataset.root", "dataset.test_root", "dataset.num_workers", "dataset.download",
+)  # fmt: skip
+
+
+def find_checkpoint(resume: str | os.PathLike[str]) -> Path:
+    """The checkpoint to resume from: the file itself, or `<run dir>/checkpoints/last.ckpt`."""
+    path = Path(resume).expanduser().absolute()
+    if path.is_dir():
+        candidate = (
+            path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
+        )
+        if not candidate.is_file():
+            raise GanLabError(
+                f"resume={resume}: no {candidate.relative_to(path)} in that folder (the run saved no checkpoint "
+                "yet); pass resume=<path to a .ckpt file> or start a new run"
+            )
+        return candidate
+    if not path.is_file():
+        raise GanLabError(f"resume={resume} does not exist; pass a run directory or a .ckpt file")
+    return path
+
+
+def _is_changeable(key: str) -> bool:
+    return any(key == c or key.startswith(c + ".") for c in CHANGEABLE)
+
+
+def _override_key(override: str) -> str:
+    """The config key an override sets: `+a.b=1` -> `a.b`, `~optim.betas` -> `optim.betas`, `model=x` -> `model`."""
+    return override.lstrip("+~").split("=", 1)[0].strip()
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        return {prefix: value}
+    return flatten_config({prefix: value} if prefix else value)
+
+
+def _differences(current: Any, saved: Any, prefix: str = "") -> list[str]:
+    """`key (checkpoint: a, now: b)` for every leaf where the two plain configs differ (secrets skipped)."""
+    flat_now, flat_saved = _flat(current, prefix), _flat(saved, prefix)
+    keys = sorted(k for k in set(flat_now) | set(flat_saved) if not _is_changeable(k))
+    return [
+        f"{k} (checkpoint: {flat_saved.get(k, '<unset>')}, now: {flat_now.get(k, '<unset>')})"
+        for k in keys
+        if flat_now.get(k, "<unset>") != flat_saved.get(k, "<unset>")
+    ]
+
+
+def check_overrides(cfg: DictConfig, saved: DictConfig, overrides: Sequence[str]) -> None:
+    """Refuse command-line overrides that would change what the checkpoint was trained with."""
+    problems: list[str] = []
+    for key in dict.fromkeys(_override_key(o) for o in overrides):
+        if _is_changeable(key):
+            continue
+        if (
+            OmegaConf.select(cfg, key, default=None) is None
+            and OmegaConf.select(saved, key, default=None) is None
+        ):
+            # a group whose options write to the top level (experiment=, variant=): compare everything
+            current = {k: _plain(v) for k, v in cfg.items() if not _is_changeable(k)}
+            problems += _differences(
+                current, {k: _plain(v) for k, v in saved.items() if not _is_changeable(k)}
+            )
+            continue
+        problems += _differences(
+            _plain(OmegaConf.select(cfg, key)), _plain(OmegaConf.select(saved, key)), key
+        )
+    if not problems:
+        return
+    problems = list(dict.fromkeys(problems))
+    what = (
+        "a checkpoint of a different architecture"
+        if any(p.startswith("model.") for p in problems)
+        else ("a checkpoint trained with other settings")
+    )
+    shown = ", ".join(problems[:4]) + (f" and {len(problems) - 4} more" if len(problems) > 4 else "")
+    raise ConfigError(
+        f"resume: the command line asks for {what}: {shown}; a resumed run keeps its checkpoint's settings "
+        "(only the budget, devices, logging and paths may change): drop those overrides, or start a new run"
+    )
+
+
+def resume_config(
+    cfg: DictConfig, checkpoint: Mapping[str, Any], ckpt_path: Path, overrides: Sequence[str]
+) -> DictConfig:
+    """The config of the continued run: the checkpoint's, plus the CHANGEABLE keys `overrides` set in `cfg`."""
+    run_dir = run_dir_of(ckpt_path)
+    saved_plain = checkpoint["hyper_parameters"]
+    old_dir = str((saved_plain.get("paths") or {}).get("output_dir") or run_dir)
+    saved = OmegaConf.create(_moved(saved_plain, old_dir, str(run_dir)))
+    # The run is rebuilt from the checkpoint's config: like its pickle, it must not choose what code runs.
+    trusted = ("gan_lab.", "torch.", "lightning.pytorch.")
+    check_trusted_targets(saved, ckpt_path, {k: trusted for k in saved if not _is_changeable(k)})
+    check_overrides(cfg, saved, overrides)
+    merged = saved.copy()
+    raw = OmegaConf.to_container(cfg, resolve=False)  # interpolations such as ${paths.output_dir} stay live
+    for key in _keys_to_take(overrides):
+        node: Any = raw
+        for part in key.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is not _ABSENT:
+            OmegaConf.update(merged, key, node, merge=False, force_add=True)
+    _warn_if_schedule_length_changes(saved, merged)
+    merged.paths.output_dir = str(run_dir)  # the run continues in its own directory, wherever it now is
+    merged.resume = str(ckpt_path)
+    _continue_wandb_run(merged, run_dir)
+    csv_logger = (merged.get("logger") or {}).get("csv")
+    if csv_logger is not None and str(csv_logger.get("_target_", "")).startswith("gan_lab."):
+        csv_logger.append = True  # continue metrics.csv (trimmed to the checkpoint's step by train)
+    return merged
+
+
+def _keys_to_take(overrides: Sequence[str]) -> list[str]:
+    """The CHANGEABLE keys the command line sets: `steps=..`, or the changeable part of `trainer=ddp`."""
+    keys: list[str] = []
+    for key in dict.fromkeys(_override_key(o) for o in overrides):
+        if key == "resume":
+            continue
+        keys += [key] if _is_changeable(key) else [c for c in CHANGEABLE if c.startswith(key + ".")]
+    return keys
+
+
+def _moved(config: Any, old_dir: str, new_dir: str) -> Any:
+    """The plain config with paths inside the old run directory re-pointed to where the run is now."""
+    if isinstance(config, Mapping):
+        return {k: _moved(v, old_dir, new_dir) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [_moved(v, old_dir, new_dir) for v in config]
+    if isinstance(config, str) and (config == old_dir or config.startswith(old_dir.rstrip("/") + "/")):
+        return new_dir + config[len(old_dir) :]
+    return config
+
+
+def _warn_if_schedule_length_changes(saved: DictConfig, merged: DictConfig) -> None:
+    """A scheduler sized to the run (null T_max / total_iters) keeps the checkpoint's length: say so."""
+    scheduler = saved.get("scheduler") or {}
+    sized_to_run = any(key in scheduler and scheduler[key] is None for key in ("T_max", "total_iters"))
+    budget = ("steps", "trainer.max_epochs")
+    if sized_to_run and any(OmegaConf.select(saved, k) != OmegaConf.select(merged, k) for k in budget):
+        log.warning(
+            "resume with a new budget: the %s scheduler keeps the length of the original run (its state is "
+            "restored from the checkpoint), so the learning rate follows the old schedule",
+            scheduler.get("_target_", "?").rsplit(".", 1)[-1],
+        )
+
+
+def _continue_wandb_run(cfg: DictConfig, run_dir: Path) -> None:
+    """Point a W&B logger at the run id the interrupted run saved, so W&B continues it instead of a new run."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    id_file = run_dir / RUN_ID_FILE
+    if wandb_cfg is None or not id_file.is_file() or wandb_cfg.get("id"):
+        return
+    wandb_cfg.id = id_file.read_text().strip()
+    wandb_cfg.resume = "allow"
+
+
+def trim_metrics_csv(path: Path, g_steps: int) -> None:
+    """Drop rows logged after the checkpoint (the resumed run logs those steps again); atomic rewrite."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], list(reader)
+    kept = [r for r in rows if not r.get("step") or float(r["step"]) <= g_steps]
+    if len(kept) == len(rows):
+        return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+    os.replace(tmp, path)
+    log.info(
+        "resume: dropped %d rows of %s logged after generator step %d", len(rows) - len(kept), path, g_steps
+    )
+
+
+def check_same_architecture(
+    module_state: Mapping[str, Any], checkpoint: Mapping[str, Any], ckpt_path: Path
+) -> None:
+    """Refuse a checkpoint whose weights do not fit the networks built from its config (e.g. code changed)."""
+    saved = checkpoint["state_dict"]
+    missing = [k for k in module_state if k not in saved]
+    unexpected = [k for k in saved if k not in module_state]
+    resized = [
+        k for k in module_state if k in saved and tuple(saved[k].shape) != tuple(module_state[k].shape)
+    ]
+    if missing or unexpected or resized:
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", resized))
+            if keys
+        )
+        raise GanLabError(
+            f"resume: {ckpt_path} holds weights of a different architecture than its config builds ({detail}); "
+            "resume with the gan_lab version that wrote it, or start a new run"
+        )

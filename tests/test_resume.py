@@ -1,0 +1,191 @@
+"""Exact resume, preemption by signal, and resume's refusals (issue 6, items 1, 2 and 5)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_CLI, TINY_RUN, run_module
+from omegaconf import OmegaConf
+
+from gan_lab.checkpoints import load_checkpoint
+from gan_lab.config import compose_config
+from gan_lab.errors import ConfigError, GanLabError
+from gan_lab.resume import resume_config, trim_metrics_csv
+from gan_lab.train import train
+
+RESUME_CASES = {
+    # data flips drawn per pass, n_critic phase, EMA, per-epoch scheduler, differentiable augmentation
+    "flip_ncritic2_ema_diffaug": [
+        "dataset.hflip=true", "n_critic=2", "ema.decay=0.9", "scheduler=exponential", "augment=diffaugment",
+    ],
+    # stop mid-epoch (4 batches per epoch, 15 D steps), lr milestones, CutMix, a conditional model
+    "ncritic3_milestones_cutmix_cgan": [
+        "n_critic=3", "scheduler=step", "scheduler.milestones=[1,2]", "augment=cutmix", "model=cgan",
+    ],
+}  # fmt: skip
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resume_equals_uninterrupted_run_bit_for_bit(case: str, tmp_path: Path) -> None:
+    """10 generator steps in one go == 5 steps, stop, resume to 10 (weights, EMA, optimizer moments)."""
+    base = [*TINY_RUN, *RESUME_CASES[case]]
+    full = train(compose_config([*base, "steps=10"], output_dir=tmp_path / "full"))
+    half = train(compose_config([*base, "steps=5"], output_dir=tmp_path / "half"))
+    assert half.g_steps == 5
+    resume = ["steps=10", f"resume={tmp_path / 'half'}"]
+    resumed = train(compose_config([*base, *resume], output_dir=tmp_path / "unused"), overrides=resume)
+    assert (resumed.g_steps, resumed.d_steps) == (full.g_steps, full.d_steps)
+    _assert_identical(_weights(full), _weights(resumed))
+    moments = [load_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("full", "half")]
+    assert moments[1]["gan_lab"]["g_steps"] == 10  # the resumed run wrote into its own directory
+    for opt_full, opt_resumed in zip(
+        moments[0]["optimizer_states"], moments[1]["optimizer_states"], strict=True
+    ):
+        for state_full, state_resumed in zip(
+            opt_full["state"].values(), opt_resumed["state"].values(), strict=True
+        ):
+            _assert_identical(state_full, state_resumed)
+    assert not (tmp_path / "unused").exists()
+
+
+def test_resume_keeps_the_checkpoint_config_and_refuses_changes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(compose_config([*TINY_RUN, "loss=hinge", "optim.lr=1e-3", "steps=2"], output_dir=run))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    before = ckpt.read_bytes()
+    checkpoint = load_checkpoint(ckpt)
+    # No overrides: the run's own loss and lr come back, not the defaults.
+    cfg = resume_config(compose_config([*TINY_RUN, "steps=4"]), checkpoint, ckpt, ["steps=4"])
+    assert cfg.loss._target_.endswith("HingeLoss") and cfg.optim.lr == 1e-3 and cfg.steps == 4
+    assert cfg.paths.output_dir == str(run)
+    # A different architecture, or other settings, asked for on the command line: one clear error.
+    with pytest.raises(ConfigError) as err:
+        resume_config(compose_config([*TINY_RUN, "model.width=8"]), checkpoint, ckpt, ["model.width=8"])
+    message = str(err.value)
+    assert "different architecture" in message and "model.width (checkpoint: 4, now: 8)" in message
+    assert "start a new run" in message and "\n" not in message
+    with pytest.raises(ConfigError, match=r"optim\.lr \(checkpoint: 0\.001, now: 0\.0002\)"):
+        resume_config(compose_config([*TINY_RUN, "optim.lr=2e-4"]), checkpoint, ckpt, ["optim.lr=2e-4"])
+    with pytest.raises(ConfigError, match=r"loss\._target_"):
+        resume_config(compose_config([*TINY_RUN, "loss=bce"]), checkpoint, ckpt, ["loss=bce"])
+    assert ckpt.read_bytes() == before  # nothing on disk changed
+
+
+def test_resume_refuses_missing_or_foreign_checkpoints(tmp_path: Path) -> None:
+    cfg = compose_config([*TINY_RUN, f"resume={tmp_path / 'nope'}"], output_dir=tmp_path / "run")
+    with pytest.raises(GanLabError, match="does not exist; pass a run directory or a .ckpt file"):
+        train(cfg)
+    (tmp_path / "empty_run" / "checkpoints").mkdir(parents=True)
+    cfg = compose_config([*TINY_RUN, f"resume={tmp_path / 'empty_run'}"], output_dir=tmp_path / "run")
+    with pytest.raises(GanLabError, match=r"no checkpoints/last.ckpt in that folder"):
+        train(cfg)
+    # A checkpoint whose config names code outside gan_lab / torch is not rebuilt.
+    run = tmp_path / "victim"
+    train(compose_config([*TINY_RUN, "steps=1"], output_dir=run))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(ckpt)
+    checkpoint["hyper_parameters"]["loss"] = {"_target_": "os.system", "command": "touch pwned"}
+    torch.save(checkpoint, ckpt)
+    cfg = compose_config([*TINY_RUN, f"resume={run}"], output_dir=tmp_path / "run")
+    with pytest.raises(GanLabError, match=r"loss._target_ is 'os.system'"):
+        train(cfg)
+
+
+def test_resume_continues_the_wandb_run_id(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(compose_config([*TINY_RUN, "steps=1"], output_dir=run))
+    (run / "wandb_run_id.txt").write_text("abc123\n")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    cfg = compose_config([*TINY_RUN, "logger=wandb"])
+    resumed = resume_config(cfg, load_checkpoint(ckpt), ckpt, ["logger=wandb"])
+    assert resumed.logger.wandb.id == "abc123" and resumed.logger.wandb.resume == "allow"
+
+
+def test_trim_metrics_csv_drops_rows_after_the_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,step,train/g_loss\n0,1,0.5\n0,2,0.4\n0,3,0.3\n,3,\n")
+    trim_metrics_csv(path, 2)
+    assert path.read_text().splitlines() == ["epoch,step,train/g_loss", "0,1,0.5", "0,2,0.4"]
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_resume_matches_the_uninterrupted_run(tmp_path: Path) -> None:
+    """The issue's done-when: a run killed with SIGTERM resumes to the same weights as an uninterrupted one."""
+    args = [
+        *TINY_CLI, "model.width=16", "n_critic=2", "ema.decay=0.9", "dataset.hflip=true", "steps=300",
+        "callbacks.samples.every_n_steps=5", "callbacks.samples.num_samples=4", "trainer.log_every_n_steps=5",
+    ]  # fmt: skip
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gan_lab.train", *args, f"hydra.run.dir={killed_dir}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for(killed_dir / "samples" / "step_0000010.png", process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    error_lines = [line for line in stderr.splitlines() if line.startswith("gan_lab: error:")]
+    assert len(error_lines) == 1 and "stopped by SIGTERM after generator step" in error_lines[0]
+    assert f"resume={killed_dir}" in error_lines[0] and "Traceback" not in stderr
+    status = json.loads((killed_dir / "status.json").read_text())
+    stopped_at = status["g_steps"]
+    assert status["status"] == "preempted" and 10 <= stopped_at < 300
+    assert load_checkpoint(killed_dir / "checkpoints" / "last.ckpt")["gan_lab"]["g_steps"] == stopped_at
+
+    resumed = run_module("gan_lab.train", f"resume={killed_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    full = run_module("gan_lab.train", *args, f"hydra.run.dir={tmp_path / 'full'}", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-3000:]
+    final = [load_checkpoint(d / "checkpoints" / "last.ckpt") for d in (killed_dir, tmp_path / "full")]
+    assert final[0]["gan_lab"]["g_steps"] == final[1]["gan_lab"]["g_steps"] == 300
+    _assert_identical(final[0]["state_dict"], final[1]["state_dict"])
+    assert json.loads((killed_dir / "status.json").read_text())["status"] == "completed"
+    with open(killed_dir / "metrics.csv", newline="") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row["train/g_loss"]]
+    assert steps == list(range(5, 301, 5))  # the rows before the kill are kept, none is repeated  # the resumed rows follow on, none repeated
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gan_lab.train", *TINY_CLI, "model.width=16", "steps=400",
+         "callbacks.samples.every_n_steps=5", "callbacks.samples.num_samples=4", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "0"}, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for(run_dir / "samples" / "step_0000005.png", process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "stopped by SIGINT" in stderr and "Traceback" not in stderr
+    saved = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert saved["gan_lab"]["g_steps"] == json.loads((run_dir / "status.json").read_text())["g_steps"]
+    assert OmegaConf.create(saved["hyper_parameters"]).steps == 400
