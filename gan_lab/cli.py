@@ -8,6 +8,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -81,6 +82,27 @@ def _composed_or_exit(func: Callable[[], Any]) -> Any:
             raise
         print(f"gan_lab: error: {config_error_line(exc)}", file=sys.stderr)
         sys.exit(1)
+    except OSError as exc:
+        # Hydra creating or writing the run directory (hydra.run.dir) before any gan_lab code runs.
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or _raised_by_gan_lab(exc):
+            raise
+        print(
+            f"gan_lab: error: cannot write the run directory {exc.filename or ''} ({exc.strerror or exc}); "
+            "choose a writable one with hydra.run.dir=PATH, or fix its permissions",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+def _raised_by_gan_lab(exc: BaseException) -> bool:
+    package = str(Path(__file__).resolve().parent)
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.startswith(package) and not filename.endswith("cli.py"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def config_error_line(exc: Exception) -> str:

@@ -41,12 +41,15 @@ _RUN_LENGTH_KEYS = ("T_max", "total_iters")
 
 def learning_rates(optim: Mapping[str, Any]) -> tuple[float, float]:
     """(lr_g, lr_d): `lr` for both networks unless `lr_g` / `lr_d` override it (two time-scale update rule)."""
-    lr_g = optim.get("lr_g") or optim["lr"]
-    lr_d = optim.get("lr_d") or optim["lr"]
-    for name, value in (("optim.lr_g", lr_g), ("optim.lr_d", lr_d)):
-        if not value > 0:
-            raise ConfigError(f"{name} (or optim.lr) must be > 0, got {value}; e.g. optim.lr=2e-4")
-    return lr_g, lr_d
+    rates = []
+    for key in ("lr_g", "lr_d"):
+        name, value = (
+            (f"optim.{key}", optim[key]) if optim.get(key) is not None else ("optim.lr", optim.get("lr"))
+        )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{name} must be a number > 0, got {value!r}; e.g. {name}=2e-4")
+        rates.append(float(value))
+    return rates[0], rates[1]
 
 
 class Diverged(GanLabError):
@@ -123,8 +126,10 @@ class GANModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        if n_critic < 1:
-            raise ConfigError(f"n_critic must be >= 1 (D steps per G step), got {n_critic}")
+        if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
+            raise ConfigError(
+                f"n_critic must be an integer >= 1 (D steps per G step), got {n_critic!r}; e.g. n_critic=5 for WGAN"
+            )
         if max_g_steps is not None and max_g_steps < 1:
             raise ConfigError(
                 f"steps must be >= 1 generator steps (or null to use trainer.max_epochs), got {max_g_steps}"

@@ -175,6 +175,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> GANModule:
     absolutize_data_paths(cfg)
     output_dir = Path(cfg.paths.output_dir)
     check_writable(output_dir)
+    # A run that fails before its first step (bad input) puts back an earlier run's files it replaced.
+    earlier = {
+        n: (output_dir / n).read_bytes() for n in ("config.yaml", "status.json") if (output_dir / n).is_file()
+    }
     started, module, trainer = time.time(), None, None
     write_status(output_dir, "running", started)
     try:
@@ -199,7 +203,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> GANModule:
             raise preemption.error(g_steps) from exc
         err = user_error(exc)
         reason = one_line(err) if err else f"{type(exc).__name__}: {exc}"
-        write_status(output_dir, "failed", started, error=reason, g_steps=g_steps)
+        if earlier and (module is None or module.d_steps == 0):
+            restore_files(output_dir, earlier)
+        else:
+            write_status(output_dir, "failed", started, error=reason, g_steps=g_steps)
         raise
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -207,6 +214,12 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> GANModule:
     write_status(output_dir, "completed", started, g_steps=module.g_steps)
     log.info("finished after %d generator steps; outputs in %s", module.g_steps, output_dir)
     return module
+
+
+@rank_zero_only
+def restore_files(directory: Path, contents: dict[str, bytes]) -> None:
+    for name, content in contents.items():
+        (directory / name).write_bytes(content)
 
 
 def _preemption_callback(trainer: pl.Trainer | None) -> PreemptionCheckpoint | None:

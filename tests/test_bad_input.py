@@ -20,6 +20,7 @@ Covered elsewhere, not repeated here:
 - unbuildable resolutions (the exception): test_nets.py::test_unbuildable_resolution_is_a_clear_error (DCGAN),
   test_sagan_resnet.py::test_unsupported_resolution_is_a_config_error (SAGAN, ResNet)
 - weight clipping with a non-Wasserstein loss warns: test_module.py::test_weight_clip_with_non_wasserstein_loss_warns
+- resuming from a checkpoint of a different architecture: test_resume.py::test_resume_keeps_the_checkpoint_config_and_refuses_changes
 - Inception weights offline (the exception): test_metrics.py::test_offline_download_failure_says_how_to_pass_local_weights;
   metrics=default warns and trains on: test_metrics.py::test_default_metrics_warn_and_train_on_when_weights_are_unavailable
 """
@@ -50,6 +51,8 @@ EARLIER_RUN = {
     "checkpoints/best.ckpt": b"an earlier run's best checkpoint",
     "samples/step_0000100.png": b"an earlier sample grid",
     "metrics.csv": b"step,train/d_loss\n100,0.5\n",
+    "config.yaml": b"model:\n  name: an earlier run's\n",
+    "status.json": b'{"status": "completed", "g_steps": 100}\n',
 }
 
 
@@ -162,7 +165,30 @@ def test_cli_unknown_option_is_one_line_and_touches_nothing(tmp_path):
         "gan_lab: error: unknown model 'nope'; choose one of: cgan, cgan_projection, dcgan, resnet, sagan, sndcgan"
     ]
     assert_earlier_run_kept(run)
-    assert not (run / ".hydra").exists() and not (run / "config.yaml").exists()
+    assert not (run / ".hydra").exists()
+
+
+def test_unwritable_output_directory(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    cfg = compose_config([*TINY_RUN, "steps=1"], output_dir=tmp_path / "a_file" / "run")
+    assert fail_in_process(cfg, capsys) == (
+        f"gan_lab: error: cannot write to the output directory {tmp_path / 'a_file' / 'run'} (Not a directory); "
+        "choose a writable one with hydra.run.dir=PATH (or paths.output_dir=PATH), or fix its permissions"
+    )
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_cli_unwritable_run_directory(tmp_path):
+    """Hydra creates hydra.run.dir before gan_lab runs: its failure is one line too."""
+    (tmp_path / "a_file").write_text("not a folder")
+    result = run_module(
+        "gan_lab.train", *TINY_CLI, f"hydra.run.dir={tmp_path / 'a_file' / 'run'}", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert error_line(result.stderr) == (
+        f"gan_lab: error: cannot write the run directory {tmp_path / 'a_file' / 'run'} (Not a directory); "
+        "choose a writable one with hydra.run.dir=PATH, or fix its permissions"
+    )
 
 
 def test_cli_full_error_shows_the_traceback(tmp_path):
@@ -175,9 +201,7 @@ def test_cli_full_error_shows_the_traceback(tmp_path):
         HYDRA_FULL_ERROR="1",
     )
     assert result.returncode == 1
-    assert (
-        "Traceback" in result.stderr and "ConfigError: optim.lr_g (or optim.lr) must be > 0" in result.stderr
-    )
+    assert "Traceback" in result.stderr and "ConfigError: optim.lr must be a number > 0" in result.stderr
     assert "gan_lab: error:" not in result.stderr
 
 
@@ -185,9 +209,18 @@ def test_cli_full_error_shows_the_traceback(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["optim.lr=0"], "optim.lr_g (or optim.lr) must be > 0, got 0; e.g. optim.lr=2e-4"),
-        (["optim.lr_d=-1e-4"], "optim.lr_d (or optim.lr) must be > 0, got -0.0001; e.g. optim.lr=2e-4"),
-        (["n_critic=0"], "n_critic must be >= 1 (D steps per G step), got 0"),
+        (["optim.lr=0"], "optim.lr must be a number > 0, got 0; e.g. optim.lr=2e-4"),
+        (["optim.lr_d=-1e-4"], "optim.lr_d must be a number > 0, got -0.0001; e.g. optim.lr_d=2e-4"),
+        (["optim.lr_g=0"], "optim.lr_g must be a number > 0, got 0; e.g. optim.lr_g=2e-4"),
+        (["optim.lr=abc"], "optim.lr must be a number > 0, got 'abc'; e.g. optim.lr=2e-4"),
+        (
+            ["n_critic=0"],
+            "n_critic must be an integer >= 1 (D steps per G step), got 0; e.g. n_critic=5 for WGAN",
+        ),
+        (
+            ["n_critic=x"],
+            "n_critic must be an integer >= 1 (D steps per G step), got 'x'; e.g. n_critic=5 for WGAN",
+        ),
         (
             ["dataset.num_samples=4"],
             "dataset.batch_size=8 is larger than the 4 images in FakeDataModule; lower dataset.batch_size",

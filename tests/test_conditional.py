@@ -70,7 +70,7 @@ def test_sample_grid_has_one_row_per_class(tiny_config, tmp_path):
 def test_conditional_model_learns_class_colours(tiny_config, model):
     """Two classes of blobs in two distinct colours: after training, each class's samples take its colour."""
     overrides = [f"model={model}", "dataset.num_samples=256", "dataset.batch_size=32", "model.width=16"]
-    module = train(tiny_config(*overrides, "steps=250", "optim.lr=5e-4"))
+    module = train(tiny_config(*overrides, "steps=400", "optim.lr=5e-4"))
     data = module.trainer.datamodule.train_set
     images = torch.stack([data[i][0] for i in range(len(data))])
     labels = torch.tensor([data[i][1] for i in range(len(data))])

@@ -170,7 +170,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches_the_uninterrupted_run(tmp
     assert json.loads((killed_dir / "status.json").read_text())["status"] == "completed"
     with open(killed_dir / "metrics.csv", newline="") as f:
         steps = [int(row["step"]) for row in csv.DictReader(f) if row["train/g_loss"]]
-    assert steps == list(range(5, 301, 5))  # the rows before the kill are kept, none is repeated  # the resumed rows follow on, none repeated
+    assert steps == list(
+        range(5, 301, 5)
+    )  # the rows before the kill are kept, none is repeated  # the resumed rows follow on, none repeated
 
 
 @pytest.mark.slow
