@@ -36,7 +36,13 @@ CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 def first_batch(dm) -> tuple[torch.Tensor, torch.Tensor]:
     dm.setup("fit")
-    return next(iter(dm.train_dataloader()))
+    return next(iter(batches(dm)))
+
+
+def batches(dm):
+    """The training batches as the model sees them: an in-memory loader's uint8 become floats in the hook."""
+    for batch in dm.train_dataloader():
+        yield dm.on_after_batch_transfer(batch, 0)
 
 
 def save(arr: np.ndarray, path: Path, mode: str | None = None) -> Path:
@@ -115,7 +121,7 @@ def test_folder_batch_shape_and_range(tiny_image_folder: Path, resolution: int) 
 
 
 def test_folder_loads_with_worker_processes(tiny_image_folder: Path) -> None:
-    dm = FolderDataModule(str(tiny_image_folder), resolution=32, batch_size=4, num_workers=1)
+    dm = FolderDataModule(str(tiny_image_folder), resolution=32, batch_size=4, num_workers=1, in_memory=False)
     loader = dm.train_dataloader()
     assert loader.persistent_workers
     assert next(iter(loader))[0].shape == (4, 3, 32, 32)
@@ -193,7 +199,7 @@ def test_hflip_flips_some_draws_only_when_enabled(tmp_path: Path) -> None:
         draws = []
         for position in range(40):  # pass p of the one-image dataset flips it or not, by (seed, p)
             dm.trained_batches = lambda position=position: position  # type: ignore[method-assign]
-            draws += [image for image, _ in dm.train_dataloader()]
+            draws += [image for image, _ in batches(dm)]
         left = [bool(d[0, :, :, 0].mean() > 0) for d in draws]
         for d, is_left in zip(draws, left, strict=True):
             expected = torch.from_numpy(arr if is_left else arr[:, ::-1].copy()).float() / 127.5 - 1
@@ -370,7 +376,9 @@ def test_lsun_reads_lmdb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.shared
 def test_cifar_jpeg_copy_as_folder(cifar_jpeg_root: Path) -> None:
-    dm = FolderDataModule(str(cifar_jpeg_root / "train"), resolution=32, batch_size=64, num_workers=0)
+    dm = FolderDataModule(
+        str(cifar_jpeg_root / "train"), resolution=32, batch_size=64, num_workers=0, in_memory=False
+    )
     assert len(dm.files) == 50_000
     assert dm.num_classes == 10 and dm.class_names == CIFAR_CLASSES
     assert np.bincount(dm.labels).tolist() == [5000] * 10

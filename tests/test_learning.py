@@ -45,7 +45,7 @@ def subset(cifar: Path, dest: Path, split: str, per_class: int) -> Path:
 
 def load_all(root: Path) -> torch.Tensor:
     data = FolderDataModule(root=str(root), resolution=32, batch_size=500, num_workers=0)
-    return torch.cat([images for images, _ in data.train_dataloader()])
+    return torch.cat([data.on_after_batch_transfer(batch, 0)[0] for batch in data.train_dataloader()])
 
 
 def pixel_frechet_distance(reference: torch.Tensor, samples: torch.Tensor) -> float:

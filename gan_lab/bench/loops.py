@@ -1,0 +1,395 @@
+"""The contenders gan_lab is timed against, and the clocks that time every contender the same way.
+
+- `plain_loop`: the GANModule's step written as a plain PyTorch loop, the way a researcher would, on the same
+  networks, loss, optimizers, batches, precision and memory format (the framework-overhead baseline).
+- `classic_loop`: the classic DCGAN example (pytorch/examples, dcgan/main.py) reproduced: its own G and D,
+  fp32, BCELoss on a sigmoid, Adam(2e-4, (0.5, 0.999)), ImageFolder decoding every step (the end-to-end
+  baseline).
+- `StepClock` timestamps generator steps; `StepTimer` is the same clock as a Lightning callback inside
+  gan_lab's training, so Lightning set-up and start-up are outside every measured window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+# --- clocks -------------------------------------------------------------------------------------------------
+
+
+class StepClock:
+    """Timestamps (perf_counter) after each generator step; `tick` says when the step or time budget is spent."""
+
+    def __init__(
+        self, max_steps: int | None = None, budget_s: float | None = None, device: str = "cpu"
+    ) -> None:
+        self.max_steps, self.budget_s, self.device = max_steps, budget_s, torch.device(device)
+        self.start: float | None = None  # when the first training batch began (time budgets count from here)
+        self.times: list[float] = []
+
+    def begin(self) -> None:
+        """Mark the start of training (idempotent): the first batch, after every set-up."""
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def tick(self) -> bool:
+        """Record one generator step; True once the run should stop."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # GPU work is queued: time its completion, not its launch
+        now = time.perf_counter()
+        self.begin()
+        self.times.append(now)
+        over_budget = self.budget_s is not None and now - self.start >= self.budget_s  # type: ignore[operator]
+        return over_budget or (self.max_steps is not None and len(self.times) >= self.max_steps)
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds from the first batch to the last generator step."""
+        return self.times[-1] - self.start if self.times and self.start is not None else 0.0
+
+
+@dataclass
+class Speed:
+    """The speed settings a gan_lab run resolved, which the plain loop mirrors."""
+
+    precision: str = "32-true"
+    channels_last: bool = False
+    compile: bool = False
+    fused: bool | None = None
+    device: str = "cpu"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolved_speed(trainer: pl.Trainer, module: pl.LightningModule) -> Speed:
+    """What gan_lab actually runs with (read from the live trainer and module, not from the config)."""
+    weight = next(p for p in module.generator.parameters() if p.dim() == 4)
+    memory_format = getattr(module, "memory_format", None)
+    channels_last = (
+        memory_format == torch.channels_last
+        if memory_format is not None
+        else weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    )
+    compiled = any(
+        getattr(net, "_compiled_call_impl", None) is not None or hasattr(net, "_orig_mod")
+        for net in (module.generator, module.discriminator)
+    )
+    optimizers = trainer.optimizers
+    return Speed(
+        precision=str(trainer.precision),
+        channels_last=bool(channels_last),
+        compile=compiled,
+        fused=optimizers[0].defaults.get("fused") if optimizers else None,
+        device=str(module.device),
+    )
+
+
+_TIMERS: dict[str, StepTimer] = {}  # instances built by Hydra from the config, found again by key
+
+
+class StepTimer(pl.Callback):
+    """A StepClock inside gan_lab's training: timestamps each generator step, stops at a time budget.
+
+    Built by Hydra (`callbacks.bench_timer._target_`), so `StepTimer.find(key)` hands the instance back.
+    """
+
+    def __init__(self, key: str, budget_s: float | None = None) -> None:
+        self.key, self.budget_s = key, budget_s
+        self.clock: StepClock | None = None
+        self.speed: Speed | None = None
+        self._g_steps = 0
+        _TIMERS[key] = self
+
+    @staticmethod
+    def new_key() -> str:
+        return uuid.uuid4().hex
+
+    @staticmethod
+    def find(key: str) -> StepTimer | None:
+        """The timer built for `key` (forgotten here, so repeated runs do not pile up), or None."""
+        return _TIMERS.pop(key, None)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.speed = resolved_speed(trainer, pl_module)
+        self.clock = StepClock(budget_s=self.budget_s, device=self.speed.device)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self.clock.begin()  # type: ignore[union-attr]
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        g_steps = int(getattr(pl_module, "g_steps", 0))
+        if g_steps != self._g_steps:  # only batches that ended with a generator step (n_critic > 1)
+            self._g_steps = g_steps
+            if self.clock.tick():  # type: ignore[union-attr]
+                trainer.should_stop = True
+
+
+def timer_config(key: str, budget_s: float | None = None) -> dict[str, Any]:
+    """The `callbacks.bench_timer` entry that makes gan_lab build a StepTimer."""
+    return {"_target_": f"{StepTimer.__module__}.StepTimer", "key": key, "budget_s": budget_s}
+
+
+# --- the plain loop: GANModule's computation without the framework ---------------------------------------
+
+
+@dataclass
+class PlainGAN:
+    """Networks, loss and optimizers of a gan_lab config, built directly (no GANModule, no Lightning)."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    loss: Any
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    z_dim: int
+    speed: Speed
+
+
+def build_plain(cfg: DictConfig, speed: Speed) -> PlainGAN:
+    """The same networks, loss and optimizers as `train(cfg)` builds, set up with `speed`.
+
+    Covers what the comparison needs: unconditional, n_critic 1, no regularizer, augmentation or EMA.
+    """
+    unsupported = {
+        "n_critic": cfg.n_critic != 1,
+        "regularizer": cfg.regularizer.get("_target_", "").split(".")[-1] != "Regularizer",
+        "augment": bool(cfg.get("augment")),
+        "ema.decay": cfg.ema.decay is not None,
+        "model.num_classes": bool(cfg.model.num_classes),
+    }
+    if any(unsupported.values()):
+        raise ValueError(f"the plain loop has no {', '.join(k for k, v in unsupported.items() if v)}")
+    device = torch.device(speed.device)
+    memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
+    g = instantiate(cfg.model.generator).to(device, memory_format=memory_format)
+    d = instantiate(cfg.model.discriminator).to(device, memory_format=memory_format)
+    if speed.compile:
+        g.compile()
+        d.compile()
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    optimizer = get_class(optim.pop("_target_"))
+    lr = optim.pop("lr")
+    lr_g, lr_d = optim.pop("lr_g", None) or lr, optim.pop("lr_d", None) or lr
+    optim.pop("fused", None)
+    if speed.fused is not None:
+        optim["fused"] = speed.fused
+    return PlainGAN(
+        generator=g,
+        discriminator=d,
+        loss=instantiate(cfg.loss),
+        opt_g=optimizer(g.parameters(), lr=lr_g, **optim),
+        opt_d=optimizer(d.parameters(), lr=lr_d, **optim),
+        z_dim=cfg.model.z_dim,
+        speed=speed,
+    )
+
+
+def _autocast(speed: Speed) -> contextlib.AbstractContextManager:
+    """Lightning's `bf16-mixed` is torch.autocast to bf16; `32-true` is plain fp32."""
+    if speed.precision in ("32-true", "32"):
+        return contextlib.nullcontext()
+    if speed.precision == "bf16-mixed":
+        return torch.autocast(torch.device(speed.device).type, dtype=torch.bfloat16)
+    raise NotImplementedError(f"the plain loop mirrors 32-true and bf16-mixed, not {speed.precision}")
+
+
+def _endless(loader: Iterable) -> Iterator:
+    while True:
+        yield from loader
+
+
+def plain_loop(gan: PlainGAN, batches: Iterable, clock: StepClock) -> list[tuple[Tensor, Tensor]]:
+    """Train until `clock` says stop: per batch one D step (real vs fresh fakes), then one G step.
+
+    Returns the (d_loss, g_loss) of every step, detached (no host sync while training).
+    """
+    g, d, loss, speed = gan.generator, gan.discriminator, gan.loss, gan.speed
+    device = torch.device(speed.device)
+    memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
+    g.train()
+    d.train()
+    losses = []
+    clock.begin()
+    for real, _ in _endless(batches):
+        if real.dtype == torch.uint8:  # an in-memory loader may hand over bytes
+            real = real.float().div_(127.5).sub_(1)
+        real = real.to(device).contiguous(memory_format=memory_format)
+        n = real.shape[0]
+        with _autocast(speed):
+            with torch.no_grad():
+                fake = g(torch.randn(n, gan.z_dim, device=device))
+            d_loss = loss.d_loss(d(real), d(fake))
+        gan.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        gan.opt_d.step()
+
+        d.requires_grad_(False)  # the G step needs gradients through D, not for D's weights
+        with _autocast(speed):
+            g_loss = loss.g_loss(d(g(torch.randn(n, gan.z_dim, device=device))))
+        gan.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        gan.opt_g.step()
+        d.requires_grad_(True)
+        losses.append((d_loss.detach(), g_loss.detach()))
+        if clock.tick():
+            return losses
+    return losses
+
+
+# --- the classic DCGAN example (pytorch/examples, dcgan/main.py) ------------------------------------------
+
+
+class ClassicGenerator(nn.Module):
+    """The example's netG: z (N, nz, 1, 1) -> (N, nc, 64, 64), no biases, BN + ReLU, Tanh."""
+
+    def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ngf * 8),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf * 4),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf * 2),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
+            nn.Tanh(),
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self.main(input)
+
+
+class ClassicDiscriminator(nn.Module):
+    """The example's netD: (N, nc, 64, 64) -> probabilities (N,), no biases, BN from the 2nd layer, Sigmoid."""
+
+    def __init__(self, ndf: int = 64, nc: int = 3) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 2),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 4),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 8),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self.main(input).view(-1, 1).squeeze(1)
+
+
+def classic_weights_init(m: nn.Module) -> None:
+    """The example's init: conv weights N(0, 0.02), BN scale N(1, 0.02), BN shift 0."""
+    classname = m.__class__.__name__
+    if classname.find("Conv") != -1:
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif classname.find("BatchNorm") != -1:
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+def classic_nets(nz: int = 100, width: int = 64) -> tuple[nn.Module, nn.Module]:
+    """(netG, netD) of the example, initialised as it does."""
+    net_g, net_d = ClassicGenerator(nz, width), ClassicDiscriminator(width)
+    net_g.apply(classic_weights_init)
+    net_d.apply(classic_weights_init)
+    return net_g, net_d
+
+
+def classic_dataset(root: str | Path, image_size: int = 64) -> datasets.ImageFolder:
+    """The example's `--dataset folder`: ImageFolder, Resize, CenterCrop, ToTensor, Normalize to [-1, 1]."""
+    return datasets.ImageFolder(
+        root=str(root),
+        transform=transforms.Compose(
+            [
+                transforms.Resize(image_size),
+                transforms.CenterCrop(image_size),
+                transforms.ToTensor(),
+                transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+            ]
+        ),
+    )
+
+
+def classic_loader(dataset: datasets.ImageFolder, batch_size: int = 128, workers: int = 1) -> DataLoader:
+    """The example's DataLoader: shuffled, `--workers` processes decoding JPEGs every step."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers)
+
+
+def classic_loop(
+    net_g: nn.Module, net_d: nn.Module, loader: DataLoader, clock: StepClock, nz: int = 100, lr: float = 2e-4
+) -> list[tuple[float, float]]:
+    """The example's training loop, statement for statement, until `clock` says stop; returns (errD, errG).
+
+    Left out: its sample PNGs every 100 iterations and checkpoints every epoch (well under 1% of its time).
+    """
+    device = torch.device(clock.device)
+    criterion = nn.BCELoss()
+    real_label, fake_label = 1, 0
+    optimizer_d = torch.optim.Adam(net_d.parameters(), lr=lr, betas=(0.5, 0.999))
+    optimizer_g = torch.optim.Adam(net_g.parameters(), lr=lr, betas=(0.5, 0.999))
+    net_g.train()
+    net_d.train()
+    losses = []
+    clock.begin()
+    for data in _endless(loader):
+        # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+        net_d.zero_grad()
+        real_cpu = data[0].to(device)
+        batch_size = real_cpu.size(0)
+        label = torch.full((batch_size,), real_label, dtype=real_cpu.dtype, device=device)
+        output = net_d(real_cpu)
+        err_d_real = criterion(output, label)
+        err_d_real.backward()
+        d_x = output.mean().item()
+
+        noise = torch.randn(batch_size, nz, 1, 1, device=device)
+        fake = net_g(noise)
+        label.fill_(fake_label)
+        output = net_d(fake.detach())
+        err_d_fake = criterion(output, label)
+        err_d_fake.backward()
+        d_g_z1 = output.mean().item()
+        err_d = err_d_real + err_d_fake
+        optimizer_d.step()
+
+        # (2) Update G network: maximize log(D(G(z)))
+        net_g.zero_grad()
+        label.fill_(real_label)  # fake labels are real for generator cost
+        output = net_d(fake)
+        err_g = criterion(output, label)
+        err_g.backward()
+        d_g_z2 = output.mean().item()
+        optimizer_g.step()
+        # The example prints these every iteration; computing them keeps its per-step host syncs.
+        losses.append((err_d.item(), err_g.item()))
+        del d_x, d_g_z1, d_g_z2
+        if clock.tick():
+            return losses
+    return losses

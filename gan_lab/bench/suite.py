@@ -1,0 +1,464 @@
+"""The benchmark's two commands: throughput (training and FID features) and quality at a fixed time budget.
+
+Every figure is a ratio of contenders measured in the same process, one after the other in each repeat
+(A B C, A B C, ...), so a slow spell of the machine hits all of them; repeats give median and min-max.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from gan_lab.bench.loops import (
+    Speed,
+    StepClock,
+    StepTimer,
+    build_plain,
+    classic_dataset,
+    classic_loader,
+    classic_loop,
+    classic_nets,
+    plain_loop,
+    timer_config,
+)
+from gan_lab.bench.measure import (
+    count_flops,
+    machine,
+    matmul_flops_per_s,
+    overheads,
+    paired_ratios,
+    steady_rate,
+    summarize,
+)
+from gan_lab.config import CONF_DIR, compose_config
+
+log = logging.getLogger("gan_lab.bench")
+
+CLASSIC_NZ = 100
+
+
+# --- gan_lab configs ----------------------------------------------------------------------------------------
+
+
+def check_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(usable overrides, notes): `key=value` overrides whose key this gan_lab's config lacks are dropped.
+
+    So the benchmark runs against any version of gan_lab and says which speed settings it could not set.
+    """
+    base = compose_config([], output_dir=tempfile.gettempdir())
+    kept, notes = [], []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        is_group = "." not in key and (CONF_DIR / key).is_dir()
+        if key.startswith(("+", "~")) or is_group or OmegaConf.select(base, key, default=_MISSING) is not _MISSING:
+            kept.append(override)
+        else:
+            notes.append(f"`{override}` left out: this gan_lab has no `{key}` setting")
+    return kept, notes
+
+
+_MISSING = object()
+
+
+def gan_lab_overrides(
+    data_root: Path, model: str, resolution: int, batch_size: int, width: int | None, extra: Sequence[str]
+) -> list[str]:
+    """A folder-dataset run as a user starts it; in-loop metrics off (Inception would dominate a CPU step)."""
+    overrides = [
+        f"model={model}",
+        "dataset=folder",
+        f"dataset.root={data_root}",
+        f"dataset.resolution={resolution}",
+        f"dataset.batch_size={batch_size}",
+        "metrics=none",
+    ]
+    if width is not None:
+        overrides.append(f"model.width={width}")
+    return overrides + list(extra)
+
+
+def run_gan_lab(
+    overrides: Sequence[str],
+    output_dir: Path,
+    steps: int,
+    budget_s: float | None = None,
+) -> tuple[Any, StepTimer]:
+    """`gan_lab.train.train` on the composed config, with a StepTimer callback; (module, timer)."""
+    from gan_lab.train import train
+
+    cfg = compose_config([*overrides, f"steps={steps}"], output_dir=output_dir)
+    key = StepTimer.new_key()
+    with open_dict(cfg):
+        cfg.callbacks.bench_timer = timer_config(key, budget_s)
+    try:
+        module = train(cfg)
+    finally:
+        timer = StepTimer.find(key)
+    if timer is None or timer.clock is None:
+        raise RuntimeError("gan_lab's run never started training")
+    return module, timer
+
+
+def compose(overrides: Sequence[str], output_dir: Path) -> DictConfig:
+    return compose_config(list(overrides), output_dir=output_dir)
+
+
+# --- throughput ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ThroughputOptions:
+    """What the throughput command measures and how long; defaults take ~8 minutes on a 2-core CPU."""
+
+    data_root: Path
+    repeats: int = 5
+    warmup: int = 5
+    steps: int = 30
+    classic_warmup: int = 2
+    classic_steps: int = 12
+    batch_size: int = 128
+    resolution: int = 64
+    model: str = "dcgan"
+    width: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    classic_workers: int = 1
+    fid: bool = True
+    fid_images: int = 64
+    fid_batch: int = 64
+    fid_repeats: int = 3
+    inception_weights: str | None = None
+    matmul_n: int = 2048
+    matmul_time_s: float = 1.0
+    seed: int = 0
+
+
+def throughput(opts: ThroughputOptions, workdir: Path) -> dict[str, Any]:
+    """Training throughput of gan_lab, the plain loop and the classic design, then FID feature throughput."""
+    started = time.perf_counter()
+    results: dict[str, Any] = {"machine": machine(), "notes": []}
+    extra, notes = check_overrides(opts.overrides)
+    results["notes"] += notes
+    overrides = gan_lab_overrides(
+        opts.data_root, opts.model, opts.resolution, opts.batch_size, opts.width, extra
+    )
+    log.info("gan_lab overrides: %s", " ".join(overrides))
+
+    log.info("matmul FLOP/s (n=%d)", opts.matmul_n)
+    matmul = {
+        "n": opts.matmul_n,
+        "bf16_flops_per_s": matmul_flops_per_s(torch.bfloat16, opts.matmul_n, opts.matmul_time_s),
+        "fp32_flops_per_s": matmul_flops_per_s(torch.float32, opts.matmul_n, opts.matmul_time_s),
+    }
+
+    training = _training_throughput(opts, overrides, workdir)
+    flops = _step_flops(opts, overrides, workdir, training["gan_lab_speed"])
+    contenders = training["contenders"]
+    for name, contender in contenders.items():
+        contender["flops_per_step"] = flops[name]
+        contender["bf16_limit_fraction"] = summarize(
+            [flops[name] * rate / matmul["bf16_flops_per_s"] for rate in contender["g_steps_per_s"]["values"]]
+        )
+    gan, plain, classic = (contenders[k]["images_per_s"]["values"] for k in ("gan_lab", "plain", "classic"))
+    results["training"] = {
+        "settings": {
+            **{k: v for k, v in asdict(opts).items() if not k.startswith(("fid", "matmul", "inception"))},
+            "data_root": str(opts.data_root),
+            "gan_lab_overrides": overrides,
+            "gan_lab_speed": training["gan_lab_speed"],
+        },
+        "contenders": contenders,
+        "ratios": {
+            "framework_overhead": summarize(overheads(gan, plain)),
+            "end_to_end_speedup": summarize(paired_ratios(gan, classic)),
+        },
+        "matmul": matmul,
+        "targets": {"framework_overhead_max": 0.03, "end_to_end_speedup_min": 2.5},
+    }
+    if opts.fid:
+        results["fid_features"] = fid_throughput(opts)
+    results["duration_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def _training_throughput(opts: ThroughputOptions, overrides: list[str], workdir: Path) -> dict[str, Any]:
+    rates: dict[str, list[float]] = {"gan_lab": [], "plain": [], "classic": []}
+    speed: Speed | None = None
+    plain_loader = None
+    classic_data = classic_dataset(opts.data_root, opts.resolution)
+    total = opts.warmup + opts.steps + 1  # one step past the window: end-of-run work stays outside it
+    for repeat in range(opts.repeats):
+        # gan_lab, as `python -m gan_lab.train` runs it.
+        run_dir = workdir / f"gan_lab_{repeat}"
+        module, timer = run_gan_lab(overrides, run_dir, total)
+        rates["gan_lab"].append(steady_rate(timer.clock.times, opts.warmup, opts.steps))
+        speed = speed or timer.speed
+        cfg = compose([*overrides, f"steps={total}"], run_dir)
+        del module
+        shutil.rmtree(run_dir, ignore_errors=True)
+        gc.collect()
+        log.info("repeat %d gan_lab: %.1f images/s (%s)", repeat, rates["gan_lab"][-1] * opts.batch_size, speed)
+
+        # The plain loop: same config, same resolved speed settings, batches from the same data module.
+        if plain_loader is None:
+            datamodule = instantiate(cfg.dataset)
+            datamodule.setup("fit")
+            plain_loader = datamodule.train_dataloader()
+        torch.manual_seed(opts.seed + repeat)
+        gan = build_plain(cfg, speed)  # type: ignore[arg-type]
+        clock = StepClock(max_steps=total, device=speed.device)  # type: ignore[union-attr]
+        plain_loop(gan, plain_loader, clock)
+        rates["plain"].append(steady_rate(clock.times, opts.warmup, opts.steps))
+        del gan
+        gc.collect()
+        log.info("repeat %d plain: %.1f images/s", repeat, rates["plain"][-1] * opts.batch_size)
+
+        # The classic example's design.
+        torch.manual_seed(opts.seed + repeat)
+        net_g, net_d = classic_nets(CLASSIC_NZ, opts.width or 64)
+        loader = classic_loader(classic_data, opts.batch_size, opts.classic_workers)
+        clock = StepClock(max_steps=opts.classic_warmup + opts.classic_steps + 1)
+        classic_loop(net_g, net_d, loader, clock, CLASSIC_NZ)
+        rates["classic"].append(steady_rate(clock.times, opts.classic_warmup, opts.classic_steps))
+        del net_g, net_d, loader
+        gc.collect()
+        log.info("repeat %d classic: %.1f images/s", repeat, rates["classic"][-1] * opts.batch_size)
+
+    descriptions = {
+        "gan_lab": f"gan_lab train(), model={opts.model}, {_speed_text(speed)}",  # type: ignore[arg-type]
+        "plain": f"plain PyTorch loop, same nets/loss/optimizers/batches, {_speed_text(speed)}",  # type: ignore[arg-type]
+        "classic": f"classic DCGAN example design: fp32, ImageFolder, {opts.classic_workers} worker",
+    }
+    contenders = {
+        name: {
+            "description": descriptions[name],
+            "g_steps_per_s": summarize(values),
+            "images_per_s": summarize([v * opts.batch_size for v in values]),
+        }
+        for name, values in rates.items()
+    }
+    return {"contenders": contenders, "gan_lab_speed": speed.as_dict()}  # type: ignore[union-attr]
+
+
+def _speed_text(speed: Speed) -> str:
+    parts = [speed.precision, "channels_last" if speed.channels_last else "NCHW"]
+    parts += ["compiled"] if speed.compile else []
+    parts += [f"fused Adam={speed.fused}"]
+    return ", ".join(parts)
+
+
+def _step_flops(
+    opts: ThroughputOptions, overrides: list[str], workdir: Path, speed: dict[str, Any]
+) -> dict[str, int]:
+    """Model FLOPs of one D + G step of each contender (fp32, uncompiled: the count is the same in bf16)."""
+    cfg = compose([*overrides, "steps=1"], workdir / "flops")
+    real = torch.randn(opts.batch_size, 3, opts.resolution, opts.resolution)
+    batches = [(real, torch.zeros(opts.batch_size, dtype=torch.long))]
+    count_speed = Speed(fused=speed.get("fused"))
+    plain = count_flops(lambda: plain_loop(build_plain(cfg, count_speed), batches, StepClock(max_steps=1)))
+    net_g, net_d = classic_nets(CLASSIC_NZ, opts.width or 64)
+    classic = count_flops(lambda: classic_loop(net_g, net_d, batches, StepClock(max_steps=1)))  # type: ignore[arg-type]
+    # gan_lab runs the plain loop's computation (tests/test_bench.py checks equal weights after training).
+    return {"gan_lab": plain, "plain": plain, "classic": classic}
+
+
+# --- FID features -------------------------------------------------------------------------------------------
+
+
+class _UInt8Images(Dataset):
+    """A uint8 tensor (N, 3, H, W) as the Dataset of tensors torch-fidelity takes."""
+
+    def __init__(self, images: Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.images[index]
+
+
+def load_images(root: Path, count: int, resolution: int) -> Tensor:
+    """`count` images spread evenly over a folder, as gan_lab's metrics see them (uint8, square `resolution`)."""
+    from gan_lab.data import reference_transform, scan_image_folder
+
+    files, _, _ = scan_image_folder(root)
+    transform = reference_transform(resolution)
+    picks = [files[i * len(files) // count] for i in range(count)]
+    images = []
+    for path in picks:
+        with Image.open(path) as img:
+            images.append(transform(img))
+    return torch.stack(images)
+
+
+def fid_throughput(opts: ThroughputOptions) -> dict[str, Any]:
+    """Inception feature images/s: gan_lab's Evaluator against torch-fidelity's own pipeline, same images."""
+    from gan_lab.bench.shared import inception_weights
+
+    weights = opts.inception_weights or inception_weights()
+    if weights is None:
+        return {"skipped": "no Inception weights (set GAN_LAB_INCEPTION_WEIGHTS or --inception-weights)"}
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+    from gan_lab.metrics import LOGITS, POOL, Evaluator, MetricSettings
+
+    images = load_images(opts.data_root, opts.fid_images, opts.resolution)
+    settings = MetricSettings(fid=True, kid=False, inception_weights=weights, batch_size=opts.fid_batch)
+    evaluator = Evaluator(settings, None, {}, "cpu")
+    extractor = create_feature_extractor(
+        "inception-v3-compat", [POOL, LOGITS], cuda=False, feature_extractor_weights_path=weights, verbose=False
+    )
+
+    def gan_lab_features(x: Tensor) -> Tensor:
+        return evaluator.fake_features(x.split(opts.fid_batch))[POOL]
+
+    def fidelity_features(x: Tensor) -> Tensor:
+        # The path torch_fidelity.calculate_metrics takes for a Dataset input, with its defaults.
+        out = get_featuresdict_from_dataset(_UInt8Images(x), extractor, opts.fid_batch, False, False, False)
+        return out[POOL]
+
+    contenders = {"gan_lab": gan_lab_features, "torch_fidelity": fidelity_features}
+    for extract in contenders.values():
+        extract(images[:2])  # warm-up: first-call kernel selection
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    features: dict[str, Tensor] = {}
+    for repeat in range(opts.fid_repeats):
+        for name, extract in contenders.items():
+            start = time.perf_counter()
+            features[name] = extract(images)
+            rates[name].append(len(images) / (time.perf_counter() - start))
+            log.info("FID features repeat %d %s: %.2f images/s", repeat, name, rates[name][-1])
+    return {
+        "images": len(images),
+        "batch_size": opts.fid_batch,
+        "resolution": opts.resolution,
+        "weights": weights,
+        "gan_lab": summarize(rates["gan_lab"]),
+        "torch_fidelity": summarize(rates["torch_fidelity"]),
+        "speedup": summarize(paired_ratios(rates["gan_lab"], rates["torch_fidelity"])),
+        "max_abs_feature_difference": float((features["gan_lab"] - features["torch_fidelity"]).abs().max()),
+    }
+
+
+# --- quality at a fixed time budget -------------------------------------------------------------------------
+
+
+@dataclass
+class QualityOptions:
+    """FID-5k against 10k training images after `minutes` of training each, gan_lab preset vs classic design."""
+
+    data_root: Path
+    minutes: float = 20.0
+    model: str = "sndcgan"
+    batch_size: int = 128
+    resolution: int = 64
+    width: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    num_fake: int = 5000
+    num_real: int = 10000
+    fid_batch: int = 64
+    classic_workers: int = 1
+    inception_weights: str | None = None
+    cache_dir: str | None = None
+    seed: int = 0
+
+
+def quality(opts: QualityOptions, workdir: Path) -> dict[str, Any]:
+    """Train gan_lab's preset and the classic design for the same wall time each, then FID both the same way."""
+    from gan_lab.bench.shared import inception_weights
+    from gan_lab.metrics import Evaluator, MetricSettings, generated_batches
+
+    started = time.perf_counter()
+    weights = opts.inception_weights or inception_weights()
+    if weights is None:
+        raise RuntimeError("FID needs the Inception weights: set GAN_LAB_INCEPTION_WEIGHTS or --inception-weights")
+    budget_s = opts.minutes * 60
+    extra, notes = check_overrides(opts.overrides)
+    overrides = gan_lab_overrides(
+        opts.data_root, opts.model, opts.resolution, opts.batch_size, opts.width, extra
+    )
+    # A budget in steps that time always ends first.
+    module, timer = run_gan_lab(overrides, workdir / "gan_lab", steps=10**9, budget_s=budget_s)
+    cfg = compose([*overrides, "steps=1"], workdir / "gan_lab")
+    gan_train = _trained(timer.clock, opts.batch_size)  # type: ignore[arg-type]
+    log.info("gan_lab trained %d G steps in %.0f s", gan_train["g_steps"], gan_train["train_s"])
+
+    torch.manual_seed(opts.seed)
+    net_g, net_d = classic_nets(CLASSIC_NZ, opts.width or 64)
+    clock = StepClock(budget_s=budget_s)
+    loader = classic_loader(classic_dataset(opts.data_root, opts.resolution), opts.batch_size, opts.classic_workers)
+    classic_loop(net_g, net_d, loader, clock, CLASSIC_NZ)
+    del loader
+    classic_train = _trained(clock, opts.batch_size)
+    log.info("classic trained %d G steps in %.0f s", classic_train["g_steps"], classic_train["train_s"])
+
+    settings = MetricSettings(
+        fid=True,
+        kid=False,
+        num_fake=opts.num_fake,
+        num_real=opts.num_real,
+        batch_size=opts.fid_batch,
+        inception_weights=weights,
+        cache_dir=opts.cache_dir,
+    )
+    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
+    evaluator = Evaluator(settings, instantiate(cfg.dataset), dataset_cfg, "cpu")
+
+    def classic_generate(z: Tensor, labels: Tensor | None) -> Tensor:
+        return net_g(z.view(z.shape[0], CLASSIC_NZ, 1, 1))
+
+    fids = {}
+    # Both generators sample the same noise in eval mode (BN running statistics), as gan_lab's evaluate does.
+    net_g.eval()
+    for name, generate, z_dim in (
+        ("gan_lab", module.generate, module.z_dim),
+        ("classic", classic_generate, CLASSIC_NZ),
+    ):
+        batches = generated_batches(generate, opts.num_fake, z_dim, 0, opts.fid_batch, "cpu")
+        fids[name] = evaluator.score(evaluator.fake_features(batches))["fid"]
+        log.info("%s FID: %.2f", name, fids[name])
+    return {
+        "machine": machine(),
+        "notes": notes,
+        "settings": {
+            **{k: v for k, v in asdict(opts).items() if k != "overrides"},
+            "data_root": str(opts.data_root),
+            "gan_lab_overrides": overrides,
+            "gan_lab_speed": timer.speed.as_dict() if timer.speed else None,
+        },
+        "metric": f"FID-{_count(opts.num_fake)} against {_count(opts.num_real)} train images",
+        "gan_lab": {**gan_train, "fid": fids["gan_lab"], "description": f"gan_lab model={opts.model}"},
+        "classic": {**classic_train, "fid": fids["classic"], "description": "classic DCGAN example design"},
+        "duration_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def _count(n: int) -> str:
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def _trained(clock: StepClock, batch_size: int) -> dict[str, Any]:
+    steps = len(clock.times)
+    intervals = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
+    return {
+        "g_steps": steps,
+        "images_seen": steps * batch_size,
+        "train_s": round(clock.elapsed_s, 1),
+        "images_per_s": steps * batch_size / clock.elapsed_s if clock.elapsed_s else None,
+        "median_step_s": statistics.median(intervals) if intervals else None,
+    }
