@@ -272,7 +272,7 @@ class ReferenceFeatures:
 
 
 # Dataset settings that do not change which real images the reference holds.
-_NOT_IDENTITY = {"batch_size", "num_workers", "hflip", "order_seed", "skip_corrupt", "download"}
+_NOT_IDENTITY = {"batch_size", "num_workers", "hflip", "order_seed", "skip_corrupt", "download", "in_memory"}
 
 
 def dataset_identity(dataset_cfg: Mapping[str, Any]) -> str:

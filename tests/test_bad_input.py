@@ -138,7 +138,7 @@ def test_unknown_variant_lists_the_options_in_subfolders():
         ),
         (
             "optim.xyzzy=3",
-            "unknown config key 'optim.xyzzy' (optim has: _target_, lr, lr_g, lr_d, betas); fix the name, "
+            "unknown config key 'optim.xyzzy' (optim has: _target_, lr, lr_g, lr_d, betas, fused); fix the name, "
             "or add a new key with +optim.xyzzy=3",
         ),
     ],
