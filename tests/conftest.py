@@ -6,8 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,31 +25,16 @@ def _cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def cifar_jpeg_root() -> Path:
     """Directory holding ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``, extracted once and cached."""
+    from gan_lab.bench.shared import extract_cifar_jpeg  # shared with `python -m gan_lab.bench`
+
     archive = _shared_dir() / "data" / "cifar10-jpeg.tar.gz"
     if not archive.is_file():
         pytest.skip("needs ../shared/data/cifar10-jpeg.tar.gz")
     final = _cache_dir() / "cifar10-jpeg"
-    if not final.is_dir():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        # Extract beside the target then rename, so an interrupted run never leaves a half-filled cache.
-        tmp = Path(tempfile.mkdtemp(prefix=".cifar10-jpeg-", dir=final.parent))
-        try:
-            with tarfile.open(archive) as tar:
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(tmp, filter="data")
-                else:
-                    tar.extractall(tmp)  # Python < 3.11.4 has no extraction filters
-            tmp.rename(final)
-        except OSError:
-            if not final.is_dir():  # a concurrent run may have won the rename; otherwise it is a real error
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    # Allow an archive with one top-level folder around train/ and test/.
-    for candidate in [final, *sorted(p for p in final.iterdir() if p.is_dir())]:
-        if (candidate / "train").is_dir():
-            return candidate
-    pytest.fail(f"{archive} has no train/ folder; delete {final} and check the archive")
+    root = extract_cifar_jpeg(archive, final)
+    if root is None:
+        pytest.fail(f"{archive} has no train/ folder; delete {final} and check the archive")
+    return root
 
 
 def _gradient(width: int, height: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from torchvision import datasets, transforms
 
 
 class StepClock:
-    """Timestamps (perf_counter) after each generator step; `tick` says when the step or time budget is spent."""
+    """Timestamps (perf_counter) after each generator step; `tick` says when the step/time budget is spent."""
 
     def __init__(
         self, max_steps: int | None = None, budget_s: float | None = None, device: str = "cpu"
@@ -50,9 +50,10 @@ class StepClock:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # GPU work is queued: time its completion, not its launch
         now = time.perf_counter()
-        self.begin()
+        if self.start is None:
+            self.start = now
         self.times.append(now)
-        over_budget = self.budget_s is not None and now - self.start >= self.budget_s  # type: ignore[operator]
+        over_budget = self.budget_s is not None and now - self.start >= self.budget_s
         return over_budget or (self.max_steps is not None and len(self.times) >= self.max_steps)
 
     @property
@@ -126,6 +127,8 @@ class StepTimer(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.speed = resolved_speed(trainer, pl_module)
         self.clock = StepClock(budget_s=self.budget_s, device=self.speed.device)
+        # Time budgets count from here, before the first batch is fetched, as the plain loops' do.
+        self.clock.begin()
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         self.clock.begin()  # type: ignore[union-attr]
@@ -225,8 +228,6 @@ def plain_loop(gan: PlainGAN, batches: Iterable, clock: StepClock) -> list[tuple
     losses = []
     clock.begin()
     for real, _ in _endless(batches):
-        if real.dtype == torch.uint8:  # an in-memory loader may hand over bytes
-            real = real.float().div_(127.5).sub_(1)
         real = real.to(device).contiguous(memory_format=memory_format)
         n = real.shape[0]
         with _autocast(speed):
@@ -280,7 +281,7 @@ class ClassicGenerator(nn.Module):
 
 
 class ClassicDiscriminator(nn.Module):
-    """The example's netD: (N, nc, 64, 64) -> probabilities (N,), no biases, BN from the 2nd layer, Sigmoid."""
+    """The example's netD: (N, nc, 64, 64) -> probabilities (N,), no biases, BN from layer 2, Sigmoid."""
 
     def __init__(self, ndf: int = 64, nc: int = 3) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Small measuring tools: statistics over repeats, FLOPs of a step, matmul FLOP/s, the machine's description."""
+"""Measuring tools: statistics over repeats, FLOPs of a step, matmul FLOP/s, the machine's description."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
 
 
 def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
-    """a[i] / b[i]: each repeat's contenders ran back to back, so pairing cancels slow drifts of the machine."""
+    """a[i] / b[i]: each repeat's contenders ran back to back, so pairing cancels the machine's drifts."""
     if len(numerators) != len(denominators):
         raise ValueError(f"{len(numerators)} numerators but {len(denominators)} denominators")
     return [a / b for a, b in zip(numerators, denominators, strict=True)]
@@ -54,6 +54,12 @@ def steady_rate(times: Sequence[float], warmup: int, steps: int) -> float:
     if len(times) < warmup + steps:
         raise ValueError(f"{len(times)} timestamps, fewer than warmup + steps = {warmup + steps}")
     return steps / (times[warmup + steps - 1] - times[warmup - 1])
+
+
+def step_intervals(times: Sequence[float], warmup: int, steps: int) -> list[float]:
+    """Duration of each of the `steps` timed steps (the window steady_rate averages over)."""
+    steady_rate(times, warmup, steps)  # same checks
+    return [times[i] - times[i - 1] for i in range(warmup, warmup + steps)]
 
 
 # --- FLOPs --------------------------------------------------------------------------------------------------
@@ -154,7 +160,7 @@ def machine() -> dict[str, Any]:
         "lightning": _version("lightning"),
         "torch_fidelity": _version("torch-fidelity"),
         "gan_lab_commit": None if commit is None else commit + ("+dirty" if dirty else ""),
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 

@@ -52,7 +52,7 @@ def extract_cifar_jpeg(archive: Path, final: Path) -> Path | None:
 
 
 def cifar_jpeg_root() -> Path | None:
-    """The extracted shared CIFAR-10 JPEG copy (train/<class>/*.jpg, test/...), or None without the archive."""
+    """The extracted shared CIFAR-10 copy (train/<class>/*.jpg, test/...); None without the archive."""
     archive = shared_dir() / CIFAR_ARCHIVE
     if not archive.is_file():
         return None

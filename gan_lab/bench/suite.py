@@ -12,14 +12,14 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -43,6 +43,7 @@ from gan_lab.bench.measure import (
     overheads,
     paired_ratios,
     steady_rate,
+    step_intervals,
     summarize,
 )
 from gan_lab.config import CONF_DIR, compose_config
@@ -55,17 +56,20 @@ CLASSIC_NZ = 100
 # --- gan_lab configs ----------------------------------------------------------------------------------------
 
 
-def check_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(usable overrides, notes): `key=value` overrides whose key this gan_lab's config lacks are dropped.
-
-    So the benchmark runs against any version of gan_lab and says which speed settings it could not set.
+def check_overrides(overrides: Sequence[str], base: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(usable overrides, notes): `key=value` overrides whose key the config composed from `base` lacks are
+    dropped, so the benchmark runs against any version of gan_lab and says which settings it could not set.
     """
-    base = compose_config([], output_dir=tempfile.gettempdir())
+    base_cfg = compose_config(list(base), output_dir=tempfile.gettempdir())
     kept, notes = [], []
     for override in overrides:
         key = override.split("=", 1)[0]
         is_group = "." not in key and (CONF_DIR / key).is_dir()
-        if key.startswith(("+", "~")) or is_group or OmegaConf.select(base, key, default=_MISSING) is not _MISSING:
+        if (
+            key.startswith(("+", "~"))
+            or is_group
+            or OmegaConf.select(base_cfg, key, default=_MISSING) is not _MISSING
+        ):
             kept.append(override)
         else:
             notes.append(f"`{override}` left out: this gan_lab has no `{key}` setting")
@@ -86,6 +90,7 @@ def gan_lab_overrides(
         f"dataset.resolution={resolution}",
         f"dataset.batch_size={batch_size}",
         "metrics=none",
+        "trainer.enable_model_summary=false",  # printed once before training: not part of any timing
     ]
     if width is not None:
         overrides.append(f"model.width={width}")
@@ -114,10 +119,6 @@ def run_gan_lab(
     return module, timer
 
 
-def compose(overrides: Sequence[str], output_dir: Path) -> DictConfig:
-    return compose_config(list(overrides), output_dir=output_dir)
-
-
 # --- throughput ---------------------------------------------------------------------------------------------
 
 
@@ -138,11 +139,11 @@ class ThroughputOptions:
     overrides: list[str] = field(default_factory=list)
     classic_workers: int = 1
     fid: bool = True
-    fid_images: int = 64
+    fid_images: int = 128
     fid_batch: int = 64
     fid_repeats: int = 3
     inception_weights: str | None = None
-    matmul_n: int = 2048
+    matmul_sizes: tuple[int, ...] = (1024, 2048, 4096)
     matmul_time_s: float = 1.0
     seed: int = 0
 
@@ -150,19 +151,25 @@ class ThroughputOptions:
 def throughput(opts: ThroughputOptions, workdir: Path) -> dict[str, Any]:
     """Training throughput of gan_lab, the plain loop and the classic design, then FID feature throughput."""
     started = time.perf_counter()
-    results: dict[str, Any] = {"machine": machine(), "notes": []}
-    extra, notes = check_overrides(opts.overrides)
-    results["notes"] += notes
-    overrides = gan_lab_overrides(
-        opts.data_root, opts.model, opts.resolution, opts.batch_size, opts.width, extra
-    )
+    host = machine()  # before anything runs: the load average says whether the machine was idle
+    base = gan_lab_overrides(opts.data_root, opts.model, opts.resolution, opts.batch_size, opts.width, ())
+    extra, notes = check_overrides(opts.overrides, base)
+    overrides = base + extra
     log.info("gan_lab overrides: %s", " ".join(overrides))
 
-    log.info("matmul FLOP/s (n=%d)", opts.matmul_n)
+    log.info("matmul FLOP/s (n = %s)", ", ".join(map(str, opts.matmul_sizes)))
+    by_size = {
+        str(n): {
+            "bf16": matmul_flops_per_s(torch.bfloat16, n, opts.matmul_time_s),
+            "fp32": matmul_flops_per_s(torch.float32, n, opts.matmul_time_s),
+        }
+        for n in opts.matmul_sizes
+    }
+    # The limit is the best any size reached: the fastest this machine multiplies in that precision.
     matmul = {
-        "n": opts.matmul_n,
-        "bf16_flops_per_s": matmul_flops_per_s(torch.bfloat16, opts.matmul_n, opts.matmul_time_s),
-        "fp32_flops_per_s": matmul_flops_per_s(torch.float32, opts.matmul_n, opts.matmul_time_s),
+        "sizes": by_size,
+        "bf16_flops_per_s": max(v["bf16"] for v in by_size.values()),
+        "fp32_flops_per_s": max(v["fp32"] for v in by_size.values()),
     }
 
     training = _training_throughput(opts, overrides, workdir)
@@ -174,7 +181,10 @@ def throughput(opts: ThroughputOptions, workdir: Path) -> dict[str, Any]:
             [flops[name] * rate / matmul["bf16_flops_per_s"] for rate in contender["g_steps_per_s"]["values"]]
         )
     gan, plain, classic = (contenders[k]["images_per_s"]["values"] for k in ("gan_lab", "plain", "classic"))
+    results: dict[str, Any] = {}
     results["training"] = {
+        "machine": host,
+        "notes": notes,
         "settings": {
             **{k: v for k, v in asdict(opts).items() if not k.startswith(("fid", "matmul", "inception"))},
             "data_root": str(opts.data_root),
@@ -189,69 +199,107 @@ def throughput(opts: ThroughputOptions, workdir: Path) -> dict[str, Any]:
         "matmul": matmul,
         "targets": {"framework_overhead_max": 0.03, "end_to_end_speedup_min": 2.5},
     }
+    results["training"]["duration_s"] = round(time.perf_counter() - started, 1)
     if opts.fid:
-        results["fid_features"] = fid_throughput(opts)
-    results["duration_s"] = round(time.perf_counter() - started, 1)
+        results["fid_features"] = {"machine": host, **fid_throughput(opts)}
+    log.info("throughput done in %.0f s", time.perf_counter() - started)
     return results
 
 
 def _training_throughput(opts: ThroughputOptions, overrides: list[str], workdir: Path) -> dict[str, Any]:
-    rates: dict[str, list[float]] = {"gan_lab": [], "plain": [], "classic": []}
+    """Each repeat runs gan_lab, the plain loop and the classic design once, in that order."""
+    times: dict[str, list[list[float]]] = {"gan_lab": [], "plain": [], "classic": []}
     speed: Speed | None = None
-    plain_loader = None
+    plain_batches = None
     classic_data = classic_dataset(opts.data_root, opts.resolution)
     total = opts.warmup + opts.steps + 1  # one step past the window: end-of-run work stays outside it
+    windows = {"gan_lab": (opts.warmup, opts.steps), "plain": (opts.warmup, opts.steps)}
+    windows["classic"] = (opts.classic_warmup, opts.classic_steps)
+
+    walls: dict[str, list[float]] = {name: [] for name in times}
+    began = time.perf_counter()
+
+    def done(name: str, repeat: int, stamps: list[float]) -> None:
+        nonlocal began
+        times[name].append(stamps)
+        walls[name].append(round(time.perf_counter() - began, 1))
+        began = time.perf_counter()
+        rate = steady_rate(stamps, *windows[name])
+        log.info(
+            "repeat %d %s: %.1f images/s (%.0f s with set-up)",
+            repeat,
+            name,
+            rate * opts.batch_size,
+            walls[name][-1],
+        )
+
     for repeat in range(opts.repeats):
         # gan_lab, as `python -m gan_lab.train` runs it.
         run_dir = workdir / f"gan_lab_{repeat}"
         module, timer = run_gan_lab(overrides, run_dir, total)
-        rates["gan_lab"].append(steady_rate(timer.clock.times, opts.warmup, opts.steps))
-        speed = speed or timer.speed
-        cfg = compose([*overrides, f"steps={total}"], run_dir)
+        speed = speed or timer.speed or Speed()
+        device = speed.device  # the baselines run where gan_lab ran
         del module
         shutil.rmtree(run_dir, ignore_errors=True)
         gc.collect()
-        log.info("repeat %d gan_lab: %.1f images/s (%s)", repeat, rates["gan_lab"][-1] * opts.batch_size, speed)
+        done("gan_lab", repeat, timer.clock.times)  # type: ignore[union-attr]
 
-        # The plain loop: same config, same resolved speed settings, batches from the same data module.
-        if plain_loader is None:
-            datamodule = instantiate(cfg.dataset)
-            datamodule.setup("fit")
-            plain_loader = datamodule.train_dataloader()
+        # The plain loop: same config, gan_lab's resolved speed settings, gan_lab's batches.
+        cfg = compose_config([*overrides, f"steps={total}"], run_dir)
+        plain_batches = plain_batches or PlainBatches(instantiate(cfg.dataset))
         torch.manual_seed(opts.seed + repeat)
-        gan = build_plain(cfg, speed)  # type: ignore[arg-type]
-        clock = StepClock(max_steps=total, device=speed.device)  # type: ignore[union-attr]
-        plain_loop(gan, plain_loader, clock)
-        rates["plain"].append(steady_rate(clock.times, opts.warmup, opts.steps))
+        gan = build_plain(cfg, speed)
+        clock = StepClock(max_steps=total, device=device)
+        plain_loop(gan, plain_batches, clock)
         del gan
         gc.collect()
-        log.info("repeat %d plain: %.1f images/s", repeat, rates["plain"][-1] * opts.batch_size)
+        done("plain", repeat, clock.times)
 
         # The classic example's design.
         torch.manual_seed(opts.seed + repeat)
-        net_g, net_d = classic_nets(CLASSIC_NZ, opts.width or 64)
+        net_g, net_d = (net.to(device) for net in classic_nets(CLASSIC_NZ, opts.width or 64))
         loader = classic_loader(classic_data, opts.batch_size, opts.classic_workers)
-        clock = StepClock(max_steps=opts.classic_warmup + opts.classic_steps + 1)
+        clock = StepClock(max_steps=opts.classic_warmup + opts.classic_steps + 1, device=device)
         classic_loop(net_g, net_d, loader, clock, CLASSIC_NZ)
-        rates["classic"].append(steady_rate(clock.times, opts.classic_warmup, opts.classic_steps))
         del net_g, net_d, loader
         gc.collect()
-        log.info("repeat %d classic: %.1f images/s", repeat, rates["classic"][-1] * opts.batch_size)
+        done("classic", repeat, clock.times)
 
+    speed = speed or Speed()
     descriptions = {
-        "gan_lab": f"gan_lab train(), model={opts.model}, {_speed_text(speed)}",  # type: ignore[arg-type]
-        "plain": f"plain PyTorch loop, same nets/loss/optimizers/batches, {_speed_text(speed)}",  # type: ignore[arg-type]
+        "gan_lab": f"gan_lab `train()`, model={opts.model}, {_speed_text(speed)}",
+        "plain": f"plain PyTorch loop, same nets, loss, optimizers and batches, {_speed_text(speed)}",
         "classic": f"classic DCGAN example design: fp32, ImageFolder, {opts.classic_workers} worker",
     }
-    contenders = {
-        name: {
+    contenders = {}
+    for name, runs in times.items():
+        warmup, steps = windows[name]
+        rates = [steady_rate(stamps, warmup, steps) for stamps in runs]
+        contenders[name] = {
             "description": descriptions[name],
-            "g_steps_per_s": summarize(values),
-            "images_per_s": summarize([v * opts.batch_size for v in values]),
+            "g_steps_per_s": summarize(rates),
+            "images_per_s": summarize([rate * opts.batch_size for rate in rates]),
+            # Seconds of each timed step, per repeat: a spike here is the machine, not the contender.
+            "step_s": [[round(s, 4) for s in step_intervals(stamps, warmup, steps)] for stamps in runs],
+            "wall_s": walls[name],  # each run with its set-up, for planning the benchmark's duration
         }
-        for name, values in rates.items()
-    }
-    return {"contenders": contenders, "gan_lab_speed": speed.as_dict()}  # type: ignore[union-attr]
+    return {"contenders": contenders, "gan_lab_speed": speed.as_dict()}
+
+
+class PlainBatches:
+    """The batches gan_lab trains on, outside Lightning: the data module's loader and its after-transfer hook.
+
+    The hook is what Lightning calls on every batch (the in-memory loader's uint8 -> [-1, 1] floats), so
+    the plain loop gets exactly gan_lab's tensors and the comparison leaves data loading out of the ratio.
+    """
+
+    def __init__(self, datamodule: Any) -> None:
+        datamodule.setup("fit")
+        self.datamodule, self.loader = datamodule, datamodule.train_dataloader()
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            yield self.datamodule.on_after_batch_transfer(batch, 0)
 
 
 def _speed_text(speed: Speed) -> str:
@@ -265,13 +313,13 @@ def _step_flops(
     opts: ThroughputOptions, overrides: list[str], workdir: Path, speed: dict[str, Any]
 ) -> dict[str, int]:
     """Model FLOPs of one D + G step of each contender (fp32, uncompiled: the count is the same in bf16)."""
-    cfg = compose([*overrides, "steps=1"], workdir / "flops")
+    cfg = compose_config([*overrides, "steps=1"], workdir / "flops")
     real = torch.randn(opts.batch_size, 3, opts.resolution, opts.resolution)
     batches = [(real, torch.zeros(opts.batch_size, dtype=torch.long))]
     count_speed = Speed(fused=speed.get("fused"))
     plain = count_flops(lambda: plain_loop(build_plain(cfg, count_speed), batches, StepClock(max_steps=1)))
     net_g, net_d = classic_nets(CLASSIC_NZ, opts.width or 64)
-    classic = count_flops(lambda: classic_loop(net_g, net_d, batches, StepClock(max_steps=1)))  # type: ignore[arg-type]
+    classic = count_flops(lambda: classic_loop(net_g, net_d, batches, StepClock(max_steps=1)))  # type: ignore
     # gan_lab runs the plain loop's computation (tests/test_bench.py checks equal weights after training).
     return {"gan_lab": plain, "plain": plain, "classic": classic}
 
@@ -293,7 +341,7 @@ class _UInt8Images(Dataset):
 
 
 def load_images(root: Path, count: int, resolution: int) -> Tensor:
-    """`count` images spread evenly over a folder, as gan_lab's metrics see them (uint8, square `resolution`)."""
+    """`count` images spread over a folder, as gan_lab's metrics see them (uint8, square `resolution`)."""
     from gan_lab.data import reference_transform, scan_image_folder
 
     files, _, _ = scan_image_folder(root)
@@ -321,7 +369,11 @@ def fid_throughput(opts: ThroughputOptions) -> dict[str, Any]:
     settings = MetricSettings(fid=True, kid=False, inception_weights=weights, batch_size=opts.fid_batch)
     evaluator = Evaluator(settings, None, {}, "cpu")
     extractor = create_feature_extractor(
-        "inception-v3-compat", [POOL, LOGITS], cuda=False, feature_extractor_weights_path=weights, verbose=False
+        "inception-v3-compat",
+        [POOL, LOGITS],
+        cuda=False,
+        feature_extractor_weights_path=weights,
+        verbose=False,
     )
 
     def gan_lab_features(x: Tensor) -> Tensor:
@@ -360,7 +412,7 @@ def fid_throughput(opts: ThroughputOptions) -> dict[str, Any]:
 
 @dataclass
 class QualityOptions:
-    """FID-5k against 10k training images after `minutes` of training each, gan_lab preset vs classic design."""
+    """FID-5k against 10k train images after `minutes` of training each: gan_lab preset vs classic design."""
 
     data_root: Path
     minutes: float = 20.0
@@ -379,29 +431,34 @@ class QualityOptions:
 
 
 def quality(opts: QualityOptions, workdir: Path) -> dict[str, Any]:
-    """Train gan_lab's preset and the classic design for the same wall time each, then FID both the same way."""
+    """Train gan_lab's preset and the classic design for the same wall time, then FID both the same way."""
     from gan_lab.bench.shared import inception_weights
     from gan_lab.metrics import Evaluator, MetricSettings, generated_batches
 
     started = time.perf_counter()
     weights = opts.inception_weights or inception_weights()
     if weights is None:
-        raise RuntimeError("FID needs the Inception weights: set GAN_LAB_INCEPTION_WEIGHTS or --inception-weights")
+        raise RuntimeError(
+            "FID needs the Inception weights: set GAN_LAB_INCEPTION_WEIGHTS or --inception-weights"
+        )
+    host = machine()
     budget_s = opts.minutes * 60
-    extra, notes = check_overrides(opts.overrides)
-    overrides = gan_lab_overrides(
-        opts.data_root, opts.model, opts.resolution, opts.batch_size, opts.width, extra
-    )
+    base = gan_lab_overrides(opts.data_root, opts.model, opts.resolution, opts.batch_size, opts.width, ())
+    extra, notes = check_overrides(opts.overrides, base)
+    overrides = base + extra
     # A budget in steps that time always ends first.
     module, timer = run_gan_lab(overrides, workdir / "gan_lab", steps=10**9, budget_s=budget_s)
-    cfg = compose([*overrides, "steps=1"], workdir / "gan_lab")
+    cfg = compose_config([*overrides, "steps=1"], workdir / "gan_lab")
     gan_train = _trained(timer.clock, opts.batch_size)  # type: ignore[arg-type]
     log.info("gan_lab trained %d G steps in %.0f s", gan_train["g_steps"], gan_train["train_s"])
 
     torch.manual_seed(opts.seed)
-    net_g, net_d = classic_nets(CLASSIC_NZ, opts.width or 64)
-    clock = StepClock(budget_s=budget_s)
-    loader = classic_loader(classic_dataset(opts.data_root, opts.resolution), opts.batch_size, opts.classic_workers)
+    device = module.device  # the classic design runs where gan_lab ran
+    net_g, net_d = (net.to(device) for net in classic_nets(CLASSIC_NZ, opts.width or 64))
+    clock = StepClock(budget_s=budget_s, device=str(device))
+    loader = classic_loader(
+        classic_dataset(opts.data_root, opts.resolution), opts.batch_size, opts.classic_workers
+    )
     classic_loop(net_g, net_d, loader, clock, CLASSIC_NZ)
     del loader
     classic_train = _trained(clock, opts.batch_size)
@@ -417,7 +474,7 @@ def quality(opts: QualityOptions, workdir: Path) -> dict[str, Any]:
         cache_dir=opts.cache_dir,
     )
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
-    evaluator = Evaluator(settings, instantiate(cfg.dataset), dataset_cfg, "cpu")
+    evaluator = Evaluator(settings, instantiate(cfg.dataset), dataset_cfg, device)
 
     def classic_generate(z: Tensor, labels: Tensor | None) -> Tensor:
         return net_g(z.view(z.shape[0], CLASSIC_NZ, 1, 1))
@@ -429,11 +486,11 @@ def quality(opts: QualityOptions, workdir: Path) -> dict[str, Any]:
         ("gan_lab", module.generate, module.z_dim),
         ("classic", classic_generate, CLASSIC_NZ),
     ):
-        batches = generated_batches(generate, opts.num_fake, z_dim, 0, opts.fid_batch, "cpu")
+        batches = generated_batches(generate, opts.num_fake, z_dim, 0, opts.fid_batch, device)
         fids[name] = evaluator.score(evaluator.fake_features(batches))["fid"]
         log.info("%s FID: %.2f", name, fids[name])
     return {
-        "machine": machine(),
+        "machine": host,
         "notes": notes,
         "settings": {
             **{k: v for k, v in asdict(opts).items() if k != "overrides"},

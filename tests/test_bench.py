@@ -1,0 +1,369 @@
+"""gan_lab.bench: statistics with known answers, the README section, fair baselines, quick mode end to end."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_RUN, run_module
+from hydra.utils import instantiate
+from PIL import Image
+from torch import nn
+
+from gan_lab.bench.loops import (
+    ClassicDiscriminator,
+    ClassicGenerator,
+    StepClock,
+    build_plain,
+    plain_loop,
+    resolved_speed,
+)
+from gan_lab.bench.measure import (
+    count_flops,
+    overheads,
+    paired_ratios,
+    steady_rate,
+    step_intervals,
+    summarize,
+)
+from gan_lab.bench.report import (
+    END_MARKER,
+    START_MARKER,
+    merge_results,
+    render_markdown,
+    replace_between_markers,
+)
+from gan_lab.bench.shared import INCEPTION_WEIGHTS, extract_cifar_jpeg, shared_dir
+from gan_lab.bench.suite import PlainBatches, check_overrides
+
+# --- known answers ------------------------------------------------------------------------------------------
+
+
+def test_summary_median_and_spread() -> None:
+    assert summarize([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "values": [3.0, 1.0, 2.0]}
+    assert summarize([4.0, 1.0, 2.0, 3.0])["median"] == 2.5
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_ratios_and_overheads() -> None:
+    assert paired_ratios([2.0, 9.0], [1.0, 3.0]) == [2.0, 3.0]
+    # 100 img/s against a plain loop's 103: each step takes 3 % longer.
+    assert overheads([100.0, 50.0], [103.0, 50.0]) == pytest.approx([0.03, 0.0])
+    with pytest.raises(ValueError):
+        paired_ratios([1.0], [1.0, 2.0])
+
+
+def test_steady_rate_counts_whole_steps_after_warmup() -> None:
+    # Steps end at t = 1, 2, 3, 5, 9: after one warm-up step, 3 steps take 5 - 1 = 4 s.
+    assert steady_rate([1.0, 2.0, 3.0, 5.0, 9.0], warmup=1, steps=3) == 0.75
+    assert steady_rate([1.0, 2.0, 3.0, 5.0, 9.0], warmup=2, steps=3) == 3 / 7
+    with pytest.raises(ValueError):
+        steady_rate([1.0, 2.0], warmup=1, steps=2)
+    with pytest.raises(ValueError):
+        steady_rate([1.0, 2.0], warmup=0, steps=1)
+
+
+def test_step_intervals_are_the_timed_window() -> None:
+    assert step_intervals([1.0, 2.0, 3.0, 5.0, 9.0], warmup=1, steps=3) == [1.0, 1.0, 2.0]
+
+
+def test_step_clock_stops_at_its_budget() -> None:
+    clock = StepClock(max_steps=3)
+    assert [clock.tick() for _ in range(3)] == [False, False, True]
+    assert len(clock.times) == 3 and clock.elapsed_s >= 0
+    assert StepClock(budget_s=0.0).tick()
+
+
+def test_flop_count_of_a_linear_layer() -> None:
+    layer, x = nn.Linear(8, 16), torch.randn(4, 8)
+    assert count_flops(lambda: layer(x)) == 2 * 4 * 8 * 16
+    # Backward adds the input and weight gradients: twice the forward.
+    assert count_flops(lambda: layer(x.requires_grad_()).sum().backward()) == 3 * 2 * 4 * 8 * 16
+
+
+# --- results files ------------------------------------------------------------------------------------------
+
+
+def test_replace_between_markers(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{START_MARKER}\nold table\n{END_MARKER}\nafter\n")
+    assert replace_between_markers(readme, "| new | table |\n")
+    assert readme.read_text() == f"# title\n\nbefore\n{START_MARKER}\n| new | table |\n{END_MARKER}\nafter\n"
+    assert replace_between_markers(readme, "second\n")  # idempotent: the markers stay and are reused
+    assert readme.read_text() == f"# title\n\nbefore\n{START_MARKER}\nsecond\n{END_MARKER}\nafter\n"
+
+    for text in ("no markers\n", f"only {START_MARKER}\n", f"{END_MARKER} before {START_MARKER}\n"):
+        readme.write_text(text)
+        assert not replace_between_markers(readme, "table")
+        assert readme.read_text() == text
+    assert not replace_between_markers(tmp_path / "missing.md", "table")
+
+
+def test_merge_keeps_the_other_commands_section(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"quality": {"x": 1}, "training": {"old": True}}))
+    merged = merge_results(path, {"training": {"new": True}, "quick": False})
+    assert merged == {"quality": {"x": 1}, "training": {"new": True}, "quick": False}
+
+
+def _tar(path: Path, members: list[str]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name in members:
+            data = b"x"
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_extract_cifar_jpeg_finds_train_and_test(tmp_path: Path) -> None:
+    flat = _tar(tmp_path / "flat.tar.gz", ["train/cat/0.jpg", "test/cat/0.jpg"])
+    assert extract_cifar_jpeg(flat, tmp_path / "cache" / "flat") == tmp_path / "cache" / "flat"
+    # A second call reuses the extracted folder (the archive is not read again).
+    flat.unlink()
+    assert extract_cifar_jpeg(flat, tmp_path / "cache" / "flat") == tmp_path / "cache" / "flat"
+    nested = _tar(tmp_path / "nested.tar.gz", ["cifar/train/cat/0.jpg", "cifar/test/cat/0.jpg"])
+    assert (
+        extract_cifar_jpeg(nested, tmp_path / "cache" / "nested") == tmp_path / "cache" / "nested" / "cifar"
+    )
+    empty = _tar(tmp_path / "other.tar.gz", ["images/0.jpg"])
+    assert extract_cifar_jpeg(empty, tmp_path / "cache" / "other") is None
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def test_check_overrides_drops_unknown_keys() -> None:
+    kept, notes = check_overrides(["model=dcgan", "trainer.precision=32-true", "speed.warp_drive=true"])
+    assert kept == ["model=dcgan", "trainer.precision=32-true"]
+    assert len(notes) == 1 and "speed.warp_drive" in notes[0]
+
+
+# --- the baselines are fair ---------------------------------------------------------------------------------
+
+
+def _conv_specs(net: nn.Module) -> list[tuple]:
+    return [
+        (type(m).__name__, m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
+        for m in net.modules()
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+    ]
+
+
+def test_gan_lab_dcgan_is_the_classic_architecture() -> None:
+    """model=dcgan at 64² has the classic example's layers; it differs in 3 biases and the final sigmoid."""
+    from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+
+    g, d = DCGANGenerator(resolution=64), DCGANDiscriminator(resolution=64)
+    cg, cd = ClassicGenerator(), ClassicDiscriminator()
+    assert _conv_specs(g) == _conv_specs(cg)
+    assert _conv_specs(d) == _conv_specs(cd)
+    bn = [m.num_features for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bn == [m.num_features for m in cg.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def count(net: nn.Module) -> int:
+        return sum(p.numel() for p in net.parameters())
+
+    assert count(g) - count(cg) == 3  # the bias of G's last layer (3 channels)
+    assert count(d) - count(cd) == 64 + 1  # biases of D's first layer (no BN there) and of its logit
+    assert cg(torch.randn(2, 100, 1, 1)).shape == (2, 3, 64, 64)
+    assert cd(torch.randn(2, 3, 64, 64)).shape == (2,)
+
+
+class _Capture(pl.Callback):
+    """Initial weights, the RNG state before the first step, every batch and losses of a gan_lab run."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.losses: list[tuple[float, float]] = []
+        self.rng: torch.Tensor | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, module: Any) -> None:
+        self.g_state = copy.deepcopy(module.generator.state_dict())
+        self.d_state = copy.deepcopy(module.discriminator.state_dict())
+        self.speed = resolved_speed(trainer, module)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: Any, batch: Any, batch_idx: int) -> None:
+        if self.rng is None:
+            self.rng = torch.get_rng_state()
+        self.batches.append((batch[0].clone(), batch[1].clone()))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: Any, *args: Any) -> None:
+        metrics = trainer.callback_metrics
+        self.losses.append((float(metrics["train/d_loss"]), float(metrics["train/g_loss"])))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=dcgan", "trainer.precision=32-true", "speed.channels_last=false"],
+        ["model=sndcgan", "trainer.precision=32-true", "speed.channels_last=false"],
+        ["model=dcgan", "trainer.precision=bf16-mixed", "speed.channels_last=true"],
+    ],
+    ids=["dcgan-fp32", "sndcgan-fp32", "dcgan-bf16-channels_last"],
+)
+def test_plain_loop_computes_what_gan_module_does(tiny_config, overrides: list[str]) -> None:
+    """Same initial weights, RNG state and batches: the plain loop ends with gan_lab's losses and weights.
+
+    This is what makes the overhead ratio fair: both contenders do the same arithmetic, so any difference
+    in time is the framework's.
+    """
+    from gan_lab.train import build_module, build_trainer
+
+    steps = 3
+    kept, _ = check_overrides(overrides)
+    cfg = tiny_config(*kept, f"steps={steps}", "dataset.resolution=32", "callbacks.diversity=null")
+    pl.seed_everything(cfg.seed)
+    datamodule = instantiate(cfg.dataset)
+    module = build_module(cfg)
+    trainer = build_trainer(cfg)
+    capture = _Capture()
+    trainer.callbacks.append(capture)
+    trainer.fit(module, datamodule=datamodule)
+    assert module.g_steps == steps
+
+    gan = build_plain(cfg, capture.speed)
+    gan.generator.load_state_dict(capture.g_state)
+    gan.discriminator.load_state_dict(capture.d_state)
+    torch.set_rng_state(capture.rng)
+    losses = plain_loop(gan, capture.batches, StepClock(max_steps=steps))
+
+    exact = capture.speed.precision == "32-true"
+    tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-3, "atol": 1e-3}
+    plain_losses = [(float(d), float(g)) for d, g in losses]
+    np.testing.assert_allclose(plain_losses, capture.losses, **tol)
+    for mine, theirs in ((gan.generator, module.generator), (gan.discriminator, module.discriminator)):
+        theirs_state = theirs.state_dict()
+        for name, value in mine.state_dict().items():
+            torch.testing.assert_close(value, theirs_state[name], **tol, msg=f"{name} differs")
+
+
+def test_plain_loop_gets_gan_labs_batches(tmp_path: Path, small_folder: Path) -> None:
+    """The plain loop reads the same data module (in memory where gan_lab is) and sees the same tensors."""
+    from gan_lab.config import compose_config
+    from gan_lab.train import build_module, build_trainer
+
+    tiny = [o for o in TINY_RUN if not o.startswith("dataset")]
+    folder = [
+        "dataset=folder",
+        f"dataset.root={small_folder}",
+        "dataset.resolution=32",
+        "dataset.batch_size=8",
+    ]
+    cfg = compose_config([*tiny, *folder, "model=dcgan", "steps=2"], output_dir=tmp_path / "run")
+    pl.seed_everything(cfg.seed)
+    module, trainer, capture = build_module(cfg), build_trainer(cfg), _Capture()
+    trainer.callbacks.append(capture)
+    trainer.fit(module, datamodule=instantiate(cfg.dataset))
+    plain = iter(PlainBatches(instantiate(cfg.dataset)))
+    for real, labels in capture.batches:
+        mine, my_labels = next(plain)
+        assert mine.dtype == torch.float32 and torch.equal(mine, real) and torch.equal(my_labels, labels)
+
+
+# --- the command, end to end --------------------------------------------------------------------------------
+
+
+def _weights() -> Path | None:
+    path = shared_dir() / INCEPTION_WEIGHTS
+    return path if path.is_file() else None
+
+
+@pytest.fixture
+def small_folder(tmp_path: Path) -> Path:
+    """An ImageFolder of 24 small JPEGs in 2 classes (enough for quick mode's batch of 8)."""
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(12):
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels, "RGB").save(root / cls / f"{i:03d}.jpg", quality=90)
+    return root
+
+
+def _check_summary(summary: dict[str, Any], repeats: int) -> None:
+    assert len(summary["values"]) == repeats
+    assert summary["min"] <= summary["median"] <= summary["max"]
+    assert all(math.isfinite(v) for v in summary["values"])
+
+
+def test_quick_throughput_writes_results_and_readme(tmp_path: Path, small_folder: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# gan_lab\n{START_MARKER}\nplaceholder\n{END_MARKER}\n## Next\n")
+    out = tmp_path / "out"
+    weights = _weights()
+    args = ["--quick", f"--data-root={small_folder}", f"--out={out}", f"--readme={readme}"]
+    args += [f"--inception-weights={weights}"] if weights else []
+    proc = run_module("gan_lab.bench", *args, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["quick"] is True
+    training = results["training"]
+    repeats = training["settings"]["repeats"]
+    assert repeats >= 3
+    for name in ("gan_lab", "plain", "classic"):
+        contender = training["contenders"][name]
+        _check_summary(contender["images_per_s"], repeats)
+        _check_summary(contender["g_steps_per_s"], repeats)
+        _check_summary(contender["bf16_limit_fraction"], repeats)
+        assert contender["flops_per_step"] > 0
+    # images/s = batch x generator steps/s (one real batch per G step at n_critic 1)
+    gan = training["contenders"]["gan_lab"]
+    assert [len(steps) for steps in gan["step_s"]] == [training["settings"]["steps"]] * repeats
+    batch = training["settings"]["batch_size"]
+    assert gan["images_per_s"]["median"] == pytest.approx(batch * gan["g_steps_per_s"]["median"])
+    _check_summary(training["ratios"]["framework_overhead"], repeats)
+    _check_summary(training["ratios"]["end_to_end_speedup"], repeats)
+    assert training["matmul"]["bf16_flops_per_s"] > 0 and training["matmul"]["fp32_flops_per_s"] > 0
+    assert training["settings"]["gan_lab_speed"]["precision"] in ("32-true", "bf16-mixed")
+    for key in ("cpu", "logical_cores", "torch", "date", "load_average_1min"):
+        assert key in training["machine"]
+
+    fid = results["fid_features"]
+    if weights is None:
+        assert "skipped" in fid
+    else:
+        _check_summary(fid["gan_lab"], 3)
+        _check_summary(fid["torch_fidelity"], 3)
+        _check_summary(fid["speedup"], 3)
+        assert fid["max_abs_feature_difference"] < 1e-3  # the same network on the same images
+
+    table = (out / "results.md").read_text()
+    assert "Framework overhead" in table and "End to end" in table and "Quick mode" in table
+    text = readme.read_text()
+    assert text.startswith(f"# gan_lab\n{START_MARKER}\n**Quick mode") and text.endswith(
+        f"{END_MARKER}\n## Next\n"
+    )
+    assert "placeholder" not in text and table.strip() in text
+
+
+@pytest.mark.shared
+def test_quick_quality_reports_both_fids(tmp_path: Path, small_folder: Path) -> None:
+    weights = _weights()
+    if weights is None:
+        pytest.skip("needs ../shared/weights/inception-2015-12-05-fid.pth")
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "results.json").write_text(json.dumps({"training": {"kept": True}}))
+    args = ["quality", "--quick", f"--data-root={small_folder}", f"--out={out}", "--no-readme"]
+    args += [f"--inception-weights={weights}", f"--cache-dir={tmp_path / 'cache'}"]
+    proc = run_module("gan_lab.bench", *args, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"] == {"kept": True}  # the throughput section survives a quality run
+    quality = results["quality"]
+    for name in ("gan_lab", "classic"):
+        assert math.isfinite(quality[name]["fid"]) and quality[name]["fid"] > 0
+        assert quality[name]["g_steps"] >= 1 and quality[name]["train_s"] > 0
+    assert quality["metric"] == "FID-8 against 8 train images"
+    assert "FID-8 against 8 train images" in render_markdown({"quality": quality})
