@@ -28,6 +28,7 @@ from gan_lab.errors import ConfigError, one_line, user_error
 from gan_lab.loggers import redact_secrets
 from gan_lab.metrics import settings_from_config
 from gan_lab.module import GANModule
+from gan_lab.precision import resolve_precision
 from gan_lab.preemption import PreemptionCheckpoint
 from gan_lab.resume import check_same_architecture, find_checkpoint, resume_config, trim_metrics_csv
 
@@ -106,23 +107,6 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
         **overrides,
     )
-
-
-def fast_bf16_available(accelerator: str = "auto") -> bool:
-    """Whether bf16 matrix products are fast here: a CUDA GPU with bf16, or a CPU with AMX / AVX-512 bf16."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    cpu = torch.backends.cpu.get_cpu_capability()  # e.g. "AVX512", "AVX2", "DEFAULT"
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return cpu.startswith("AVX512") and (amx or avx512_bf16)
-
-
-def resolve_precision(precision: Any, accelerator: str = "auto") -> Any:
-    """trainer.precision=auto: bf16 autocast where bf16 is fast (about 2x here), else full fp32."""
-    if precision != "auto":
-        return precision
-    return "bf16-mixed" if fast_bf16_available(str(accelerator)) else "32-true"
 
 
 def check_writable(directory: Path) -> None:

@@ -6,10 +6,11 @@ import pytest
 import torch
 from conftest import TINY_RUN
 
-from gan_lab import train as train_module
+from gan_lab import precision
 from gan_lab.config import compose_config
 from gan_lab.module import build_optimizer
-from gan_lab.train import resolve_precision, train
+from gan_lab.precision import resolve_precision
+from gan_lab.train import train
 
 FP32 = [*TINY_RUN, "trainer.precision=32-true", "model.width=8"]
 
@@ -47,9 +48,9 @@ def test_fused_adam_is_picked_and_matches_the_loop() -> None:
 
 def test_precision_auto_picks_bf16_only_where_it_is_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_precision("32-true") == "32-true" and resolve_precision("bf16-mixed") == "bf16-mixed"
-    monkeypatch.setattr(train_module, "fast_bf16_available", lambda accelerator="auto": True)
+    monkeypatch.setattr(precision, "fast_bf16_available", lambda accelerator="auto": True)
     assert resolve_precision("auto") == "bf16-mixed"
-    monkeypatch.setattr(train_module, "fast_bf16_available", lambda accelerator="auto": False)
+    monkeypatch.setattr(precision, "fast_bf16_available", lambda accelerator="auto": False)
     assert resolve_precision("auto") == "32-true"
 
 
