@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gan_lab.augment import Augmentations
+from gan_lab.checkpointing import LastCheckpoint
 from gan_lab.errors import ConfigError, GanLabError
 from gan_lab.losses import GANLoss, WassersteinLoss, discriminator_accuracy
 from gan_lab.regularizers import Regularizer, WeightClip
@@ -399,9 +400,7 @@ class GANModule(pl.LightningModule):
                 )
         if not problems:
             return
-        saved = [
-            c.path for c in getattr(self._trainer, "callbacks", []) if type(c).__name__ == "LastCheckpoint"
-        ]
+        saved = [c.path for c in getattr(self._trainer, "callbacks", []) if isinstance(c, LastCheckpoint)]
         last = next((str(p) for p in saved if p.is_file()), None)
         kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint was saved before it"
         raise Diverged(
