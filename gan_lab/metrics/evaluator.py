@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from gan_lab.errors import ConfigError, GanLabError, WeightsUnavailable
 from gan_lab.images import to_uint8
+from gan_lab.metrics.registry import count_name
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,6 @@ class MetricSettings:
                 f"metrics.num_fake={num_fake} is fewer than metrics.isc_splits={self.isc_splits}"
             )
         return MetricSettings(**{**asdict(self), "num_fake": num_fake, "num_real": num_real})
-
-
-def count_name(n: int) -> str:
-    """500 -> '500', 5000 -> '5k', 50000 -> '50k': the sample count in a metric name."""
-    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
 def metric_names(settings: MetricSettings) -> dict[str, str]:
