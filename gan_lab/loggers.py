@@ -9,7 +9,8 @@ command that uploads them later. Nothing here ever asks for a login.
 - the x-axis of every chart is `trainer/g_step` (generator steps, the `step` that gan_lab logs with), while W&B's
   own `_step` just counts log calls, so training and validation rows of the same generator step never collide;
 - the resolved config flattened to `optim.lr`-style keys, without secret-looking keys;
-- `best/val/fid...` in the run summary: the lowest FID so far;
+- `best/<metric>` in the run summary: the best value so far of every metric, in the registry's direction
+  (lowest FID/KID, highest IS/precision/recall);
 - the run id in `<run dir>/wandb_run_id.txt`.
 """
 
@@ -35,6 +36,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from gan_lab.errors import ConfigError
+from gan_lab.metrics.registry import better, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +266,7 @@ def flatten_config(config: Mapping[str, Any], sep: str = ".") -> dict[str, Any]:
 
 # --- the logger --------------------------------------------------------------------------------------------------
 class GANWandbLogger(WandbLogger):
-    """WandbLogger with one finished run per fit, a generator-step x-axis, a flat config and a best-FID summary."""
+    """WandbLogger with one finished run per fit, a generator-step x-axis, a flat config and best-metric summaries."""
 
     def __init__(self, *args: Any, mode: str = "offline", **kwargs: Any) -> None:
         super().__init__(*args, mode=mode, **kwargs)
@@ -303,7 +305,7 @@ class GANWandbLogger(WandbLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Log at generator step `step` (the `trainer/g_step` axis); keeps `best/val/fid...` = the lowest FID."""
+        """Log at generator step `step` (the `trainer/g_step` axis); keeps `best/<metric>` = its best so far."""
         row = {
             (f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}" if self._prefix else k): v
             for k, v in metrics.items()
@@ -312,8 +314,8 @@ class GANWandbLogger(WandbLogger):
             row[X_AXIS] = step
         self.experiment.log(row)
         for key, value in metrics.items():
-            if key.startswith("val/fid") and isinstance(value, (int, float)) and math.isfinite(value):
-                if value < self._best.get(key, math.inf):
+            if kind_of(key) and isinstance(value, (int, float)) and math.isfinite(value):
+                if key not in self._best or better(key, value, self._best[key]):
                     self._best[key] = float(value)
                     self.experiment.summary[f"best/{key}"] = float(value)
 

@@ -1,6 +1,9 @@
-"""`python -m gan_lab.report DIR [--metric val/fid500_train]`: compare the jobs of a Hydra multirun.
+"""`python -m gan_lab.report DIR [--metric val/fid5k_train32]`: compare the jobs of a Hydra multirun.
 
 Writes report.md / report.csv (one row per job) and plots into DIR; partial and partly failed sweeps are fine.
+Plots: training_curves.png (losses, D accuracy, D logits of every job against generator steps) always; when an
+in-loop metric was logged also fid_vs_steps.png, best_fid_vs_lr.png (lr swept) and loss_norm_heatmap.png (loss
+and normalization swept). Which way a metric is better comes from gan_lab.metrics.registry.
 """
 
 from __future__ import annotations
@@ -9,20 +12,34 @@ import argparse
 import csv
 import json
 import math
+import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from gan_lab.cli import user_errors_as_one_line
 from gan_lab.errors import GanLabError
+from gan_lab.metrics.registry import higher_is_better, kind_of
 
 HINT = "pass the directory Hydra printed for the multirun, e.g. multirun/2026-01-01/12-00-00"
 LR_KEYS = ("optim.lr", "optim.lr_g", "optim.lr_d")
 D_ACCURACY = "train/d_accuracy"
 ERROR_CHARS = 80  # failed jobs' errors in the markdown table; report.csv keeps them whole
+PREFERRED_KINDS = ("fid", "kid", "isc")  # the metric plotted when --metric is not given
+LEGACY_IS = re.compile(r"(?:.*/)?is\d+k?")  # 'val/is500': IS before names carried the resolution (old runs)
+# training_curves.png: {panel title: the train/ columns it overlays}; panels no job logged are left out
+TRAINING_PANELS = {
+    "D loss": ("train/d_loss",),
+    "G loss": ("train/g_loss",),
+    "D accuracy": (D_ACCURACY,),
+    "mean D logit: real (solid), fake (dashed)": ("train/d_real", "train/d_fake"),
+    "D penalty": ("train/d_penalty",),
+    "sample diversity": ("train/diversity",),
+}
 
 Points = list[tuple[int, float]]  # (generator step, value), sorted by step
 
@@ -120,29 +137,31 @@ def swept_overrides(jobs: list[Job]) -> list[str]:
     return [k for k in keys if len({j.overrides.get(k) for j in known}) > 1]
 
 
+def metric_kind(column: str) -> str | None:
+    """The registry's kind of a column ('val/fid5k_train32' -> 'fid'); None for *_std spreads and non-metrics."""
+    return "isc" if LEGACY_IS.fullmatch(column) else kind_of(column)
+
+
+def maximize(metric: str) -> bool:
+    """Whether higher is better for this metric column (IS, precision, ...), as the registry says."""
+    return higher_is_better(metric_kind(metric) or metric)  # not a metric: the registry's KeyError names it
+
+
 def metric_columns(jobs: list[Job]) -> list[str]:
-    """The in-loop metrics any job logged, e.g. val/fid500_train (the *_std columns are spreads, not metrics)."""
-    return sorted({c for j in jobs for c in j.series if c.startswith("val/") and not c.endswith("_std")})
+    """The in-loop metrics any job logged, e.g. val/fid5k_train32 (the *_std columns are spreads, not metrics)."""
+    return sorted({c for j in jobs for c in j.series if c.startswith("val/") and metric_kind(c)})
 
 
 def pick_metric(metrics: list[str], wanted: str | None) -> str | None:
-    """The metric to plot: the one asked for, else the first FID, else KID, else IS; None if none logged."""
+    """The metric to plot: the one asked for, else the first FID, KID, IS, other metric; None if none logged."""
     if wanted:
         wanted = wanted if wanted.startswith("val/") else f"val/{wanted}"
         if wanted not in metrics:
             logged = ", ".join(metrics) or "none (was the sweep run with metrics=none?)"
             raise GanLabError(f"--metric {wanted} was not logged by any job; logged: {logged}")
         return wanted
-    for prefix in ("val/fid", "val/kid", "val/is"):
-        found = [m for m in metrics if m.startswith(prefix)]
-        if found:
-            return found[0]
-    return None
-
-
-def maximize(metric: str) -> bool:
-    """Whether higher is better: Inception Score; FID and KID are distances."""
-    return metric.removeprefix("val/").startswith("is")
+    preferred = (m for kind in PREFERRED_KINDS for m in metrics if metric_kind(m) == kind)
+    return next(preferred, metrics[0] if metrics else None)
 
 
 def best_point(points: Points, metric: str) -> tuple[int, float] | None:
@@ -208,6 +227,59 @@ def write_table(rows: list[dict[str, object]], path: Path) -> Path:
 def describe(job: Job, keys: list[str]) -> str:
     """'optim.lr=0.0001, loss=hinge': the job's values of the given override keys."""
     return ", ".join(f"{k}={job.overrides.get(k, '')}" for k in keys)
+
+
+def job_label(job: Job, swept: list[str]) -> str:
+    """'3: optim.lr=0.0001': the job's number first, so equal or missing overrides stay distinguishable."""
+    label = f"{job.name}: {describe(job, swept)}" if swept else job.name
+    return label + (" (failed)" if job.status == "failed" else "")
+
+
+def training_lines(jobs: list[Job], swept: list[str]) -> dict[str, list[tuple[str, str, Points]]]:
+    """{panel title: [(job label, column, finite points), ...]}: one line per job and column that logged it."""
+    panels: dict[str, list[tuple[str, str, Points]]] = {}
+    for title, columns in TRAINING_PANELS.items():
+        for job in jobs:
+            for column in columns:
+                # a diverged job's inf/nan would wreck the axis limits of every other job
+                if points := [p for p in job.series.get(column, []) if math.isfinite(p[1])]:
+                    panels.setdefault(title, []).append((job_label(job, swept), column, points))
+    return panels
+
+
+def training_figure(jobs: list[Job], swept: list[str]) -> Figure | None:
+    """One panel per training quantity, one line per job (its color the same in every panel); None if no data."""
+    panels = training_lines(jobs, swept)
+    if not panels:
+        return None
+    cols = min(2, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(5.5 * cols + 2.5, 3.2 * rows), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    # ten distinct colors while they last, then a continuous map: a long sweep must not reuse colors
+    cmap = colormaps["turbo"]
+    many = len(jobs) > 10
+    colors = {job_label(j, swept): cmap(i / (len(jobs) - 1)) if many else f"C{i}" for i, j in enumerate(jobs)}
+    handles = {}
+    for ax, (title, lines) in zip(axes, panels.items(), strict=False):
+        for label, column, points in lines:
+            style = "--" if column == "train/d_fake" else "-"
+            (line,) = ax.plot(*zip(*points, strict=True), style, color=colors[label], label=label, lw=1)
+            handles.setdefault(label, line)
+        ax.set(title=title, xlabel="generator steps")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels) :]:  # the empty cell of an odd panel count
+        ax.set_visible(False)
+    fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize="small")
+    return fig
+
+
+def plot_training_curves(jobs: list[Job], swept: list[str], path: Path) -> Path | None:
+    """training_curves.png, whether or not any in-loop metric was measured."""
+    if (fig := training_figure(jobs, swept)) is None:
+        return None
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def plot_curves(jobs: list[Job], swept: list[str], metric: str, path: Path) -> Path | None:
@@ -289,6 +361,18 @@ def plot_heatmap(jobs: list[Job], swept: list[str], metric: str, path: Path) -> 
     return path
 
 
+def plot_list(plots: list[Path], metric: str | None) -> str:
+    """The markdown section that names each plot written, with what it shows."""
+    shows = {
+        "training_curves.png": "losses, D accuracy and D logits of every job against generator steps",
+        "fid_vs_steps.png": f"{metric} of every job against generator steps",
+        "best_fid_vs_lr.png": f"best {metric} against the swept learning rate",
+        "loss_norm_heatmap.png": f"best {metric} for each loss x normalization",
+    }
+    items = [f"- [{p.name}]({p.name}): {shows[p.name]}" for p in plots]
+    return "\n## Plots\n\n" + "\n".join(items or ["none (no job logged training values yet)"]) + "\n"
+
+
 def write_report(sweep: str | Path, metric: str | None = None) -> tuple[str, list[Path]]:
     """Write report.md, report.csv and the plots into the sweep directory; returns (markdown, paths)."""
     sweep = Path(sweep)
@@ -296,18 +380,18 @@ def write_report(sweep: str | Path, metric: str | None = None) -> tuple[str, lis
     swept, metrics = swept_overrides(jobs), metric_columns(jobs)
     chosen = pick_metric(metrics, metric)
     rows = summarize(jobs, metrics)
-    markdown = markdown_table(rows, swept, sweep)
-    (sweep / "report.md").write_text(markdown)
-    written = [sweep / "report.md", write_table(rows, sweep / "report.csv")]
+    plots = [plot_training_curves(jobs, swept, sweep / "training_curves.png")]
     if chosen is not None:
         for plot, name in (
             (plot_curves, "fid_vs_steps.png"),
             (plot_best_vs_lr, "best_fid_vs_lr.png"),
             (plot_heatmap, "loss_norm_heatmap.png"),
         ):
-            if (path := plot(jobs, swept, chosen, sweep / name)) is not None:
-                written.append(path)
-    return markdown, written
+            plots.append(plot(jobs, swept, chosen, sweep / name))
+    written = [p for p in plots if p is not None]
+    markdown = markdown_table(rows, swept, sweep) + plot_list(written, chosen)
+    (sweep / "report.md").write_text(markdown)
+    return markdown, [sweep / "report.md", write_table(rows, sweep / "report.csv"), *written]
 
 
 @user_errors_as_one_line

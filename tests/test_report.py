@@ -13,12 +13,29 @@ from conftest import TINY_CLI, run_module
 from PIL import Image
 
 from gan_lab.errors import GanLabError
-from gan_lab.report import heatmap_grid, load_jobs, swept_overrides, write_report
+from gan_lab.report import (
+    heatmap_grid,
+    load_jobs,
+    metric_columns,
+    metric_kind,
+    pick_metric,
+    swept_overrides,
+    training_figure,
+    write_report,
+)
 
 COMMON = ["model=sndcgan", "dataset=fake", "steps=300"]
-FID, KID, IS = "val/fid500_train", "val/kid500_train", "val/is500"
-COLUMNS = ["epoch", "step", "train/d_accuracy", "train/d_loss", "train/g_loss", "train/lr_g"]
-COLUMNS += [FID, KID, KID + "_std", IS, IS + "_std"]
+FID, KID, IS = "val/fid500_train", "val/kid500_train", "val/is500"  # names before the resolution was in them
+# names as logged now: the resolution the images were scored at is part of them
+FID32, KID32, IS32, PRECISION32 = (
+    "val/fid500_train32",
+    "val/kid500_train32",
+    "val/is1024_64",
+    "val/precision5k_train32_inception",
+)
+TRAINING = ["train/d_accuracy", "train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/lr_g"]
+COLUMNS = ["epoch", "step", *TRAINING, FID, KID, KID + "_std", IS, IS + "_std"]
+COLUMNS += [FID32, KID32, KID32 + "_std", IS32, IS32 + "_std", PRECISION32]
 
 
 def make_job(
@@ -42,7 +59,16 @@ def make_job(
         (job / "config.yaml").write_text("seed: 42\n")
     if val is not None or accuracy:
         rows = [  # sparse like CSVLogger: training rows and metric rows are separate rows
-            {"epoch": 0, "step": 50 * (i + 1), "train/d_accuracy": a, "train/d_loss": 1.3, "train/lr_g": 2e-4}
+            {
+                "epoch": 0,
+                "step": 50 * (i + 1),
+                "train/d_accuracy": a,
+                "train/d_loss": 1.3 - a,
+                "train/g_loss": 0.7 + a,
+                "train/d_real": a,
+                "train/d_fake": -a,
+                "train/lr_g": 2e-4,
+            }
             for i, a in enumerate(accuracy)
         ]
         for i, step in enumerate(val_steps):
@@ -111,7 +137,9 @@ def test_lr_sweep_table_has_best_final_and_steps(lr_sweep):
     assert "| 0 | 0.0001 | completed | 300 | 12.5 |" in markdown
     assert "3 completed, 1 failed" in markdown
     assert (lr_sweep / "report.md").read_text() == markdown
-    assert {p.name for p in written} == {"report.md", "report.csv", "fid_vs_steps.png", "best_fid_vs_lr.png"}
+    plots = {"training_curves.png", "fid_vs_steps.png", "best_fid_vs_lr.png"}
+    assert {p.name for p in written} == {"report.md", "report.csv", *plots}
+    assert all(f"- [{name}]({name}): " in markdown for name in plots)  # report.md lists what was drawn
 
 
 def test_failed_job_shows_status_and_shortened_error(lr_sweep):
@@ -132,6 +160,7 @@ def test_swept_overrides_are_exactly_the_varying_ones(tmp_path):
 
 def test_plots_are_real_pngs_and_lr_plot_only_when_lr_swept(lr_sweep, tmp_path):
     write_report(lr_sweep)
+    assert_png(lr_sweep / "training_curves.png")  # with FID measured: the training curves and the FID plots
     assert_png(lr_sweep / "fid_vs_steps.png")
     assert_png(lr_sweep / "best_fid_vs_lr.png")
     assert not (lr_sweep / "loss_norm_heatmap.png").exists()
@@ -139,7 +168,7 @@ def test_plots_are_real_pngs_and_lr_plot_only_when_lr_swept(lr_sweep, tmp_path):
     for i, steps in enumerate((100, 300)):
         make_job(other, str(i), [*COMMON, f"n_critic={i + 1}"], done(steps), {FID: [90.0, 80.0, 70.0]})
     _, written = write_report(other)
-    assert {p.name for p in written} == {"report.md", "report.csv", "fid_vs_steps.png"}
+    assert {p.name for p in written} == {"report.md", "report.csv", "fid_vs_steps.png"}  # no training rows
 
 
 @pytest.fixture
@@ -196,14 +225,81 @@ def test_missing_files_and_odd_directories_do_not_crash(tmp_path):
     assert "1 running, 1 completed, 1 unknown" in markdown
 
 
-def test_no_metrics_at_all_gives_table_without_plots(tmp_path):
+def test_sweep_without_metrics_still_gets_training_curves(tmp_path):
     for i in range(2):
         make_job(tmp_path, str(i), [f"optim.lr={i + 1}e-4"], done(), accuracy=[0.5, 0.9])
-    _, written = write_report(tmp_path)
-    assert [p.name for p in written] == ["report.md", "report.csv"]
+    markdown, written = write_report(tmp_path)
+    assert [p.name for p in written] == ["report.md", "report.csv", "training_curves.png"]
+    assert_png(tmp_path / "training_curves.png")
+    assert (tmp_path / "training_curves.png").stat().st_size > 10_000
+    assert not (tmp_path / "fid_vs_steps.png").exists() and "fid_vs_steps" not in markdown
+    assert "- [training_curves.png](training_curves.png): " in markdown
     assert float(read_csv(tmp_path / "report.csv")["1"]["final train/d_accuracy"]) == 0.9
     with pytest.raises(GanLabError, match="metrics=none"):
         write_report(tmp_path, metric="val/fid500_train")
+
+
+def test_training_figure_has_one_line_per_job_in_every_panel(lr_sweep):
+    jobs = load_jobs(lr_sweep)  # job 3 failed before logging anything: no line, but no crash either
+    fig = training_figure(jobs, swept_overrides(jobs))
+    labels = ["0: optim.lr=0.0001", "1: optim.lr=1e-05", "2: optim.lr=1e-06"]
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert list(panels) == ["D loss", "G loss", "D accuracy", "mean D logit: real (solid), fake (dashed)"]
+    for title, ax in panels.items():
+        per_column = 2 if title.startswith("mean D logit") else 1  # real and fake, in the job's color
+        assert sorted(line.get_label() for line in ax.lines) == sorted(labels * per_column), title
+        assert ax.get_xlabel() == "generator steps"
+    accuracy = panels["D accuracy"].lines[0]
+    assert list(accuracy.get_xdata()) == [50, 100, 150, 200] and list(accuracy.get_ydata()) == [
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+    ]
+    assert [text.get_text() for text in fig.legends[0].get_texts()] == labels
+
+
+def test_training_figure_skips_jobs_and_panels_without_data(tmp_path):
+    make_job(tmp_path, "0", ["loss=hinge"], done(), accuracy=[0.5, 0.6])
+    make_job(tmp_path, "1", ["loss=bce"], {**done(10), "status": "failed"}, accuracy=[0.5, math.inf])
+    make_job(tmp_path, "2", ["loss=wgan"], done(), {FID: [80.0]})  # only a metric row: in no training panel
+    jobs = load_jobs(tmp_path)
+    fig = training_figure(jobs, swept_overrides(jobs))
+    accuracy = next(ax for ax in fig.axes if ax.get_title() == "D accuracy")
+    assert [line.get_label() for line in accuracy.lines] == ["0: loss=hinge", "1: loss=bce (failed)"]
+    assert list(accuracy.lines[1].get_ydata()) == [0.5]  # the diverged value is left out, not drawn as inf
+    assert training_figure(jobs[2:], []) is None
+
+
+def test_metric_names_with_resolution_and_old_names_both_work(tmp_path):
+    assert [metric_kind(c) for c in (FID32, KID32, IS32, PRECISION32, FID, IS)] == [
+        "fid",
+        "kid",
+        "isc",
+        "precision",
+        "fid",
+        "isc",
+    ]
+    assert metric_kind(KID32 + "_std") is None and metric_kind(IS + "_std") is None
+    assert metric_kind("train/d_accuracy") is None and metric_kind("train/diversity") is None
+    # FID, then KID, then IS, whatever sorts first
+    assert pick_metric([IS32, KID32, PRECISION32, FID32], None) == FID32
+    assert pick_metric([IS32, KID32, PRECISION32], None) == KID32
+    assert pick_metric([PRECISION32, IS32], None) == IS32
+    assert pick_metric([PRECISION32], None) == PRECISION32
+    for i, lr in enumerate(("0.0001", "0.0002")):
+        val = {FID32: [60.0, 50.0, 55.0], IS32: [2.0, 3.0, 2.5], PRECISION32: [0.2, 0.6, 0.4]}
+        val[KID32 + "_std"] = [0.1, 0.1, 0.1]
+        make_job(tmp_path, str(i), [f"optim.lr={lr}"], done(), val, accuracy=[0.5, 0.7])
+    assert metric_columns(load_jobs(tmp_path)) == [FID32, IS32, PRECISION32]
+    markdown, written = write_report(tmp_path)
+    row = read_csv(tmp_path / "report.csv")["0"]
+    assert (
+        float(row[f"best {FID32}"]) == 50.0 and float(row[f"best {IS32}"]) == 3.0
+    )  # lower / higher is better
+    assert float(row[f"best {PRECISION32}"]) == 0.6 and row[f"step of best {PRECISION32}"] == "200"
+    assert {"training_curves.png", "fid_vs_steps.png", "best_fid_vs_lr.png"} <= {p.name for p in written}
+    assert f"- [fid_vs_steps.png](fid_vs_steps.png): {FID32} of every job" in markdown
 
 
 def test_metric_option_picks_the_plotted_metric(lr_sweep):
@@ -253,3 +349,4 @@ def test_end_to_end_on_a_real_multirun(tmp_path):
     assert "2 jobs: 2 completed; swept: optim.lr" in markdown
     assert "| 0 | 0.0001 | completed | 2 |" in markdown and "| 1 | 0.0002 | completed | 2 |" in markdown
     assert markdown in result.stdout and f"wrote {sweep / 'report.csv'}" in result.stdout
+    assert_png(sweep / "training_curves.png")  # metrics=none: the training curves all the same
