@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from torchvision.utils import save_image
 
 from gan_lab.errors import ConfigError, WeightsUnavailable, one_line
-from gan_lab.metrics import RNG_SEED, Evaluator, MetricSettings, generated_batches
+from gan_lab.metrics import RNG_SEED, Evaluator, MetricSettings
 from gan_lab.module import GANModule
 from gan_lab.sample import interpolate
 
@@ -115,7 +115,7 @@ class GANProgressBar(RichProgressBar):
 class InLoopMetrics(pl.Callback):
     """FID / KID / IS every N epochs or generator steps, `best.ckpt` at the best FID, and an FID-vs-steps plot.
 
-    Logged as `val/fid<count>_<split>` (e.g. `val/fid5k_train`), `val/kid...`, `val/is<count>`. Under DDP each
+    Logged under the registry's names (e.g. `val/fid5k_train32`, `val/kid...`, `val/is5k_32`). Under DDP each
     rank generates its share of the samples from its own seed and the features are gathered, so every rank
     scores the same full set. The same seeds are used at every evaluation, so the curve tracks G, not noise.
     """
@@ -152,6 +152,7 @@ class InLoopMetrics(pl.Callback):
             # The default metrics config: training matters more than in-loop FID, so say so loudly and go on.
             log.warning("in-loop metrics are OFF for this run: %s", one_line(err))
             return
+        log.info("in-loop metrics: %s", self.evaluator.describe())
         # Rank 0 computes (or finds) the reference features first, so the other ranks read them from the cache.
         if trainer.is_global_zero:
             self.evaluator.reference()
@@ -176,9 +177,9 @@ class InLoopMetrics(pl.Callback):
     def _gathered_features(self, trainer: pl.Trainer, pl_module: GANModule) -> dict[str, torch.Tensor]:
         s, world, rank = self.evaluator.settings, trainer.world_size, trainer.global_rank
         per_rank = math.ceil(s.num_fake / world)  # the last rank pads with samples past num_fake, cut below
-        batches = generated_batches(
-            pl_module.generate, s.num_fake, pl_module.z_dim, pl_module.num_classes, s.batch_size,
-            pl_module.device, seed=RNG_SEED, start=rank * per_rank, stop=(rank + 1) * per_rank,
+        batches = self.evaluator.generated(
+            pl_module.generate, pl_module.z_dim, pl_module.num_classes, seed=RNG_SEED,
+            start=rank * per_rank, stop=(rank + 1) * per_rank,
         )  # fmt: skip
         if world > 1:
             # Each rank's BN running statistics follow its own batches (DDP re-broadcasts buffers only at the
@@ -195,17 +196,7 @@ class InLoopMetrics(pl.Callback):
     def evaluate(self, trainer: pl.Trainer, pl_module: GANModule) -> dict[str, float]:
         """Score the current generator, log it, keep best.ckpt, redraw the curve; returns the results."""
         results = self.evaluator.score(self._gathered_features(trainer, pl_module))
-        names = self.evaluator.names
-        logged = {}
-        for key, name in (
-            ("fid", "fid"),
-            ("kid_mean", "kid"),
-            ("kid_std", "kid"),
-            ("isc_mean", "isc"),
-            ("isc_std", "isc"),
-        ):
-            if key in results:
-                logged[f"val/{names[name]}" + ("_std" if key.endswith("_std") else "")] = results[key]
+        logged = {f"val/{name}": value for name, value in self.evaluator.named(results).items()}
         for logger in trainer.loggers:  # indexed by generator step, like the training metrics
             logger.log_metrics(logged, step=pl_module.g_steps)
         for name, value in logged.items():  # progress bar, and trainer.callback_metrics for other callbacks

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import transforms
 
 from gan_lab.errors import ConfigError, DataError
-from gan_lab.images import to_uint8
+from gan_lab.images import generated_to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -312,14 +312,19 @@ class ImageDataModule(pl.LightningDataModule):
         """Return the dataset of ``split`` ("train" or "test") whose items are ``(transform(image), label)``."""
         raise NotImplementedError
 
-    def reference_dataset(self, split: str) -> Dataset:
-        """Real images of ``split`` as uint8 (3, R, R) at the training resolution, unflipped, for metrics."""
+    def reference_dataset(self, split: str, resolution: int | None = None) -> Dataset:
+        """Real images of ``split`` as uint8 (3, r, r) at ``resolution`` (default: training's), unflipped, for metrics."""
         if split not in ("train", "test"):
             raise ConfigError(f"metrics.reference_split must be 'train' or 'test', got '{split}'")
-        if split == "train" and isinstance(self.train_set, InMemoryImages):
+        resolution = resolution or self.resolution
+        if split == "train" and resolution == self.resolution and isinstance(self.train_set, InMemoryImages):
             # The decoded images are reference_transform's output already: the same bytes, no second decode.
             return _TensorImages(self.train_set.images, self.train_set.labels, None)
-        return self.build_dataset(reference_transform(self.resolution, self.crop), split)
+        return self.build_dataset(reference_transform(resolution, self.crop), split)
+
+    def native_resolution(self) -> int | None:
+        """The side of the dataset's own square images (CIFAR-10: 32), or None when sizes differ or are unknown."""
+        return None
 
     def num_images(self) -> int | None:
         """Images in the training set, known without decoding any; None: unknown (in_memory=auto is then off)."""
@@ -541,6 +546,9 @@ class CIFAR10DataModule(ImageDataModule):
 
     def num_images(self) -> int:
         return 50_000
+
+    def native_resolution(self) -> int:
+        return 32
 
     def source_files(self) -> list[Path]:
         from torchvision.datasets import CIFAR10
@@ -824,6 +832,14 @@ class FolderDataModule(ImageDataModule):
     def num_images(self) -> int:
         return len(self.files)
 
+    def native_resolution(self) -> int | None:
+        """The common image size (read from up to HEADER_SAMPLE headers), after dataset.crop; None if sizes differ."""
+        _, _, sizes = read_headers(self.files, HEADER_SAMPLE)
+        if len(set(sizes.values())) != 1:
+            return None
+        side = min(next(iter(sizes.values())))
+        return min(side, self.crop) if self.crop else side
+
     def source_files(self) -> list[Path]:
         return self.files
 
@@ -947,6 +963,6 @@ class FakeDataModule(ImageDataModule):
         images, labels = self.generate(split)
         return _TensorImages(images, labels, None)
 
-    def reference_dataset(self, split: str) -> Dataset:
+    def reference_dataset(self, split: str, resolution: int | None = None) -> Dataset:
         images, labels = self.generate(split)
-        return _TensorImages(to_uint8(images), labels, None)
+        return _TensorImages(generated_to_uint8(images, resolution or self.resolution), labels, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -10,13 +11,15 @@ from typing import Any
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from torchvision import transforms
 
 from gan_lab.checkpoints import load_generator, run_dir_of
 from gan_lab.cli import config_errors_as_one_line, resolve_device, user_errors_as_one_line
 from gan_lab.data import ImageFileDataset, scan_image_folder, to_rgb
 from gan_lab.errors import ConfigError
-from gan_lab.metrics import Evaluator, generated_batches, image_batches, settings_from_config
+from gan_lab.images import uint8_at_resolution
+from gan_lab.metrics import Evaluator, image_batches, settings_from_config
 
 log = logging.getLogger("gan_lab.evaluate")
 
@@ -42,11 +45,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     if loaded is not None:
         source: dict[str, Any] = {"ckpt": str(Path(cfg.ckpt).resolve()), "g_steps": loaded.g_steps}
-        evaluator = Evaluator(settings, datamodule, dataset_cfg, device)
-        s = evaluator.settings
-        batches = generated_batches(
-            loaded.generator, s.num_fake, loaded.z_dim, loaded.num_classes, s.batch_size, device, cfg.seed
-        )
+        model_resolution = loaded.config.dataset.resolution
+        evaluator = Evaluator(settings, datamodule, dataset_cfg, device, model_resolution)
+        batches = evaluator.generated(loaded.generator, loaded.z_dim, loaded.num_classes, cfg.seed)
         default_out = (
             run_dir_of(Path(cfg.ckpt)) / f"evaluation_{evaluator.names['fid']}_{Path(cfg.ckpt).stem}.json"
         )
@@ -54,16 +55,29 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         fake_dir = Path(cfg.fake_dir).expanduser()
         files, labels, _ = scan_image_folder(fake_dir, key="fake_dir")
         settings.num_fake = settings.num_fake or len(files)  # a folder is scored whole unless told otherwise
-        evaluator = Evaluator(settings, datamodule, dataset_cfg, device)
+        with Image.open(files[0]) as first:  # the generator's resolution is the files' size
+            model_resolution = min(first.size)
+        evaluator = Evaluator(settings, datamodule, dataset_cfg, device, model_resolution)
         s = evaluator.settings
-        # Decoded as torch-fidelity decodes files: RGB, unresized uint8 (Inception resizes internally).
-        images = ImageFileDataset(files, labels, transforms.Compose([to_rgb, transforms.PILToTensor()]))
+        # Decoded as torch-fidelity decodes files (RGB uint8), then reduced to the metric resolution if larger.
+        to_metric = functools.partial(uint8_at_resolution, resolution=evaluator.resolution)
+        images = ImageFileDataset(
+            files, labels, transforms.Compose([to_rgb, transforms.PILToTensor(), to_metric])
+        )
         batches = image_batches(images, s.num_fake, s.batch_size, what=f"fake_dir {fake_dir}")
         source = {"fake_dir": str(fake_dir.resolve())}
         default_out = fake_dir.parent / f"evaluation_{evaluator.names['fid']}_{fake_dir.name}.json"
 
+    print(f"protocol {evaluator.describe()}", flush=True)
     results = evaluator.score(evaluator.fake_features(batches))
-    report = {**source, "names": evaluator.names, **results, "dataset": dataset_cfg}
+    report = {
+        **source,
+        "metrics": evaluator.named(results),
+        "names": evaluator.names,
+        "protocol": evaluator.protocol(),
+        **results,
+        "dataset": dataset_cfg,
+    }
     out = Path(cfg.out).expanduser() if cfg.out else default_out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -47,7 +47,7 @@ def test_two_process_ddp_trains_and_scores_like_one_process(inception_weights, t
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows if r.get("train/g_loss")] == [1, 2, 3, 4]  # written once, by rank 0
-    (ddp_fid,) = [float(r["val/fid16_train"]) for r in rows if r.get("val/fid16_train")]
+    (ddp_fid,) = [float(r["val/fid16_train32"]) for r in rows if r.get("val/fid16_train32")]
 
     out = tmp_path / "eval.json"
     single = run_module(

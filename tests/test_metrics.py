@@ -80,7 +80,12 @@ def test_nan_classifier_head_stops_inception_score(inception, inception_weights)
 def test_metric_names_carry_count_and_reference():
     assert [count_name(n) for n in (500, 5000, 50000, 2500)] == ["500", "5k", "50k", "2500"]
     settings = MetricSettings(num_fake=5000, reference_split="test").resolved("cpu")
-    assert metric_names(settings) == {"fid": "fid5k_test", "kid": "kid5k_test", "isc": "is5k"}
+    names = metric_names(settings, 32)
+    assert (names["fid"], names["kid"], names["isc"]) == ("fid5k_test32", "kid5k_test32", "is5k_32")
+    assert names["precision"] == "precision5k_test32_vgg16" and names["density"] == "density5k_test32_vgg16"
+    clean = MetricSettings(num_fake=50000, resizer="clean", prc_features="inception").resolved("cpu")
+    names = metric_names(clean, 64)
+    assert names["fid"] == "fid50k_train64_clean" and names["coverage"] == "coverage10k_train64_inception_clean"
     cpu = MetricSettings().resolved("cpu")
     assert (cpu.num_fake, cpu.num_real) == (500, 500)  # few samples on CPU, equal counts by default
 
@@ -109,6 +114,8 @@ def test_evaluate_cli_matches_torch_fidelity(cifar_pair, inception_weights, tmp_
         "dataset.num_workers=0",
         "metrics.num_real=120",
         "metrics.kid_subset_size=60",
+        "metrics.prc=true",
+        "metrics.prc_features=inception",
         f"metrics.inception_weights={inception_weights}",
         f"metrics.cache_dir={tmp_path / 'cache'}",
         f"out={out}",
@@ -121,11 +128,14 @@ def test_evaluate_cli_matches_torch_fidelity(cifar_pair, inception_weights, tmp_
     theirs = torch_fidelity.calculate_metrics(
         input1=str(fake), input2=str(real), fid=True, kid=True, kid_subset_size=60, cuda=False,
         feature_extractor_weights_path=str(inception_weights), verbose=False, save_cpu_ram=True,
+        prc=True, feature_extractor="inception-v3-compat", feature_layer_prc="2048",
     )  # fmt: skip
-    assert ours["num_fake"] == ours["num_real"] == 120 and ours["names"]["fid"] == "fid120_train"
+    assert ours["num_fake"] == ours["num_real"] == 120 and ours["names"]["fid"] == "fid120_train32"
     assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-4)
     assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-4)
     assert ours["kid_std"] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-4)
+    assert (ours["precision"], ours["recall"]) == pytest.approx((theirs["precision"], theirs["recall"]))
+    assert ours["names"]["precision"] == "precision120_train32_inception"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "eval.json"]  # nothing else in cwd
 
 
@@ -230,10 +240,10 @@ def test_in_loop_fid_logs_keeps_best_checkpoint_and_plots(tiny_config, inception
     train(tiny_config("steps=4", *in_loop))
     run = tmp_path / "run"
     with open(run / "metrics.csv") as f:
-        rows = [row for row in __import__("csv").DictReader(f) if row.get("val/fid16_train")]
-    fids = [float(row["val/fid16_train"]) for row in rows]
+        rows = [row for row in __import__("csv").DictReader(f) if row.get("val/fid16_train32")]
+    fids = [float(row["val/fid16_train32"]) for row in rows]
     assert len(fids) == 2 and all(math.isfinite(v) and v > 0 for v in fids)
-    assert all(row.get("val/kid16_train") for row in rows)
+    assert all(row.get("val/kid16_train32") for row in rows)
     best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     (state,) = [v for k, v in best["callbacks"].items() if k.startswith("InLoopMetrics")]
     assert state["best_fid"] == pytest.approx(min(fids), rel=1e-5)
@@ -248,8 +258,8 @@ def test_in_loop_fid_logs_keeps_best_checkpoint_and_plots(tiny_config, inception
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "cache hit" in done.stdout + done.stderr
-    report = json.loads((run / "evaluation_fid16_train_last.json").read_text())
-    assert report["g_steps"] == 4 and report["num_fake"] == 16 and report["names"]["kid"] == "kid16_train"
+    report = json.loads((run / "evaluation_fid16_train32_last.json").read_text())
+    assert report["g_steps"] == 4 and report["num_fake"] == 16 and report["names"]["kid"] == "kid16_train32"
     assert math.isfinite(report["fid"]) and report["kid_std"] >= 0
 
 

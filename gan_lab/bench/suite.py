@@ -433,7 +433,7 @@ class QualityOptions:
 def quality(opts: QualityOptions, workdir: Path) -> dict[str, Any]:
     """Train gan_lab's preset and the classic design for the same wall time, then FID both the same way."""
     from gan_lab.bench.shared import inception_weights
-    from gan_lab.metrics import Evaluator, MetricSettings, generated_batches
+    from gan_lab.metrics import Evaluator, MetricSettings
 
     started = time.perf_counter()
     weights = opts.inception_weights or inception_weights()
@@ -486,7 +486,7 @@ def quality(opts: QualityOptions, workdir: Path) -> dict[str, Any]:
         ("gan_lab", module.generate, module.z_dim),
         ("classic", classic_generate, CLASSIC_NZ),
     ):
-        batches = generated_batches(generate, opts.num_fake, z_dim, 0, opts.fid_batch, device)
+        batches = evaluator.generated(generate, z_dim, 0)
         fids[name] = evaluator.score(evaluator.fake_features(batches))["fid"]
         log.info("%s FID: %.2f", name, fids[name])
     return {

@@ -28,7 +28,9 @@ KINDS: dict[str, MetricKind] = {
     "fid": MetricKind("fid", False, "Fréchet Inception Distance (Heusel et al. 2017)"),
     "kid": MetricKind("kid", False, "Kernel Inception Distance (Bińkowski et al. 2018), unbiased MMD²"),
     "isc": MetricKind("is", True, "Inception Score (Salimans et al. 2016)", has_reference=False),
-    "precision": MetricKind("precision", True, "improved precision (Kynkäänniemi et al. 2019)", has_features=True),
+    "precision": MetricKind(
+        "precision", True, "improved precision (Kynkäänniemi et al. 2019)", has_features=True
+    ),
     "recall": MetricKind("recall", True, "improved recall (Kynkäänniemi et al. 2019)", has_features=True),
     "density": MetricKind("density", True, "density (Naeem et al. 2020)", has_features=True),
     "coverage": MetricKind("coverage", True, "coverage (Naeem et al. 2020)", has_features=True),
