@@ -16,17 +16,18 @@ import torch
 from gan_lab.errors import ConfigError, one_line, user_error
 
 
-def user_errors_as_one_line(main: Callable[..., Any]) -> Callable[..., None]:
+def user_errors_as_one_line(main: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap an entry point: a GanLabError prints one `gan_lab: error:` line and exits 1.
 
     Other exceptions, and every exception when HYDRA_FULL_ERROR=1, propagate with their traceback. In a
-    multirun the failed job's error is printed and re-raised, so the remaining jobs still run.
+    multirun the failed job's error is printed and re-raised, so the remaining jobs still run. The entry
+    point's return value is passed on (a training run's objective, for Hydra's Optuna sweeper).
     """
 
     @functools.wraps(main)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            main(*args, **kwargs)
+            return main(*args, **kwargs)
         except Exception as exc:
             err = user_error(exc)
             if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1":

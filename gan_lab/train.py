@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from gan_lab import ddp
+from gan_lab import ddp, objective
 from gan_lab.augment import Augmentations
 from gan_lab.callbacks import InLoopMetrics
 from gan_lab.checkpointing import AtomicCheckpointIO
@@ -29,7 +30,7 @@ from gan_lab.loggers import redact_secrets
 from gan_lab.metrics import settings_from_config
 from gan_lab.module import GANModule
 from gan_lab.precision import resolve_precision
-from gan_lab.preemption import PreemptionCheckpoint
+from gan_lab.preemption import Preempted, PreemptionCheckpoint
 from gan_lab.resume import check_same_architecture, find_checkpoint, resume_config, trim_metrics_csv
 
 log = logging.getLogger("gan_lab.train")
@@ -231,14 +232,53 @@ def _preemption_callback(trainer: pl.Trainer | None) -> PreemptionCheckpoint | N
     return next((c for c in callbacks if isinstance(c, PreemptionCheckpoint)), None)
 
 
+def run_objective(cfg: DictConfig, module: GANModule) -> float:
+    """The trained run's objective (cfg.objective, default its best in-loop FID), as measured.
+
+    A run that logged none gets the worst value (inf for FID, -inf for IS), with a warning line saying why in a
+    search, where the value is a trial's result.
+    """
+    value, why = objective.run_value(cfg.get("objective"), module.trainer.callbacks)
+    if why and objective.in_search():
+        log.warning("%s; this trial reports %s", why, objective.worst_reported(cfg.get("objective")))
+    return value
+
+
+def failed_trial(cfg: DictConfig, exc: Exception) -> float:
+    """A search trial that failed or diverged: print why in one line and report the worst value, so the search
+    goes on (a raising trial would stop an Optuna sweep) and never picks it. status.json says failed."""
+    err = user_error(exc)
+    if err is not None:
+        reason = one_line(err)
+    else:
+        log.error("trial failed with an unexpected error", exc_info=exc)
+        root = exc  # e.g. the ValueError behind Hydra's InstantiationException
+        while root.__cause__ is not None:
+            root = root.__cause__
+        reason = " ".join(f"{type(root).__name__}: {root}".split())
+    print(
+        f"gan_lab: error: {reason}; this trial reports {objective.worst_reported(cfg.get('objective'))}",
+        file=sys.stderr,
+    )
+    return objective.worst(cfg.get("objective"))
+
+
 @config_errors_as_one_line
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @user_errors_as_one_line
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float:
+    """Train one run; returns its objective (see run_objective), which Hydra's Optuna sweeper optimizes."""
     from hydra.core.hydra_config import HydraConfig
 
     ddp.install()  # DDP ranks re-run this job, not the whole command line (multirun)
-    train(cfg, overrides=list(HydraConfig.get().overrides.task))
+    objective.resolve(cfg.get("objective"))  # a misspelt objective stops before training
+    try:
+        module = train(cfg, overrides=list(HydraConfig.get().overrides.task))
+    except Exception as exc:
+        if not objective.in_search() or isinstance(user_error(exc), Preempted):
+            raise  # outside a search, and when the whole search is being stopped (SIGTERM, Ctrl+C)
+        return failed_trial(cfg, exc)
+    return run_objective(cfg, module)
 
 
 if __name__ == "__main__":
