@@ -1,4 +1,4 @@
-"""`python -m gan_lab.bench [throughput]` and `python -m gan_lab.bench quality --minutes 20`.
+"""`python -m gan_lab.bench [throughput]`, `... quality --minutes 20` and `... reproduce --minutes 4`.
 
 Throughput (~9 minutes on a 2-core CPU with the defaults): framework overhead against a plain loop, end to end
 against the classic DCGAN design, FID features against torch-fidelity. Quality (1-1.5 hours: 2 x 20 minutes
@@ -29,6 +29,11 @@ QUICK_THROUGHPUT = dict(
     fid_images=4, fid_batch=2, fid_repeats=3, matmul_sizes=(128, 256), matmul_time_s=0.05,
 )  # fmt: skip
 QUICK_QUALITY = dict(minutes=0.03, batch_size=8, width=8, num_fake=8, num_real=8, fid_batch=4)
+QUICK_REPRODUCE = dict(minutes=0.05, num_fake=8, num_real=8)
+QUICK_REPRODUCE_SET = (
+    "model.width=4",
+    "dataset.batch_size=8",
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -95,8 +100,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     qp.add_argument("--num-fake", type=int, help="generated images for FID (default 5000)")
     qp.add_argument("--num-real", type=int, help="real training images for FID (default 10000, cached)")
     qp.add_argument("--cache-dir", help="real-feature cache (default ~/.cache/gan_lab/metrics)")
+    rp = sub.add_parser("reproduce", help="train study arms for a budget and score them (reproduction.md)")
+    _common(rp)
+    rp.add_argument("--arms", nargs="+", help="arms to run (default: all; see gan_lab/bench/reproduce.py)")
+    rp.add_argument("--minutes", type=float, help="training wall time per arm (default 4)")
+    rp.add_argument("--epochs", type=int, help="train each arm this many epochs instead (the studies: 100)")
+    rp.add_argument("--resolution", type=int, help="training resolution (default 32; the studies: 64)")
+    rp.add_argument("--num-fake", type=int, help="generated images for FID (default 1000)")
+    rp.add_argument("--num-real", type=int, help="real training images for FID (default 1000, cached)")
+    rp.add_argument("--protocol", help="a named protocol instead of the counts, e.g. fid10k_test")
+    rp.add_argument("--cache-dir", help="real-feature cache (default ~/.cache/gan_lab/metrics)")
     argv = list(argv)
-    if not argv or argv[0] not in ("throughput", "quality", "-h", "--help"):
+    if not argv or argv[0] not in ("throughput", "quality", "reproduce", "-h", "--help"):
         argv = ["throughput", *argv]
     return parser.parse_args(argv)
 
@@ -159,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     readme = None if args.no_readme else args.readme or (None if args.quick else Path("README.md"))
     with tempfile.TemporaryDirectory(prefix="gan_lab_bench_") as tmp:
         workdir = args.workdir or Path(tmp)
+        if args.command == "reproduce":
+            # reproduce takes the dataset's root (train/ and test/ below it), not its train/ folder
+            root = args.data_root.expanduser().absolute() if args.data_root else data_root.parent
+            return _reproduce(args, root, out, workdir)
         if args.command == "quality":
             names = ("minutes", "model", "batch_size", "width", "num_fake", "num_real", "inception_weights",
                      "cache_dir")  # fmt: skip
@@ -180,6 +199,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"refreshed {readme}" if refreshed else f"{readme} has no {START_MARKER} ... {END_MARKER} section"
         )
+    return 0
+
+
+def _reproduce(args: argparse.Namespace, data_root: Path, out: Path, workdir: Path) -> int:
+    from gan_lab.bench.reproduce import ReproduceOptions, render, reproduce
+
+    names = ("minutes", "epochs", "resolution", "num_fake", "num_real", "protocol", "inception_weights",
+             "cache_dir")  # fmt: skip
+    chosen = _options(args, names, QUICK_REPRODUCE)
+    if args.arms:
+        chosen["arms"] = tuple(args.arms)
+    elif args.quick:
+        chosen["arms"] = ("cgan_study/cgan", "sndcgan_lr_sweep/lr1e-4")
+    quick_set = list(QUICK_REPRODUCE_SET) if args.quick else []
+    opts = ReproduceOptions(data_root, overrides=tuple(quick_set + args.set), **chosen)
+    results = reproduce(opts, out, workdir)
+    print(render(results))
+    print(f"wrote {out / 'reproduction.md'}, {out / 'reproduction.json'} and {out / 'reproduction'}/")
     return 0
 
 

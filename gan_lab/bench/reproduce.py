@@ -1,0 +1,250 @@
+"""`python -m gan_lab.bench reproduce`: train chosen study arms for a declared budget and score them alike.
+
+Each arm is a study preset run as a user runs it (`experiment=... variant=...`), trained for `--minutes` of
+wall time (CPU) or the study's `--epochs` (GPU), then scored by `gan_lab.evaluate` under the standard 32²
+protocol (generated images reduced to CIFAR's own 32², real training images) and, when the generator is
+larger, also at its own resolution (the way the studies scored). Writes benchmarks/reproduction.md (the table
+beside what each study and the literature report), reproduction.json, a sample grid per arm and the training
+curves of all arms.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gan_lab.bench.loops import StepTimer
+from gan_lab.bench.measure import machine, machine_line
+
+log = logging.getLogger("gan_lab.bench")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a study: the overrides that select it, what the study found, and a published anchor."""
+
+    name: str
+    overrides: tuple[str, ...]
+    study: str  # what the study reported for this arm (its finding and protocol)
+    anchor: str = ""  # a published number for the same kind of model, with its protocol
+
+
+# The studies' own reports are not part of gan_lab; their findings are quoted from issue 11. Published anchors
+# (with their protocols) come from PyTorch-StudioGAN's README tables and Mimicry's.
+STUDIOGAN_OLD = "StudioGAN README @8ac1fa1: FID-10k vs the 10k test images, 32²"
+ARMS: dict[str, Arm] = {
+    a.name: a
+    for a in (
+        Arm(
+            "cgan_study/dcgan", ("experiment=cgan_study", "variant=cgan_study/dcgan", "scheduler=exponential"),
+            "baseline of the study (FID and KID, 100 epochs); CGAN reported better",
+            f"DCGAN: FID 49.03 ({STUDIOGAN_OLD}); 48.29 (StudioGAN now: 50k vs train)",
+        ),
+        Arm(
+            "cgan_study/cgan", ("experiment=cgan_study", "variant=cgan_study/cgan", "scheduler=exponential"),
+            "conditional DCGAN beats the unconditional one",
+            f"ACGAN: FID 45.57 ({STUDIOGAN_OLD}); ACGAN-Mod 33.39 (StudioGAN now: 50k vs train)",
+        ),
+        Arm(
+            "cgan_study/wgan", ("experiment=cgan_study", "variant=cgan_study/wgan", "scheduler=exponential"),
+            "WGAN-GP arm of the study",
+            f"WGAN-GP: FID 25.85 ({STUDIOGAN_OLD}); 53.98 (StudioGAN now); 26.08 (Mimicry: 50k vs 50k train)",
+        ),
+        Arm(
+            "sn_study/wgan_clip", ("experiment=sn_study", "variant=sn_study/wgan_clip"),
+            "WGAN with weight clipping lags the other arms (scored by IS in the study)",
+            f"WGAN (clipping): FID 159.09 ({STUDIOGAN_OLD}); 107.68 (StudioGAN now: 50k vs train)",
+        ),
+        *(
+            Arm(
+                f"sndcgan_lr_sweep/lr{lr}", ("experiment=sndcgan_lr_sweep", f"optim.lr={lr}"),
+                "lr 1e-4 learns, lower rates learn slower, lr 1e-6 fails (FID and D accuracy, 100 epochs at 64²)",
+                "SNGAN (standard CNN, Miyato et al. 2018): FID 29.3 (the paper's own protocol)" * (lr == "1e-4"),
+            )
+            for lr in ("1e-4", "1e-5", "1e-6")
+        ),
+    )
+}  # fmt: skip
+CPU_ARMS = tuple(ARMS)
+
+
+@dataclass
+class ReproduceOptions:
+    data_root: (
+        Path  # CIFAR-10 as an image folder with train/ and test/ (the shared copy), or None: dataset=cifar10
+    )
+    arms: tuple[str, ...] = CPU_ARMS
+    minutes: float | None = 4.0  # wall-clock training budget per arm; None: the epochs budget
+    epochs: int | None = None  # the studies' budget (100) for a GPU run
+    resolution: int = 32  # training resolution (the studies trained 64²; 32² is what a CPU can afford)
+    num_fake: int = 1000
+    num_real: int = 1000
+    protocol: str | None = None  # a named protocol instead of the counts (fid10k_test, fid50k_train, ...)
+    inception_weights: str | None = None
+    cache_dir: str | None = None
+    seed: int = 0
+    overrides: tuple[str, ...] = ()
+
+
+def dataset_overrides(opts: ReproduceOptions) -> list[str]:
+    if opts.data_root is None:
+        return ["dataset=cifar10", f"dataset.resolution={opts.resolution}"]
+    return [
+        "dataset=folder", f"dataset.root={opts.data_root / 'train'}", f"dataset.test_root={opts.data_root / 'test'}",
+        f"dataset.resolution={opts.resolution}",
+    ]  # fmt: skip
+
+
+def train_arm(arm: Arm, opts: ReproduceOptions, run_dir: Path) -> dict[str, Any]:
+    """Train one arm as `python -m gan_lab.train` would, under the declared budget; its training record."""
+    from omegaconf import open_dict
+
+    from gan_lab.bench.loops import timer_config
+    from gan_lab.config import compose_config
+    from gan_lab.train import train
+
+    budget = ["steps=null", f"trainer.max_epochs={opts.epochs}"] if opts.epochs else ["steps=1000000000"]
+    overrides = [
+        *arm.overrides, *dataset_overrides(opts), "metrics=none", f"seed={opts.seed}",
+        "trainer.log_every_n_steps=10", "trainer.enable_model_summary=false", *budget, *opts.overrides,
+    ]  # fmt: skip
+    cfg = compose_config(overrides, output_dir=run_dir)
+    key = StepTimer.new_key()
+    budget_s = opts.minutes * 60 if opts.minutes and not opts.epochs else None
+    with open_dict(cfg):
+        cfg.callbacks.bench_timer = timer_config(key, budget_s)
+    module = train(cfg)
+    clock = StepTimer.find(key).clock
+    return {
+        "overrides": overrides,
+        "g_steps": module.g_steps,
+        "d_steps": module.d_steps,
+        "epochs": round(module.d_steps / max(1, module.trainer.num_training_batches), 2),
+        "train_s": round(clock.elapsed_s, 1) if clock else None,
+        "model_resolution": opts.resolution,
+    }
+
+
+def score_arm(run_dir: Path, opts: ReproduceOptions, resolution: str) -> dict[str, Any]:
+    """gan_lab.evaluate on the arm's last checkpoint at metrics.resolution=`resolution`."""
+    from gan_lab.config import compose_config
+    from gan_lab.evaluate import evaluate
+
+    metrics = [f"metrics.protocol={opts.protocol}"] if opts.protocol else [
+        f"metrics.num_fake={opts.num_fake}", f"metrics.num_real={opts.num_real}",
+    ]  # fmt: skip
+    extra = [f"metrics.inception_weights={opts.inception_weights}"] if opts.inception_weights else []
+    extra += [f"metrics.cache_dir={opts.cache_dir}"] if opts.cache_dir else []
+    cfg = compose_config(
+        [f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", *metrics, f"metrics.resolution={resolution}", *extra,
+         f"out={run_dir / f'evaluation_{resolution}.json'}"],
+        config_name="evaluate",
+    )  # fmt: skip
+    report = evaluate(cfg)
+    return {
+        key: report[key]
+        for key in ("metrics", "names", "protocol", "fid", "kid_mean", "num_fake", "num_real")
+    }
+
+
+def reproduce(opts: ReproduceOptions, out_dir: Path, workdir: Path) -> dict[str, Any]:
+    """Train and score every arm; write reproduction.md/.json, grids and curves into out_dir."""
+    unknown = [a for a in opts.arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"gan_lab.bench: error: unknown arm {unknown[0]}; choose from {', '.join(ARMS)}")
+    results: dict[str, Any] = {"machine": machine(), "options": _jsonable(opts), "arms": {}}
+    figures = out_dir / "reproduction"
+    figures.mkdir(parents=True, exist_ok=True)
+    for name in opts.arms:
+        arm, run_dir = ARMS[name], workdir / name.replace("/", "__")
+        log.info("arm %s: training", name)
+        record = {**asdict(arm), **train_arm(arm, opts, run_dir), "scores": {}}
+        resolutions = ["native"] + ["model"] * (opts.resolution > 32)
+        for resolution in resolutions:
+            log.info("arm %s: scoring at metrics.resolution=%s", name, resolution)
+            record["scores"][resolution] = score_arm(run_dir, opts, resolution)
+        grids = sorted((run_dir / "samples").glob("step_*.png"))
+        if grids:
+            shutil.copyfile(grids[-1], figures / f"{name.replace('/', '__')}.png")
+        record["run_dir"] = str(run_dir)
+        results["arms"][name] = record
+        _write(results, out_dir)  # after every arm: a stopped run keeps what it measured
+    plot_curves(results, figures / "curves.png")
+    _write(results, out_dir)
+    return results
+
+
+def plot_curves(results: dict[str, Any], path: Path) -> Path | None:
+    """The training curves of every arm (losses, D accuracy, D logits) in one figure, by report.py's plotter."""
+    from gan_lab.report import Job, plot_training_curves, read_series
+
+    jobs = [
+        Job(name=str(i), overrides={"arm": name}, status="completed", series=read_series(Path(r["run_dir"]) / "metrics.csv"))
+        for i, (name, r) in enumerate(results["arms"].items())
+    ]  # fmt: skip
+    return plot_training_curves(jobs, ["arm"], path)
+
+
+def _jsonable(opts: ReproduceOptions) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+
+
+def _write(results: dict[str, Any], out_dir: Path) -> None:
+    from gan_lab.bench.report import _atomic_write
+
+    _atomic_write(out_dir / "reproduction.json", json.dumps(results, indent=2, default=str) + "\n")
+    _atomic_write(out_dir / "reproduction.md", render(results) + "\n")
+
+
+def render(results: dict[str, Any]) -> str:
+    """The markdown report: budget, protocol, and per arm gan_lab's numbers beside the study's and the literature's."""
+    opts, arms = results["options"], results["arms"]
+    budget = (
+        f"{opts['epochs']} epochs"
+        if opts.get("epochs")
+        else f"{opts['minutes']:g} minutes of training per arm"
+    )
+    lines = [
+        "# Reproduction of the studies' arms",
+        "",
+        f"Measured with `python -m gan_lab.bench reproduce` on {machine_line(results['machine'])}.",
+        "",
+        f"Budget: {budget} at {opts['resolution']}² (the studies trained 100 epochs, at 64² where they say so). "
+        "At a CPU budget the point is the ordering and the trend, not the level: FID at 1k samples is biased "
+        "far above FID at 10k or 50k, so compare gan_lab's numbers with each other, and with the published "
+        "ones only under the same protocol.",
+        "",
+        "| arm | G steps | epochs | train min | gan_lab FID (protocol) | KID | study reported | published anchor (protocol) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in arms.items():
+        scores = []
+        for resolution, s in r["scores"].items():
+            scores.append(
+                f"{s['fid']:.1f} (`{s['names']['fid']}`{', as the study scored' * (resolution == 'model')})"
+            )
+        kid = r["scores"]["native"].get("kid_mean")
+        minutes = f"{r['train_s'] / 60:.1f}" if r.get("train_s") else "—"
+        lines.append(
+            f"| `{name}` | {r['g_steps']:,} | {r['epochs']} | {minutes} | {'; '.join(scores)} | "
+            f"{kid:.4f} | {r['study']} | {r['anchor'] or '—'} |"
+        )
+    first = next(iter(arms.values()), None)
+    if first is not None:
+        lines += ["", f"Protocol of gan_lab's numbers: {json.dumps(first['scores']['native']['protocol'])}"]
+    lines += [
+        "",
+        "Sample grids (the last grid of each run, fixed noise): `benchmarks/reproduction/<arm>.png`; training "
+        "curves of all arms: `benchmarks/reproduction/curves.png`.",
+        "",
+        "Re-run on a GPU with the studies' budgets and a published protocol:",
+        "",
+        "```bash",
+        "python -m gan_lab.bench reproduce --epochs 100 --resolution 64 --protocol fid10k_test",
+        "```",
+    ]
+    return "\n".join(lines)
