@@ -28,8 +28,8 @@ _ABSENT = object()
 # Config keys a resumed run may take from the new command line: the budget, the hardware, how the run is
 # watched, and where files are. Everything else comes from the checkpoint.
 CHANGEABLE = (
-    "resume", "steps", "paths", "logger", "callbacks", "metrics", "hydra",
-    "trainer.max_epochs", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
+    "resume", "steps", "paths", "logger", "callbacks", "metrics", "hydra", "objective",
+    "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.default_root_dir",
     "dataset.root", "dataset.test_root", "dataset.num_workers", "dataset.download",
 )  # fmt: skip

@@ -189,6 +189,25 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path | None:
     return plot_training_curves(jobs, ["arm"], path)
 
 
+def describe_protocol(p: dict[str, Any]) -> str:
+    """A protocol record (Evaluator.protocol) in words."""
+    weights = Path(str(p["inception_weights"])).name
+    return (
+        f"{p['num_fake']} generated vs {p['num_real']} {p['reference_split']} images at {p['resolution']}² "
+        f"(metrics.resolution={p['resolution_setting']}; generator {p['model_resolution']}², dataset "
+        f"{p['native_resolution']}²), {p['resizer']} resize into Inception, weights {weights}"
+    )
+
+
+def rankings(arms: dict[str, Any]) -> dict[str, list[tuple[str, float]]]:
+    """{study: [(arm, FID at the native resolution), ...] best first}."""
+    by_study: dict[str, list[tuple[str, float]]] = {}
+    for name, record in arms.items():
+        study, arm = name.split("/", 1)
+        by_study.setdefault(study, []).append((arm, record["scores"]["native"]["fid"]))
+    return {study: sorted(ranked, key=lambda item: item[1]) for study, ranked in by_study.items()}
+
+
 def _jsonable(opts: ReproduceOptions) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
 
@@ -213,6 +232,10 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Measured with `python -m gan_lab.bench reproduce` on {machine_line(results['machine'])}.",
         "",
+        "The studies' own reports are not part of this repository: the 'study reported' column gives their "
+        "findings as issue 11 records them; the published anchors are other frameworks' numbers for the same "
+        "kinds of model, each with its protocol.",
+        "",
         f"Budget: {budget} at {opts['resolution']}² (the studies trained 100 epochs, at 64² where they say so). "
         "At a CPU budget the point is the ordering and the trend, not the level: FID at 1k samples is biased "
         "far above FID at 10k or 50k, so compare gan_lab's numbers with each other, and with the published "
@@ -229,17 +252,21 @@ def render(results: dict[str, Any]) -> str:
             )
         kid = r["scores"]["native"].get("kid_mean")
         minutes = f"{r['train_s'] / 60:.1f}" if r.get("train_s") else "—"
+        note = f" ({r['note']})" if r.get("note") else ""
         lines.append(
-            f"| `{name}` | {r['g_steps']:,} | {r['epochs']} | {minutes} | {'; '.join(scores)} | "
+            f"| `{name}`{note} | {r['g_steps']:,} | {r['epochs']} | {minutes} | {'; '.join(scores)} | "
             f"{kid:.4f} | {r['study']} | {r['anchor'] or '—'} |"
         )
     first = next(iter(arms.values()), None)
     if first is not None:
-        lines += ["", f"Protocol of gan_lab's numbers: {json.dumps(first['scores']['native']['protocol'])}"]
+        lines += ["", f"gan_lab's numbers: {describe_protocol(first['scores']['native']['protocol'])}."]
+    lines += ["", "Ordering by gan_lab's FID within each study (lower is better):", ""]
+    for study, ranked in rankings(arms).items():
+        lines.append(f"- {study}: " + " < ".join(f"{arm} ({fid:.1f})" for arm, fid in ranked))
     lines += [
         "",
-        "Sample grids (the last grid of each run, fixed noise): `benchmarks/reproduction/<arm>.png`; training "
-        "curves of all arms: `benchmarks/reproduction/curves.png`.",
+        "Sample grids (the last grid of each run, fixed noise): `reproduction/<arm>.png` beside this file; "
+        "training curves of all arms: `reproduction/curves.png`.",
         "",
         "Re-run on a GPU with the studies' budgets and a published protocol:",
         "",

@@ -367,7 +367,7 @@ def fid_throughput(opts: ThroughputOptions) -> dict[str, Any]:
 
     images = load_images(opts.data_root, opts.fid_images, opts.resolution)
     settings = MetricSettings(fid=True, kid=False, inception_weights=weights, batch_size=opts.fid_batch)
-    evaluator = Evaluator(settings, None, {}, "cpu")
+    evaluator = Evaluator(settings, None, {}, "cpu", model_resolution=opts.resolution)
     extractor = create_feature_extractor(
         "inception-v3-compat",
         [POOL, LOGITS],
@@ -498,7 +498,10 @@ def quality(opts: QualityOptions, workdir: Path) -> dict[str, Any]:
             "gan_lab_overrides": overrides,
             "gan_lab_speed": timer.speed.as_dict() if timer.speed else None,
         },
-        "metric": f"FID-{_count(opts.num_fake)} against {_count(opts.num_real)} train images",
+        "metric": (
+            f"FID-{_count(opts.num_fake)} against {_count(opts.num_real)} train images at {evaluator.resolution}² "
+            f"(`{evaluator.names['fid']}`)"
+        ),
         "gan_lab": {**gan_train, "fid": fids["gan_lab"], "description": f"gan_lab model={opts.model}"},
         "classic": {**classic_train, "fid": fids["classic"], "description": "classic DCGAN example design"},
         "duration_s": round(time.perf_counter() - started, 1),

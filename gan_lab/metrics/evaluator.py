@@ -170,7 +170,7 @@ class Evaluator:
         self.device = device
         self.datamodule = datamodule
         self.dataset_cfg = dataset_cfg
-        self.model_resolution = model_resolution or getattr(datamodule, "resolution", None) or 299
+        self.model_resolution = model_resolution or datamodule.resolution
         self.native_resolution = datamodule.native_resolution() if datamodule is not None else None
         self.resolution = protocols.metric_resolution(
             s.resolution, self.model_resolution, self.native_resolution
@@ -192,6 +192,7 @@ class Evaluator:
     def protocol(self) -> dict[str, Any]:
         """Everything that makes a number comparable, for evaluate's JSON and the logs."""
         s = self.settings
+        reduced = self.model_resolution != self.resolution
         described = {
             "name": s.protocol or "custom",
             "num_fake": s.num_fake,
@@ -201,9 +202,7 @@ class Evaluator:
             "resolution_setting": s.resolution,
             "model_resolution": self.model_resolution,
             "native_resolution": self.native_resolution,
-            "downsampling": "box filter (area mean) in float, then quantized once"
-            * (self.model_resolution != self.resolution)
-            or "none",
+            "downsampling": "box filter (area mean) in float, then quantized once" if reduced else "none",
             "resizer": s.resizer,
             "resizer_detail": protocols.RESIZERS[s.resizer],
             "inception_weights": self.weights or "torch-fidelity download (pt_inception-2015-12-05)",
