@@ -18,6 +18,14 @@ def _shared_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def skip_without_shared(what: str) -> None:
+    """Skip a test that needs ../shared; under GAN_LAB_REQUIRE_SHARED=1 (CI) fail it instead."""
+    message = f"needs ../shared/{what}"
+    if os.environ.get("GAN_LAB_REQUIRE_SHARED") == "1":
+        pytest.fail(f"{message}, and GAN_LAB_REQUIRE_SHARED=1 says it must be there")
+    pytest.skip(message)
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan_lab"
 
@@ -29,7 +37,7 @@ def cifar_jpeg_root() -> Path:
 
     archive = _shared_dir() / "data" / "cifar10-jpeg.tar.gz"
     if not archive.is_file():
-        pytest.skip("needs ../shared/data/cifar10-jpeg.tar.gz")
+        skip_without_shared("data/cifar10-jpeg.tar.gz")
     final = _cache_dir() / "cifar10-jpeg"
     root = extract_cifar_jpeg(archive, final)
     if root is None:
@@ -100,7 +108,7 @@ def inception_weights() -> Path:
     """The FID Inception weights of ../shared (NaN classifier head: FID/KID only)."""
     path = _shared_dir() / "weights" / "inception-2015-12-05-fid.pth"
     if not path.is_file():
-        pytest.skip("needs ../shared/weights/inception-2015-12-05-fid.pth")
+        skip_without_shared("weights/inception-2015-12-05-fid.pth")
     return path
 
 

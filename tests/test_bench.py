@@ -6,6 +6,7 @@ import copy
 import io
 import json
 import math
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN, run_module
+from conftest import TINY_RUN, run_module, skip_without_shared
 from hydra.utils import instantiate
 from PIL import Image
 from torch import nn
@@ -351,7 +352,7 @@ def test_quick_throughput_writes_results_and_readme(tmp_path: Path, small_folder
 def test_quick_quality_reports_both_fids(tmp_path: Path, small_folder: Path) -> None:
     weights = _weights()
     if weights is None:
-        pytest.skip("needs ../shared/weights/inception-2015-12-05-fid.pth")
+        skip_without_shared("weights/inception-2015-12-05-fid.pth")
     out = tmp_path / "out"
     (out).mkdir()
     (out / "results.json").write_text(json.dumps({"training": {"kept": True}}))
@@ -365,5 +366,35 @@ def test_quick_quality_reports_both_fids(tmp_path: Path, small_folder: Path) -> 
     for name in ("gan_lab", "classic"):
         assert math.isfinite(quality[name]["fid"]) and quality[name]["fid"] > 0
         assert quality[name]["g_steps"] >= 1 and quality[name]["train_s"] > 0
-    assert quality["metric"] == "FID-8 against 8 train images"
-    assert "FID-8 against 8 train images" in render_markdown({"quality": quality})
+    assert quality["metric"] == "FID-8 against 8 train images at 32² (`fid8_train32`)"
+    assert "FID-8 against 8 train images at 32²" in render_markdown({"quality": quality})
+
+
+def test_quick_reproduce_trains_scores_and_writes_the_report(tmp_path: Path, small_folder: Path) -> None:
+    weights = _weights()
+    if weights is None:
+        skip_without_shared("weights/inception-2015-12-05-fid.pth")
+    data = tmp_path / "cifar_like"
+    for split in ("train", "test"):
+        shutil.copytree(small_folder, data / split)
+    out = tmp_path / "out"
+    args = ["reproduce", "--quick", f"--data-root={data}", f"--out={out}", f"--inception-weights={weights}"]
+    args += [f"--cache-dir={tmp_path / 'cache'}", "--arms", "cgan_study/cgan", "sndcgan_lr_sweep/lr1e-6"]
+    proc = run_module("gan_lab.bench", *args, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "reproduction.json").read_text())
+    assert list(results["arms"]) == ["cgan_study/cgan", "sndcgan_lr_sweep/lr1e-6"]
+    for name, arm in results["arms"].items():
+        native = arm["scores"]["native"]
+        assert (
+            arm["g_steps"] >= 1 and math.isfinite(native["fid"]) and native["names"]["fid"] == "fid8_train32"
+        )
+        assert native["protocol"]["resolution"] == 32
+        assert (out / "reproduction" / f"{name.replace('/', '__')}.png").stat().st_size > 500
+    assert "optim.lr=1e-6" in results["arms"]["sndcgan_lr_sweep/lr1e-6"]["overrides"]
+    assert (out / "reproduction" / "curves.png").stat().st_size > 5000
+    report = (out / "reproduction.md").read_text()
+    assert (
+        "`cgan_study/cgan`" in report and "`fid8_train32`" in report and "conditional DCGAN beats" in report
+    )
+    assert "--epochs 100" in report  # the GPU command with the studies' budget

@@ -86,3 +86,20 @@ def test_unknown_choice_lists_the_valid_ones(tmp_path):
     with pytest.raises(ConfigCompositionException) as err:
         compose_config(["loss=nonexistent"], output_dir=tmp_path)
     assert "Available options in 'loss'" in str(err.value) and "hinge" in str(err.value)
+
+
+@pytest.mark.parametrize("model", ["resnet", "sagan"])
+def test_every_preset_default_yields_to_the_command_line(tmp_path, model):
+    preset = compose_config([f"model={model}"], output_dir=tmp_path)
+    assert preset.loss._target_.endswith("HingeLoss") and list(preset.optim.betas) == [0.0, 0.9]
+    chosen = compose_config(
+        [f"model={model}", "loss=bce", "n_critic=2", "optim.betas=[0.5,0.999]", "scheduler=none"],
+        output_dir=tmp_path,
+    )
+    assert chosen.loss._target_.endswith("NonSaturatingLoss") and chosen.n_critic == 2
+    assert list(chosen.optim.betas) == [0.5, 0.999] and not chosen.scheduler
+
+
+def test_resnet_preset_sets_n_critic_and_linear_decay(tmp_path):
+    cfg = compose_config(["model=resnet"], output_dir=tmp_path)
+    assert cfg.n_critic == 5 and cfg.scheduler._target_ == "torch.optim.lr_scheduler.LinearLR"

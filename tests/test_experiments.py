@@ -52,6 +52,9 @@ def test_study_settings_are_in_the_presets(tmp_path):
 
     lr = compose_config(["experiment=sndcgan_lr_sweep"], output_dir=tmp_path)
     assert (lr.dataset.resolution, lr.dataset.batch_size, list(lr.optim.betas)) == (64, 128, [0.5, 0.999])
+    assert (
+        lr.trainer.max_epochs == 100 and lr.metrics.resolution == "native"
+    )  # the study's budget, papers' 32²
     assert lr.normalization.discriminator == "spectral_batch" and lr.loss._target_.endswith(
         "NonSaturatingLoss"
     )
@@ -63,6 +66,7 @@ def test_study_settings_are_in_the_presets(tmp_path):
     assert sagan.normalization.generator == "spectral_batch"
     church = compose_config(["experiment=dcgan_lsun_church128"], output_dir=tmp_path)
     assert church.dataset.resolution == 128 and church.callbacks.samples.interpolation_rows > 0
+    assert church.trainer.max_epochs == 100
 
 
 def test_multirun_of_a_study_runs_every_arm(tmp_path):
@@ -105,3 +109,24 @@ def test_metrics_none_wins_over_a_presets_metric_settings(tmp_path):
     )
     on = build_metrics_callback(compose_config(["experiment=sn_study"], output_dir=tmp_path))
     assert on is not None and on.settings.isc and not on.settings.fid
+
+
+def test_a_failing_job_lets_the_others_run_and_fails_the_sweep(tmp_path):
+    from conftest import TINY_CLI, run_module
+
+    sweep = tmp_path / "sweep"
+    done = run_module(
+        "gan_lab.train",
+        "-m",
+        "optim.lr=1e-4,-1,2e-4",
+        *TINY_CLI,
+        "steps=2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("gan_lab: error:")]
+    assert len(errors) == 1 and "optim.lr" in errors[0], done.stderr[-2000:]
+    statuses = [json.loads((sweep / str(n) / "status.json").read_text())["status"] for n in range(3)]
+    assert statuses == ["completed", "failed", "completed"]
+    assert (sweep / "2" / "checkpoints" / "last.ckpt").is_file()  # the job after the failure ran whole

@@ -85,7 +85,9 @@ def test_metric_names_carry_count_and_reference():
     assert names["precision"] == "precision5k_test32_vgg16" and names["density"] == "density5k_test32_vgg16"
     clean = MetricSettings(num_fake=50000, resizer="clean", prc_features="inception").resolved("cpu")
     names = metric_names(clean, 64)
-    assert names["fid"] == "fid50k_train64_clean" and names["coverage"] == "coverage10k_train64_inception_clean"
+    assert (
+        names["fid"] == "fid50k_train64_clean" and names["coverage"] == "coverage10k_train64_inception_clean"
+    )
     cpu = MetricSettings().resolved("cpu")
     assert (cpu.num_fake, cpu.num_real) == (500, 500)  # few samples on CPU, equal counts by default
 
@@ -292,3 +294,17 @@ def test_default_metrics_warn_and_train_on_when_weights_are_unavailable(
     assert not (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
     with pytest.raises(WeightsUnavailable, match="metrics.inception_weights="):
         train(tiny_config("metrics=fid", "steps=2"))  # asked for explicitly: required
+
+
+@pytest.mark.shared
+def test_in_loop_metrics_every_n_epochs_and_at_the_last(tiny_config, inception_weights, tmp_path):
+    from gan_lab.callbacks import InLoopMetrics
+    from gan_lab.train import train
+
+    overrides = [
+        "trainer.max_epochs=3", "metrics=fid", "metrics.every=2", "metrics.every_unit=epoch", "metrics.num_fake=8",
+        "metrics.kid=false", f"metrics.inception_weights={inception_weights}", f"metrics.cache_dir={tmp_path / 'c'}",
+    ]  # fmt: skip
+    module = train(tiny_config(*overrides))  # fake data: 32 images, batch 8 = 4 generator steps per epoch
+    (metrics,) = [c for c in module.trainer.callbacks if isinstance(c, InLoopMetrics)]
+    assert [(h["epoch"], h["g_step"]) for h in metrics.history] == [(1, 8), (2, 12)]

@@ -297,3 +297,34 @@ def test_clean_resizer_equals_clean_fids_own_calculation(cifar_sets, inception, 
     assert ours["fid"] == pytest.approx(theirs, rel=1e-3)
     legacy = _evaluate_folder(cifar_sets, "fake32", inception_weights, tmp_path, "metrics.kid=false")
     assert abs(legacy["fid"] - ours["fid"]) > 0.01  # the resizer changes the number: it is part of the name
+
+
+def test_reference_cache_keys_separate_what_changes_the_real_images(tmp_path):
+    from gan_lab.metrics import ReferenceFeatures, dataset_identity
+
+    cache = ReferenceFeatures(tmp_path)
+    fake = {"_target_": "gan_lab.data.FakeDataModule", "resolution": 64, "seed": 0, "batch_size": 8}
+
+    def path(dataset=fake, **key):
+        args = {"split": "train", "resolution": 32, "num": 500, "weights": None, **key}
+        return cache.path(cache.key(dataset_identity(dataset), **args))
+
+    assert path() == path({**fake, "batch_size": 64, "num_workers": 4})  # how images are loaded: same images
+    others = [
+        path({**fake, "seed": 1}),  # other images of the same size and resolution
+        path({**fake, "resolution": 32}),  # drawn at another training resolution, then scored at 32²
+        path(resolution=16), path(network="vgg16"), path(resizer="clean"), path(num="all"), path(split="test"),
+    ]  # fmt: skip
+    assert len({path(), *others}) == 1 + len(others)
+
+
+@pytest.mark.shared
+def test_the_test_split_is_the_reference_when_asked(cifar_sets, inception_weights, tmp_path):
+    # The 'generated' images are the test folder itself: against it FID is ~0, against the train folder it is not.
+    test = f"dataset.test_root={cifar_sets['fake32']}"
+    on_test = _evaluate_folder(
+        cifar_sets, "fake32", inception_weights, tmp_path, test, "metrics.reference_split=test"
+    )
+    assert on_test["names"]["fid"] == "fid60_test32" and on_test["fid"] == pytest.approx(0, abs=1.0)
+    on_train = _evaluate_folder(cifar_sets, "fake32", inception_weights, tmp_path, test)
+    assert on_train["fid"] > 60

@@ -67,6 +67,35 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(case: str, tmp_path: Path) 
     assert not (tmp_path / "unused").exists()
 
 
+# Interrupted by a budget that leaves `steps` alone (Lightning's max_steps counts D and G steps: 10 = 5 G steps),
+# so schedules sized to the run (cosine, linear) and the penalties' random draws must continue exactly.
+MID_RUN_CASES = {
+    "cosine": ["scheduler=cosine"],
+    "linear": ["scheduler=linear"],
+    "gradient_penalty": ["loss=wasserstein", "normalization=none", "regularizer=gradient_penalty"],
+    "r1": ["regularizer=r1", "scheduler=cosine"],
+    "folder": ["dataset=folder", "dataset.resolution=32", "dataset.num_workers=0", "dataset.batch_size=4"],
+}
+
+
+@pytest.mark.parametrize("case", list(MID_RUN_CASES))
+def test_resume_mid_run_continues_run_sized_schedules_and_penalties(
+    case, tmp_path, tiny_image_folder
+) -> None:
+    tiny = [o for o in TINY_RUN if not o.startswith("dataset")] if case == "folder" else TINY_RUN
+    extra = [f"dataset.root={tiny_image_folder}"] if case == "folder" else []
+    base = [*tiny, *MID_RUN_CASES[case], *extra, "steps=10"]
+    full = train(compose_config(base, output_dir=tmp_path / "full"))
+    half = train(compose_config([*base, "+trainer.max_steps=10"], output_dir=tmp_path / "half"))
+    assert half.g_steps == 5
+    resume = ["+trainer.max_steps=-1", f"resume={tmp_path / 'half'}"]
+    resumed = train(compose_config([*base, *resume], output_dir=tmp_path / "unused"), overrides=resume)
+    assert (resumed.g_steps, resumed.d_steps) == (full.g_steps, full.d_steps) == (10, 10)
+    _assert_identical(_weights(full), _weights(resumed))
+    lrs = [[g["lr"] for g in m.trainer.optimizers[0].param_groups] for m in (full, resumed)]
+    assert lrs[0] == lrs[1]
+
+
 def test_resume_keeps_the_checkpoint_config_and_refuses_changes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(compose_config([*TINY_RUN, "loss=hinge", "optim.lr=1e-3", "steps=2"], output_dir=run))

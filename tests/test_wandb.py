@@ -284,6 +284,11 @@ def test_logger_keeps_best_fid_and_marks_failed_fits(no_credentials, tmp_path):
     logger.log_metrics({"train/g_loss": 0.5}, step=2)
     logger.log_metrics({"val/fid5k_train": 20.0}, step=2)
     logger.log_metrics({"val/fid5k_train": 25.0}, step=3)
+    for step, value in ((1, 2.0), (2, 3.0), (3, 2.5)):  # higher is better for IS and precision
+        logger.log_metrics(
+            {"val/is5k_32": value, "val/is5k_32_std": value, "val/precision5k_train32_vgg16": value / 5},
+            step=step,
+        )
     logger.finalize("failed")
     logger.log_metrics({"train/g_loss": 0.1}, step=4)  # a later use starts a new run with the same id
     logger.finalize("success")
@@ -297,6 +302,11 @@ def test_logger_keeps_best_fid_and_marks_failed_fits(no_credentials, tmp_path):
     ]
     assert first.summary["best/val/fid5k_train"] == 20.0
     assert first.summary["val/fid5k_train"] == 25.0
+    assert (
+        first.summary["best/val/is5k_32"] == 3.0
+        and first.summary["best/val/precision5k_train32_vgg16"] == 0.6
+    )
+    assert "best/val/is5k_32_std" not in first.summary  # a spread, not a metric
     assert list(first.run.tags) == ["t"]
 
 
