@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: train test test-all lint format install clean
+.PHONY: train test test-slow lint format install clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ train: $(INSTALLED)
 	$(PY) -m gan_lab.train $(ARGS)
 
 test: $(INSTALLED)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+# The heavy tests (real-data FID against torch-fidelity and clean-fid, DDP, learning on CIFAR, compile, SIGTERM).
+test-slow: $(INSTALLED)
+	$(PY) -m pytest -m slow $(ARGS)
 
 lint: $(INSTALLED)
 	$(PY) -m ruff check gan_lab tests

@@ -9,6 +9,7 @@ from conftest import TINY_CLI, run_module
 pytestmark = pytest.mark.ddp
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_two_process_ddp_trains_and_scores_like_one_process(inception_weights, tmp_path):
     metrics = [

@@ -55,6 +55,7 @@ def pixel_frechet_distance(reference: torch.Tensor, samples: torch.Tensor) -> fl
     return metric.compute().item()
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_sndcgan_moves_samples_toward_cifar10(cifar_jpeg_root, tmp_path):
     train_dir = subset(cifar_jpeg_root, tmp_path / "cifar", "train", per_class=100)

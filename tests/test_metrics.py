@@ -102,6 +102,7 @@ def cifar_pair(cifar_jpeg_root, tmp_path_factory):
     return fake, real
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_evaluate_cli_matches_torch_fidelity(cifar_pair, inception_weights, tmp_path):
     import torch_fidelity

@@ -245,6 +245,7 @@ def _evaluate_folder(sets, fake: str, inception_weights, tmp_path, *extra: str) 
     )  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_upsampled_images_scored_at_native_resolution_match_the_originals(
     cifar_sets, inception_weights, tmp_path, capsys
@@ -281,6 +282,7 @@ def test_float_299_input_equals_the_uint8_path(inception):
     assert torch.equal(expected[0], got[0])  # (the offline weights have a NaN classifier head: no logits)
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_clean_resizer_equals_clean_fids_own_calculation(cifar_sets, inception, inception_weights, tmp_path):
     from cleanfid.fid import compare_folders
@@ -318,6 +320,7 @@ def test_reference_cache_keys_separate_what_changes_the_real_images(tmp_path):
     assert len({path(), *others}) == 1 + len(others)
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_the_test_split_is_the_reference_when_asked(cifar_sets, inception_weights, tmp_path):
     # The 'generated' images are the test folder itself: against it FID is ~0, against the train folder it is not.

@@ -16,9 +16,10 @@ from gan_lab.precision import resolve_precision
 from gan_lab.train import train
 
 FP32 = [*TINY_RUN, "trainer.precision=32-true", "model.width=8"]
-# Measured bounds for bf16-mixed against fp32 from the same seed (losses are O(1)): set in this file's tests.
-BF16_FIRST_STEP_GAP = 0.05
-BF16_RUN_GAP = 0.5
+# bf16-mixed against fp32 from the same seed, D and G losses of every step (losses are ~0.7-1.5). Measured
+# 2026-11-26 (AVX-512-bf16 CPU): 5e-5 after the first step, at most 1.2e-3 over 20 steps.
+BF16_FIRST_STEP_GAP = 0.005
+BF16_RUN_GAP = 0.02
 
 
 def _max_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
@@ -128,7 +129,7 @@ def test_bf16_training_follows_fp32_training_step_by_step(tmp_path, monkeypatch)
     fp32_losses, bf16_losses = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16")
     first = max(abs(a - b) for a, b in zip(fp32_losses[0], bf16_losses[0], strict=True))
     assert first < BF16_FIRST_STEP_GAP  # one step: bf16 rounding only
-    assert _max_loss_gap(tmp_path / "fp32", tmp_path / "bf16") < BF16_RUN_GAP  # 20 steps: no runaway
+    assert 0 < _max_loss_gap(tmp_path / "fp32", tmp_path / "bf16") < BF16_RUN_GAP  # bf16 rounding, no runaway
 
 
 @pytest.mark.slow
