@@ -49,7 +49,8 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol(
             "fid10k_test", 10_000, 10_000, "test",
             "PyTorch-StudioGAN's CIFAR-10 tables of 2020-2022 (README at commit 8ac1fa1): 10k generated vs the "
-            "10k test images at 32², TF Inception weights, bilinear resize to 299²",
+            "10k test images at 32², TF Inception weights (StudioGAN resized with torch's bilinear, pytorch-fid; "
+            "the legacy resizer here is TF1's bilinear, as TF-FID: a small difference)",
         ),
         Protocol(
             "fid50k_train", 50_000, ALL, "train",
