@@ -3,7 +3,7 @@
 A regularizer has two hooks, so penalties and constraints share one interface:
 - `penalty(discriminator, real, fake, labels)`: a scalar added to the D loss (0 for constraints);
 - `after_d_step(discriminator)`: applied to D's weights after each optimizer step (weight clipping).
-Penalties are computed in fp32 with autocast off: squared gradient norms overflow/underflow in fp16.
+Penalties are computed in at least fp32 with autocast off: squared gradient norms overflow/underflow in fp16.
 """
 
 from __future__ import annotations
@@ -44,12 +44,17 @@ class WeightClip(Regularizer):
             p.clamp_(-self.clip, self.clip)
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    """x detached, in fp32, or kept in float64 when D runs in it (trainer.precision=64)."""
+    return x.detach().to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _input_gradients(discriminator: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
-    """d sum(D(x)) / dx in fp32, kept in the graph so the penalty can be back-propagated; shape of x."""
-    x = x.detach().float().requires_grad_(True)
+    """d sum(D(x)) / dx in at least fp32, kept in the graph so the penalty can be back-propagated; shape of x."""
+    x = _at_least_fp32(x).requires_grad_(True)
     device_type = x.device.type
     with torch.autocast(device_type=device_type, enabled=False):
-        logits = discriminator(x, labels).float()
+        logits = discriminator(x, labels)
     (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
     return grad
 
@@ -62,7 +67,7 @@ class GradientPenalty(Regularizer):
 
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
         eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
-        x_hat = eps * real.detach().float() + (1 - eps) * fake.detach().float()
+        x_hat = eps * _at_least_fp32(real) + (1 - eps) * _at_least_fp32(fake)
         grad = _input_gradients(discriminator, x_hat, labels)
         return self.weight * (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 

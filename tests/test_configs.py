@@ -6,13 +6,16 @@ The parameter lists come from the YAML files in conf/, so a new option is tested
 import csv
 import itertools
 import math
+from copy import deepcopy
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
+from torch.nn.utils import parametrize
 
 from gan_lab.config import compose_config, config_choices
+from gan_lab.regularizers import Regularizer
 from gan_lab.train import build_module, train
 
 MODELS, LOSSES = config_choices("model"), config_choices("loss")
@@ -40,6 +43,93 @@ def test_every_combination_trains(tiny_config, model, loss, norm, regularizer):
     with open(Path(cfg.paths.output_dir) / "metrics.csv") as f:
         last = list(csv.DictReader(f))[-1]
     assert all(math.isfinite(float(last[f"train/{k}"])) for k in ("d_loss", "g_loss", "d_penalty"))
+    d_step_lowers_its_objective_and_the_regularizer_acts(build_module(cfg), loss, regularizer)
+
+
+# --- one real D step on fixed data -------------------------------------------------------------------------------
+# The step moves D's weights a fixed small distance along minus the gradient, so its change of the objective is
+# first order whatever the loss's scale: the check is on the direction the loss and the penalty give, not on
+# Adam, whose sign-like steps overshoot the kinks of a gradient penalty near zero input gradients. The objective
+# is measured in float64 so that changes far below float32's resolution still count.
+SEED = 7  # the noise of the fake batch and GP's interpolation weights, the same in every measurement and step
+
+
+class NormalizedDescent(torch.optim.Optimizer):
+    """Moves all parameters together a distance `distance` along minus their gradient."""
+
+    def __init__(self, params, distance=1e-6):
+        super().__init__(params, {"distance": distance})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            norm = torch.cat([p.grad.flatten() for p in params]).norm()
+            for p in params:
+                p.sub_(group["distance"] * p.grad / norm)
+
+
+def d_step(module, real, labels):
+    """The module's own D step, once, outside a Trainer (the Lightning hooks it calls become plain torch)."""
+    module.toggle_optimizer = module.untoggle_optimizer = lambda optimizer: None
+    module.manual_backward = lambda loss: loss.backward()
+    module.log = lambda *args, **kwargs: None
+    if not hasattr(module, "test_opt_d"):
+        module.test_opt_d = NormalizedDescent(module.discriminator.parameters())
+    torch.manual_seed(SEED)
+    module._discriminator_step(module.test_opt_d, real, labels)
+
+
+def freeze_spectral_norms(module):
+    """Spectral norm's power iteration runs at every training forward and would change D between two
+    measurements by more than a small step does; with its vectors fixed, D is a smooth function of its weights."""
+    for layer in module.modules():
+        if parametrize.is_parametrized(layer):
+            layer.parametrizations.eval()
+
+
+def d_objective(module, real, labels) -> tuple[float, float]:
+    """D's loss plus its penalty, and the margin mean D(real) - mean D(fake), on the fixed batch; measured in
+    float64 on a copy, so the module's state is untouched."""
+    copy, real = deepcopy(module).double(), real.double()
+    torch.manual_seed(SEED)  # the draws of d_step, in its order: the fake batch's noise, then GP's weights
+    with torch.no_grad():
+        fake = copy.generator(copy.sample_noise(real.shape[0]).double(), labels)
+    d = copy.discriminator
+    real_logits, fake_logits = d(real, labels), d(fake, labels)
+    loss = copy.loss.d_loss(real_logits, fake_logits)
+    margin = (real_logits.mean() - fake_logits.mean()).item()
+    return (loss + copy.regularizer.penalty(d, real, fake, labels)).item(), margin
+
+
+def d_gradients(module) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in module.discriminator.parameters() if p.grad is not None])
+
+
+def d_step_lowers_its_objective_and_the_regularizer_acts(module, loss, regularizer):
+    """A D step on fixed data lowers D's loss + penalty and, unpenalized, widens D(real) - D(fake); clipping
+    bounds every weight; a penalty changes the step."""
+    real = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    labels = torch.arange(8) % 2 if module.num_classes else None
+    freeze_spectral_norms(module)
+    if regularizer == "weight_clip":
+        assert max(p.abs().max() for p in module.discriminator.parameters()) > module.regularizer.clip
+        d_step(module, real, labels)  # clamps DCGAN's N(0, 0.02) initial weights: measure from there
+        assert max(p.abs().max() for p in module.discriminator.parameters()) <= module.regularizer.clip
+    before, margin_before = d_objective(module, real, labels)
+    unregularized = deepcopy(module)
+    d_step(module, real, labels)
+    after, margin_after = d_objective(module, real, labels)
+    assert after < before, f"one D step raised D's objective on fixed data: {before:.6g} -> {after:.6g}"
+    if regularizer in ("none", "weight_clip") and loss != "lsgan":  # LSGAN pulls fakes up to its target 0
+        assert margin_after > margin_before, f"D(real) - D(fake) shrank: {margin_before:.6g} -> {margin_after:.6g}"
+    if regularizer in ("gradient_penalty", "r1"):
+        unregularized.regularizer = Regularizer()
+        d_step(unregularized, real, labels)
+        gap = (d_gradients(module) - d_gradients(unregularized)).norm() / d_gradients(unregularized).norm()
+        # Dropping the penalty from the backward gives a gap of exactly 0. R1 on an unnormalized D at
+        # initialization is small (its input gradients are), down to a gap of ~2e-5 here.
+        assert gap > 1e-6, f"the {regularizer} penalty did not change D's gradients"
 
 
 @pytest.mark.parametrize(
