@@ -122,7 +122,9 @@ def d_step_lowers_its_objective_and_the_regularizer_acts(module, loss, regulariz
     after, margin_after = d_objective(module, real, labels)
     assert after < before, f"one D step raised D's objective on fixed data: {before:.6g} -> {after:.6g}"
     if regularizer in ("none", "weight_clip") and loss != "lsgan":  # LSGAN pulls fakes up to its target 0
-        assert margin_after > margin_before, f"D(real) - D(fake) shrank: {margin_before:.6g} -> {margin_after:.6g}"
+        assert margin_after > margin_before, (
+            f"D(real) - D(fake) shrank: {margin_before:.6g} -> {margin_after:.6g}"
+        )
     if regularizer in ("gradient_penalty", "r1"):
         unregularized.regularizer = Regularizer()
         d_step(unregularized, real, labels)
