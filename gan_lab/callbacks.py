@@ -113,7 +113,7 @@ class GANProgressBar(RichProgressBar):
 
 
 class InLoopMetrics(pl.Callback):
-    """FID / KID / IS every N epochs or generator steps, `best.ckpt` at the best FID, and an FID-vs-steps plot.
+    """FID / KID / IS every N epochs or generator steps, a best checkpoint at the best FID, and an FID plot.
 
     Logged under the registry's names (e.g. `val/fid5k_train32`, `val/kid...`, `val/is5k_32`). Under DDP each
     rank generates its share of the samples from its own seed and the features are gathered, so every rank
@@ -194,7 +194,7 @@ class InLoopMetrics(pl.Callback):
         return {k: v.reshape(-1, v.shape[-1])[: s.num_fake].cpu() for k, v in gathered.items()}
 
     def evaluate(self, trainer: pl.Trainer, pl_module: GANModule) -> dict[str, float]:
-        """Score the current generator, log it, keep best.ckpt, redraw the curve; returns the results."""
+        """Score the current generator, log it, keep the best checkpoint, redraw the curve; returns the results."""
         results = self.evaluator.score(self._gathered_features(trainer, pl_module))
         logged = {f"val/{name}": value for name, value in self.evaluator.named(results).items()}
         for logger in trainer.loggers:  # indexed by generator step, like the training metrics

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from gan_lab.errors import ConfigError
 from gan_lab.module import GANModule
+from gan_lab.run.paths import BEST_CKPT, CHECKPOINTS_DIR, LAST_CKPT
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ def real_batch(dataset: Dataset, count: int, seed: int) -> Tensor:
 class DiversityMonitor(pl.Callback):
     """Logs `train/diversity` every N generator steps; warns (and with stop=True ends the run) below threshold.
 
-    A run stopped for collapse ends like one that reached its budget (status.json says "completed", last.ckpt
-    is written): the reason is the ERROR line in the log and the low `train/diversity` in metrics.csv.
+    A run stopped for collapse ends like one that reached its budget (status "completed", last checkpoint
+    written): the reason is the ERROR line in the log and the low `train/diversity` in metrics.csv.
     Under DDP every rank measures and rank 0's value is broadcast, so all ranks warn and stop together.
     """
 
@@ -132,9 +133,9 @@ class DiversityMonitor(pl.Callback):
             log.warning(
                 "possible mode collapse at generator step %d: train/diversity=%.3f (fixed-noise samples are "
                 "%.0f%% as spread out as real images), below the threshold %.2f; try a lower optim.lr, "
-                "normalization=spectral or a larger n_critic, and keep checkpoints/best.ckpt (best FID) or an "
-                "earlier checkpoint rather than last.ckpt",
-                step, ratio, 100 * ratio, self.threshold,
+                "normalization=spectral or a larger n_critic, and keep %s/%s (best FID) or an "
+                "earlier checkpoint rather than %s",
+                step, ratio, 100 * ratio, self.threshold, CHECKPOINTS_DIR, BEST_CKPT, LAST_CKPT,
             )  # fmt: skip
         if self.stop:
             trainer.should_stop = True

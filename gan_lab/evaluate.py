@@ -14,12 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torchvision import transforms
 
-from gan_lab.checkpoints import load_generator, run_dir_of
 from gan_lab.cli import config_errors_as_one_line, resolve_device, user_errors_as_one_line
 from gan_lab.data import ImageFileDataset, scan_image_folder, to_rgb
 from gan_lab.errors import ConfigError
 from gan_lab.images import uint8_at_resolution
 from gan_lab.metrics import Evaluator, image_batches, settings_from_config
+from gan_lab.run.checkpoint_io import load_generator
+from gan_lab.run.paths import RunDir, evaluation_name
 
 log = logging.getLogger("gan_lab.evaluate")
 
@@ -48,9 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         model_resolution = loaded.config.dataset.resolution
         evaluator = Evaluator(settings, datamodule, dataset_cfg, device, model_resolution)
         batches = evaluator.generated(loaded.generator, loaded.z_dim, loaded.num_classes, cfg.seed)
-        default_out = (
-            run_dir_of(Path(cfg.ckpt)) / f"evaluation_{evaluator.names['fid']}_{Path(cfg.ckpt).stem}.json"
-        )
+        default_out = RunDir.of(cfg.ckpt).evaluation(evaluator.names["fid"], Path(cfg.ckpt).stem)
     else:
         fake_dir = Path(cfg.fake_dir).expanduser()
         files, labels, _ = scan_image_folder(fake_dir, key="fake_dir")
@@ -66,7 +65,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
         batches = image_batches(images, s.num_fake, s.batch_size, what=f"fake_dir {fake_dir}")
         source = {"fake_dir": str(fake_dir.resolve())}
-        default_out = fake_dir.parent / f"evaluation_{evaluator.names['fid']}_{fake_dir.name}.json"
+        default_out = fake_dir.parent / evaluation_name(evaluator.names["fid"], fake_dir.name)
 
     print(f"protocol {evaluator.describe()}", flush=True)
     results = evaluator.score(evaluator.fake_features(batches))

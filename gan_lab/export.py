@@ -16,7 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 from torch import Tensor
 
-from gan_lab.checkpoints import (
+from gan_lab.cli import user_errors_as_one_line
+from gan_lab.errors import ConfigError, GanLabError
+from gan_lab.loggers import redact_secrets
+from gan_lab.run.checkpoint_io import (
     EMA_PREFIX,
     EXPORT_CONFIG,
     EXPORT_FORMAT,
@@ -24,11 +27,8 @@ from gan_lab.checkpoints import (
     build_generator,
     generator_state,
     load_checkpoint,
-    run_dir_of,
 )
-from gan_lab.cli import user_errors_as_one_line
-from gan_lab.errors import ConfigError, GanLabError
-from gan_lab.loggers import redact_secrets
+from gan_lab.run.paths import LAST_CKPT_EXAMPLE, RunDir
 
 log = logging.getLogger("gan_lab.export")
 # (file stem, state_dict prefix) of the generators an export can hold.
@@ -37,7 +37,7 @@ GENERATORS = (("generator", GENERATOR_PREFIX), ("generator_ema", EMA_PREFIX))
 
 def default_out_dir(ckpt: Path) -> Path:
     """<run dir>/export."""
-    return run_dir_of(ckpt) / "export"
+    return RunDir.of(ckpt).export
 
 
 def standalone(weights: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -83,7 +83,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path | None = None) -> dict[s
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> None:
     if OmegaConf.is_missing(cfg, "ckpt"):
-        raise ConfigError("ckpt is required: python -m gan_lab.export ckpt=<run dir>/checkpoints/last.ckpt")
+        raise ConfigError(f"ckpt is required: python -m gan_lab.export ckpt={LAST_CKPT_EXAMPLE}")
     for name, path in export_checkpoint(cfg.ckpt, cfg.out).items():
         print(f"{name + ':':<15}{path}")
 

@@ -37,11 +37,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from gan_lab.errors import ConfigError
 from gan_lab.metrics.registry import better, kind_of
+from gan_lab.run.paths import RUN_ID_FILE
 
 log = logging.getLogger(__name__)
 
 X_AXIS = "trainer/g_step"  # generator steps: the `step` of every gan_lab log_metrics call
-RUN_ID_FILE = "wandb_run_id.txt"
 SECRET_WORDS = ("key", "token", "secret", "password")
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 _MODES = {

@@ -28,10 +28,10 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gan_lab.augment import Augmentations
-from gan_lab.checkpointing import LastCheckpoint
 from gan_lab.errors import ConfigError, GanLabError
 from gan_lab.losses import GANLoss, WassersteinLoss, discriminator_accuracy
 from gan_lab.regularizers import Regularizer, WeightClip
+from gan_lab.run.checkpoint_callback import LastCheckpoint
 
 log = logging.getLogger(__name__)
 

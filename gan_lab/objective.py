@@ -4,7 +4,7 @@
 value is the raw metric (an FID, never a negated IS); the metric registry says which way is better, and
 SearchObjective sets the study's direction from it before the first trial, so the two cannot disagree. A trial
 that fails or diverges, or logs no such metric, reports the worst value in that direction (inf for FID, -inf
-for IS) with a one-line reason: the search goes on and never picks it, and its status.json still says failed.
+for IS) with a one-line reason: the search goes on and never picks it, and its status file still says failed.
 (Optuna 2.x would also take NaN as a failed trial, but a search whose trials all failed then ends in an error
 instead of a report, and the sampler learns nothing about the region: the worst value steers it away.)
 """

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from gan_lab.cli import user_errors_as_one_line
 from gan_lab.errors import GanLabError
 from gan_lab.metrics.registry import higher_is_better, kind_of
+from gan_lab.run.paths import RunDir
 
 HINT = "pass the directory Hydra printed for the multirun, e.g. multirun/2026-01-01/12-00-00"
 LR_KEYS = ("optim.lr", "optim.lr_g", "optim.lr_d")
@@ -46,7 +47,7 @@ Points = list[tuple[int, float]]  # (generator step, value), sorted by step
 
 @dataclass
 class Job:
-    """One job directory: its overrides {key: value}, status.json, and metrics.csv as {column: points}."""
+    """One job directory: its overrides {key: value}, status file, and metrics.csv as {column: points}."""
 
     name: str
     overrides: dict[str, str]
@@ -95,19 +96,20 @@ def read_series(path: Path) -> dict[str, Points]:
 
 def load_job(path: Path) -> Job:
     """A Job from its directory; missing or half-written files leave the fields empty."""
+    run = RunDir(path)
     try:
-        status = json.loads((path / "status.json").read_text())
+        status = json.loads(run.status.read_text())
     except (OSError, ValueError):
         status = {}  # killed before it was written, or read while being rewritten
-    series = read_series(path / "metrics.csv")
+    series = read_series(run.metrics)
     steps = status.get("g_steps", max((p[-1][0] for p in series.values()), default=None))
     return Job(
         name=path.name,
-        overrides=read_overrides(path / ".hydra" / "overrides.yaml"),
+        overrides=read_overrides(run.overrides),
         status=status.get("status", "unknown"),
         error=str(status.get("error", "")),
         g_steps=steps,
-        # a running job's status.json was written at its start, so its wall time says nothing yet
+        # a running job's status file was written at its start, so its wall time says nothing yet
         wall_time_s=status.get("wall_time_s") if status.get("status") != "running" else None,
         series=series,
     )
@@ -120,11 +122,10 @@ def load_jobs(sweep: Path) -> list[Job]:
     dirs = [
         d
         for d in sweep.iterdir()
-        if d.is_dir()
-        and (d.name.isdigit() or (d / ".hydra" / "overrides.yaml").is_file() or (d / "status.json").is_file())
+        if d.is_dir() and (d.name.isdigit() or RunDir(d).overrides.is_file() or RunDir(d).status.is_file())
     ]
     if not dirs:
-        single = " (it is one run's directory)" if (sweep / ".hydra").is_dir() else ""
+        single = " (it is one run's directory)" if RunDir(sweep).hydra.is_dir() else ""
         raise GanLabError(f"{sweep} has no job directories{single}; {HINT}")
     dirs.sort(key=lambda d: (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name))
     return [load_job(d) for d in dirs]

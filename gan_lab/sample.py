@@ -18,10 +18,11 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.utils import save_image
 
-from gan_lab.checkpoints import LoadedGenerator, load_generator, run_dir_of
 from gan_lab.cli import config_errors_as_one_line, resolve_device, user_errors_as_one_line
 from gan_lab.errors import ConfigError
 from gan_lab.images import to_uint8
+from gan_lab.run.checkpoint_io import LoadedGenerator, load_generator
+from gan_lab.run.paths import LAST_CKPT_EXAMPLE, RunDir
 
 log = logging.getLogger("gan_lab.sample")
 MODES = ("slerp", "lerp")
@@ -76,14 +77,14 @@ def save_each(images: Tensor, directory: Path, start: int = 0) -> None:
 
 def default_out_dir(ckpt: Path, seed: int) -> Path:
     """<run dir>/generated/seed<seed> (an export directory not inside a run: <export dir>/generated/...)."""
-    return run_dir_of(ckpt) / "generated" / f"seed{seed}"
+    return RunDir.of(ckpt).generated(seed)
 
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse bad settings before loading anything, so a typo never costs a long generation run."""
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise ConfigError(
-            "ckpt is required: python -m gan_lab.sample ckpt=<run dir>/checkpoints/last.ckpt (or an export dir)"
+            f"ckpt is required: python -m gan_lab.sample ckpt={LAST_CKPT_EXAMPLE} (or an export dir)"
         )
     for key, low in _INT_KEYS:
         value = OmegaConf.select(cfg, key)

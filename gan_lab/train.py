@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import hydra
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -22,24 +22,20 @@ from omegaconf import DictConfig, OmegaConf
 from gan_lab import ddp, objective
 from gan_lab.augment import Augmentations
 from gan_lab.callbacks import InLoopMetrics
-from gan_lab.checkpointing import AtomicCheckpointIO
-from gan_lab.checkpoints import load_checkpoint
 from gan_lab.cli import config_errors_as_one_line, user_errors_as_one_line
 from gan_lab.errors import ConfigError, one_line, user_error
 from gan_lab.loggers import redact_secrets
 from gan_lab.metrics import settings_from_config
 from gan_lab.module import GANModule
 from gan_lab.precision import resolve_precision
-from gan_lab.preemption import Preempted, PreemptionCheckpoint
-from gan_lab.resume import check_same_architecture, find_checkpoint, resume_config, trim_metrics_csv
+from gan_lab.run.checkpoint_io import AtomicCheckpointIO, load_checkpoint
+from gan_lab.run.paths import RunDir
+from gan_lab.run.preemption import Preempted, PreemptionCheckpoint
+from gan_lab.run.resume import check_same_architecture, find_checkpoint, resume_config, trim_metrics_csv
+from gan_lab.utils.console import ModelSize, quiet_third_party
 
 log = logging.getLogger("gan_lab.train")
-# The run directory already holds config.yaml when the CSV logger starts; its "not empty" warning is noise.
-warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-# Lightning cannot see that gan_lab's sampler resumes mid-epoch (data.StreamSampler follows the trained batches).
-warnings.filterwarnings(
-    "ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended"
-)
+quiet_third_party()
 
 
 def build_module(cfg: DictConfig) -> GANModule:
@@ -77,14 +73,14 @@ def build_metrics_callback(cfg: DictConfig) -> InLoopMetrics | None:
     settings = settings_from_config(metrics)
     if not (settings.fid or settings.kid or settings.isc):
         return None
-    output_dir = Path(cfg.paths.output_dir)
+    run = RunDir(cfg.paths.output_dir)
     return InLoopMetrics(
         settings,
         OmegaConf.to_container(cfg.dataset, resolve=True),
         every=metrics.every,
         unit=metrics.every_unit,
-        best_ckpt_path=str(output_dir / "checkpoints" / "best.ckpt"),
-        plot_path=str(output_dir / "fid_curve.png"),
+        best_ckpt_path=str(run.best_ckpt),
+        plot_path=str(run.fid_curve),
         required=metrics.get("required", True),
     )
 
@@ -96,12 +92,17 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """
     overrides = {"max_epochs": -1} if cfg.steps else {}
     callbacks = _instantiate_named(cfg.callbacks)
+    if not cfg.trainer.get("enable_progress_bar", True):  # the flag alone turns gan_lab's bar off too
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     metrics_callback = build_metrics_callback(cfg)
     if metrics_callback is not None:
         callbacks.append(metrics_callback)
-    callbacks.append(PreemptionCheckpoint(Path(cfg.paths.output_dir) / "checkpoints"))
+    callbacks.append(PreemptionCheckpoint(RunDir(cfg.paths.output_dir).checkpoints))
+    if cfg.trainer.get("enable_model_summary", True):
+        callbacks.append(ModelSize())  # one line in place of Lightning's table
     return instantiate(
         cfg.trainer,
+        enable_model_summary=False,
         callbacks=callbacks,
         logger=_instantiate_named(cfg.logger),
         plugins=[AtomicCheckpointIO()],
@@ -157,17 +158,17 @@ def save_config(cfg: DictConfig, path: Path) -> None:
 
 @rank_zero_only
 def write_status(output_dir: Path, status: str, started: float, **extra: Any) -> None:
-    """status.json in the run directory: running / completed / failed, wall time, and what went wrong."""
+    """The run's status file: running / completed / failed / preempted, wall time, and what went wrong."""
     record = {"status": status, "wall_time_s": round(time.time() - started, 1), **extra}
-    (output_dir / "status.json").write_text(json.dumps(record, indent=2) + "\n")
+    RunDir(output_dir).status.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> GANModule:
     """Build data, module and trainer from cfg and fit; returns the trained module.
 
     With cfg.resume set, the run continues from that checkpoint with the checkpoint's config (see
-    gan_lab.resume); `overrides` are the command-line overrides, checked against it. The run directory gets
-    status.json, so a sweep report can tell finished, failed, preempted and running jobs apart.
+    gan_lab.run.resume); `overrides` are the command-line overrides, checked against it. The run directory
+    gets a status file, so a sweep report can tell finished, failed, preempted and running jobs apart.
     """
     ckpt_path, checkpoint = None, None
     if cfg.get("resume"):
@@ -179,23 +180,22 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> GANModule:
         raise ConfigError(f"{', '.join(missing)} must be set, e.g. {missing[0]}=... on the command line")
     absolutize_data_paths(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    run = RunDir(output_dir)
     check_writable(output_dir)
     # A run that fails before its first step (bad input) puts back an earlier run's files it replaced.
-    earlier = {
-        n: (output_dir / n).read_bytes() for n in ("config.yaml", "status.json") if (output_dir / n).is_file()
-    }
+    earlier = {p.name: p.read_bytes() for p in (run.config, run.status) if p.is_file()}
     started, module, trainer = time.time(), None, None
     write_status(output_dir, "running", started)
     try:
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.dataset)
         resolve_num_classes(cfg, datamodule)
-        save_config(cfg, output_dir / "config.yaml")
+        save_config(cfg, run.config)
         module = build_module(cfg)
         if checkpoint is not None:
             check_same_architecture(module.state_dict(), checkpoint, ckpt_path)
             g_steps = int(checkpoint.get("gan_lab", {}).get("g_steps", 0))
-            trim_metrics_csv(output_dir / "metrics.csv", g_steps)
+            trim_metrics_csv(run.metrics, g_steps)
             log.info("resuming %s from %s at generator step %d", output_dir, ckpt_path, g_steps)
             checkpoint = None  # Lightning reads the file itself; free the memory
         trainer = build_trainer(cfg)
@@ -246,7 +246,7 @@ def run_objective(cfg: DictConfig, module: GANModule) -> float:
 
 def failed_trial(cfg: DictConfig, exc: Exception) -> float:
     """A search trial that failed or diverged: print why in one line and report the worst value, so the search
-    goes on (a raising trial would stop an Optuna sweep) and never picks it. status.json says failed."""
+    goes on (a raising trial would stop an Optuna sweep) and never picks it. Its status file says failed."""
     err = user_error(exc)
     if err is not None:
         reason = one_line(err)

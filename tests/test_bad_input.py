@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY_CLI, TINY_RUN, run_module
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from PIL import Image
@@ -368,7 +369,7 @@ def test_large_folder_checks_a_sample_of_headers(tmp_path, monkeypatch):
     root = tmp_path / "images"
     save_images(root, 10, size=(33, 33), ext="jpg")
     (root / "008.jpg").write_bytes(b"")  # index 8 = 4 * 10 // 5 is sampled
-    monkeypatch.setattr(data, "HEADER_SAMPLE", 5)
+    monkeypatch.setattr(data.datamodules, "HEADER_SAMPLE", 5)
     with pytest.raises(GanLabError) as raised:
         FolderDataModule(str(root), resolution=32, batch_size=2, num_workers=0).setup("fit")
     assert str(raised.value).startswith(f"1 of 5 sampled image files under {root} cannot be read: ")
@@ -460,3 +461,23 @@ def test_a_run_that_trains_replaces_the_earlier_metrics(tiny_config, tmp_path):
     train(tiny_config("steps=2", "trainer.log_every_n_steps=1"))
     metrics = (run / "metrics.csv").read_text()
     assert "train/d_loss" in metrics.splitlines()[0] and "100,0.5" not in metrics
+
+
+# --- errors raised while building the Trainer or the networks ----------------------------------------------------
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.z_dim=0", "model.z_dim=0 must be a positive integer"),
+        ("model.width=-8", "model.width=-8 must be a positive integer"),
+        pytest.param(
+            "trainer.accelerator=gpu",
+            "trainer.accelerator asks for a GPU, but none is usable here",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
+        ),
+    ],
+)
+def test_errors_building_the_trainer_or_networks_are_one_line(tmp_path, capsys, override, expected):
+    line = fail_in_process(
+        compose_config([*TINY_RUN, "steps=1", override], output_dir=tmp_path / "run"), capsys
+    )
+    assert expected in line and ("trainer.accelerator=auto" in line or "e.g. model." in line)

@@ -15,13 +15,13 @@ import pytest
 import torch
 from conftest import TINY_CLI, TINY_RUN
 
-from gan_lab import checkpointing
-from gan_lab.checkpointing import CheckpointWriteError, atomic_torch_save
-from gan_lab.checkpoints import load_checkpoint
 from gan_lab.config import compose_config
 from gan_lab.losses import NonSaturatingLoss
 from gan_lab.module import Diverged
+from gan_lab.run.checkpoint_io import CheckpointWriteError, load_checkpoint
+from gan_lab.run.checkpoint_io import save_checkpoint as atomic_torch_save
 from gan_lab.train import train
+from gan_lab.utils import io as file_io
 
 
 @pytest.mark.slow
@@ -70,7 +70,7 @@ def test_full_disk_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest.M
     path = tmp_path / "last.ckpt"
     atomic_torch_save({"version": 1}, path)
     before = path.read_bytes()
-    monkeypatch.setattr(checkpointing.torch, "save", _fail_after_some_bytes)
+    monkeypatch.setattr(file_io.torch, "save", _fail_after_some_bytes)
     with pytest.raises(CheckpointWriteError) as err:
         atomic_torch_save({"version": 2}, path)
     message = str(err.value)
@@ -86,7 +86,7 @@ def test_full_disk_during_training_fails_in_one_line_and_keeps_the_checkpoint(
     train(compose_config([*TINY_RUN, "steps=2"], output_dir=run))
     ckpt = run / "checkpoints" / "last.ckpt"
     before = ckpt.read_bytes()
-    monkeypatch.setattr(checkpointing.torch, "save", _fail_after_some_bytes)
+    monkeypatch.setattr(file_io.torch, "save", _fail_after_some_bytes)
     overrides = ["steps=4", f"resume={run}"]
     with pytest.raises(CheckpointWriteError):
         train(compose_config([*TINY_RUN, *overrides]), overrides=overrides)

@@ -12,7 +12,10 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from test_sample import small
 
-from gan_lab.checkpoints import (
+from gan_lab.config import CONF_DIR, compose_config
+from gan_lab.errors import GanLabError
+from gan_lab.export import export_checkpoint
+from gan_lab.run.checkpoint_io import (
     EMA_PREFIX,
     GENERATOR_PREFIX,
     build_generator,
@@ -20,9 +23,6 @@ from gan_lab.checkpoints import (
     load_checkpoint,
     load_generator,
 )
-from gan_lab.config import CONF_DIR, compose_config
-from gan_lab.errors import GanLabError
-from gan_lab.export import export_checkpoint
 from gan_lab.sample import default_out_dir, sample
 from gan_lab.train import train
 

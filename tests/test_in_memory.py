@@ -33,7 +33,7 @@ from gan_lab.errors import ConfigError, DataError
 def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Decoded-image caches go to tmp_path, and even these tiny sets are cached so the cache is exercised."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "MIN_CACHED_IMAGES", 0)
+    monkeypatch.setattr(data.base, "MIN_CACHED_IMAGES", 0)
     return tmp_path / "cache" / "gan_lab" / "datasets"
 
 
@@ -281,7 +281,7 @@ def test_damaged_cache_is_rebuilt(tiny_image_folder, cache_home, damage, caplog)
 
 
 def test_small_sets_are_not_cached(tiny_image_folder, cache_home, monkeypatch) -> None:
-    monkeypatch.setattr(data, "MIN_CACHED_IMAGES", 13)
+    monkeypatch.setattr(data.base, "MIN_CACHED_IMAGES", 13)
     dm = FolderDataModule(str(tiny_image_folder), resolution=32, batch_size=4, num_workers=0, in_memory=True)
     dm.setup("fit")
     assert isinstance(dm.train_set, InMemoryImages) and not cached_files(cache_home)
@@ -308,13 +308,13 @@ def test_auto_holds_small_sets_in_memory_and_streams_large_ones(
         and "12 images of 3x32x32 uint8" in line
         and "<= 4 GiB, dataset.in_memory=auto" in line
     )
-    monkeypatch.setattr(data, "IN_MEMORY_MAX_BYTES", decoded - 1)
+    monkeypatch.setattr(data.base, "IN_MEMORY_MAX_BYTES", decoded - 1)
     dm, [line] = setup(in_memory="auto")
     assert isinstance(dm.train_set, ImageFileDataset)
     assert "from their files" in line and "dataset.in_memory=auto" in line
     dm, [line] = setup(in_memory=True)  # true holds it in memory whatever its size
     assert isinstance(dm.train_set, InMemoryImages) and "dataset.in_memory=true" in line
-    monkeypatch.setattr(data, "IN_MEMORY_MAX_BYTES", decoded)
+    monkeypatch.setattr(data.base, "IN_MEMORY_MAX_BYTES", decoded)
     dm, _ = setup(in_memory=False)
     assert isinstance(dm.train_set, ImageFileDataset)
     assert isinstance(setup(in_memory="auto")[0].train_set, InMemoryImages)
@@ -344,7 +344,7 @@ def test_training_in_memory_gives_the_same_weights(
         converted.append(tuple(images.shape))
         return uint8_to_unit_range(images)
 
-    monkeypatch.setattr(data, "uint8_to_unit_range", counting)
+    monkeypatch.setattr(data.base, "uint8_to_unit_range", counting)
     base = [o for o in TINY_RUN if not o.startswith("dataset")]
     folder = ["dataset=folder", f"dataset.root={tiny_image_folder}", "dataset.resolution=32"]
     folder += ["dataset.batch_size=4", "dataset.num_workers=0", "dataset.hflip=true", "steps=5"]

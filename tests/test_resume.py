@@ -16,10 +16,10 @@ import torch
 from conftest import TINY_CLI, TINY_RUN, run_module
 from omegaconf import OmegaConf
 
-from gan_lab.checkpoints import load_checkpoint
 from gan_lab.config import compose_config
 from gan_lab.errors import ConfigError, GanLabError
-from gan_lab.resume import resume_config, trim_metrics_csv
+from gan_lab.run.checkpoint_io import load_checkpoint
+from gan_lab.run.resume import resume_config, trim_metrics_csv
 from gan_lab.train import train
 
 RESUME_CASES = {
@@ -220,3 +220,16 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path: Path) -> None:
     saved = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert saved["gan_lab"]["g_steps"] == json.loads((run_dir / "status.json").read_text())["g_steps"]
     assert OmegaConf.create(saved["hyper_parameters"]).steps == 400
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: run `make test` on a GPU machine")
+def test_cuda_rng_state_survives_the_checkpoint_round_trip(tmp_path: Path) -> None:
+    """The CUDA generator (noise and GP's weights drawn on the device) continues exactly after a resume."""
+    from gan_lab.module import rng_state, set_rng_state
+
+    torch.cuda.manual_seed_all(3)
+    torch.save({"rng": rng_state()}, tmp_path / "rng.pt")
+    expected = torch.randn(8, device="cuda")
+    torch.randn(1000, device="cuda")  # the run goes on after the checkpoint was written
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    assert torch.equal(torch.randn(8, device="cuda"), expected)

@@ -13,10 +13,10 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.utils import save_image
 
-from gan_lab.checkpoints import LoadedGenerator
 from gan_lab.config import CONF_DIR, compose_config
 from gan_lab.errors import ConfigError
 from gan_lab.images import to_uint8
+from gan_lab.run.checkpoint_io import LoadedGenerator
 from gan_lab.sample import (
     default_out_dir,
     interpolate,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 from gan_lab.bench.measure import machine_line
+from gan_lab.utils.io import atomic_write_text
 
 START_MARKER = "<!-- bench:start -->"
 END_MARKER = "<!-- bench:end -->"
@@ -31,16 +31,10 @@ def write_results(results: dict[str, Any], out_dir: Path, readme: Path | None = 
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "results.json"
     merged = merge_results(json_path, results)
-    _atomic_write(json_path, json.dumps(merged, indent=2, default=str) + "\n")
+    atomic_write_text(json_path, json.dumps(merged, indent=2, default=str) + "\n")
     body = render_markdown(merged)
-    _atomic_write(out_dir / "results.md", body + "\n")
+    atomic_write_text(out_dir / "results.md", body + "\n")
     return readme is not None and replace_between_markers(readme, body)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def replace_between_markers(path: Path, body: str, start: str = START_MARKER, end: str = END_MARKER) -> bool:
@@ -52,7 +46,7 @@ def replace_between_markers(path: Path, body: str, start: str = START_MARKER, en
     j = text.find(end, i + len(start)) if i >= 0 else -1
     if i < 0 or j < 0:
         return False
-    _atomic_write(path, text[: i + len(start)] + "\n" + body.strip("\n") + "\n" + text[j:])
+    atomic_write_text(path, text[: i + len(start)] + "\n" + body.strip("\n") + "\n" + text[j:])
     return True
 
 

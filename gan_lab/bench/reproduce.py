@@ -19,6 +19,8 @@ from typing import Any
 
 from gan_lab.bench.loops import StepTimer
 from gan_lab.bench.measure import machine, machine_line
+from gan_lab.run.paths import RunDir
+from gan_lab.utils.io import atomic_write_text
 
 log = logging.getLogger("gan_lab.bench")
 
@@ -140,7 +142,7 @@ def score_arm(run_dir: Path, opts: ReproduceOptions, resolution: str) -> dict[st
     extra = [f"metrics.inception_weights={opts.inception_weights}"] if opts.inception_weights else []
     extra += [f"metrics.cache_dir={opts.cache_dir}"] if opts.cache_dir else []
     cfg = compose_config(
-        [f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", *metrics, f"metrics.resolution={resolution}", *extra,
+        [f"ckpt={RunDir(run_dir).last_ckpt}", *metrics, f"metrics.resolution={resolution}", *extra,
          f"out={run_dir / f'evaluation_{resolution}.json'}"],
         config_name="evaluate",
     )  # fmt: skip
@@ -167,7 +169,7 @@ def reproduce(opts: ReproduceOptions, out_dir: Path, workdir: Path) -> dict[str,
         for resolution in resolutions:
             log.info("arm %s: scoring at metrics.resolution=%s", name, resolution)
             record["scores"][resolution] = score_arm(run_dir, opts, resolution)
-        grids = sorted((run_dir / "samples").glob("step_*.png"))
+        grids = sorted(RunDir(run_dir).samples.glob("step_*.png"))
         if grids:
             shutil.copyfile(grids[-1], figures / f"{name.replace('/', '__')}.png")
         record["run_dir"] = str(run_dir)
@@ -183,7 +185,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path | None:
     from gan_lab.report import Job, plot_training_curves, read_series
 
     jobs = [
-        Job(name=str(i), overrides={"arm": name}, status="completed", series=read_series(Path(r["run_dir"]) / "metrics.csv"))
+        Job(name=str(i), overrides={"arm": name}, status="completed", series=read_series(RunDir(r["run_dir"]).metrics))
         for i, (name, r) in enumerate(results["arms"].items())
     ]  # fmt: skip
     return plot_training_curves(jobs, ["arm"], path)
@@ -213,10 +215,8 @@ def _jsonable(opts: ReproduceOptions) -> dict[str, Any]:
 
 
 def _write(results: dict[str, Any], out_dir: Path) -> None:
-    from gan_lab.bench.report import _atomic_write
-
-    _atomic_write(out_dir / "reproduction.json", json.dumps(results, indent=2, default=str) + "\n")
-    _atomic_write(out_dir / "reproduction.md", render(results) + "\n")
+    atomic_write_text(out_dir / "reproduction.json", json.dumps(results, indent=2, default=str) + "\n")
+    atomic_write_text(out_dir / "reproduction.md", render(results) + "\n")
 
 
 def render(results: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gan_lab.errors import ConfigError
+from gan_lab.utils.io import atomic_torch_save
 
 log = logging.getLogger("gan_lab.metrics")
 
@@ -88,10 +89,7 @@ class ReferenceFeatures:
             return torch.load(path, weights_only=True)["features"]
         log.info("real-image features: cache miss, computing %s images (%s)", key["num"], key["dataset"])
         features = compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"features": features, "key": key}, tmp)
-        os.replace(tmp, path)  # atomic: a killed run never leaves a truncated cache file
+        atomic_torch_save({"features": features, "key": key}, path)  # a killed run leaves no truncated file
         log.info("real-image features: cached in %s", path)
         return features
 

@@ -20,6 +20,7 @@ from gan_lab.nets.layers import (
     LabelSequential,
     check_conditional_norm,
     check_labels,
+    check_sizes,
     generator_norm,
     get_norm,
     init_dcgan_weights,
@@ -50,6 +51,7 @@ class DCGANGenerator(nn.Module):
         conditioning: str = "cbn",
     ) -> None:
         super().__init__()
+        check_sizes(z_dim=z_dim, width=width)
         _check_choice("model.generator.conditioning", conditioning, G_CONDITIONING)
         spec = get_norm(norm)
         if conditioning == "cbn":
@@ -96,6 +98,7 @@ class DCGANDiscriminator(nn.Module):
         conditioning: str = "projection",
     ) -> None:
         super().__init__()
+        check_sizes(width=width)
         _check_choice("model.discriminator.conditioning", conditioning, D_CONDITIONING)
         self.num_classes, self.conditioning = num_classes, conditioning
         n_down = num_doublings(resolution)

@@ -52,6 +52,13 @@ def with_spectral_norm(layer: nn.Module, enabled: bool) -> nn.Module:
     return spectral_norm(layer) if enabled else layer
 
 
+def check_sizes(**sizes: int) -> None:
+    """Each model size (z_dim, width) a positive integer, else a ConfigError naming the key."""
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model.{key}={value!r} must be a positive integer; e.g. model.{key}=64")
+
+
 def num_doublings(resolution: int, base: int = 4, minimum: int = 32) -> int:
     """log2(resolution / base) for a power-of-two resolution >= minimum, else a ConfigError saying why."""
     if resolution < minimum or resolution & (resolution - 1):

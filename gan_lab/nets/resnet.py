@@ -25,6 +25,7 @@ from gan_lab.nets.layers import (
     ProjectionHead,
     check_conditional_norm,
     check_labels,
+    check_sizes,
     generator_norm,
     get_norm,
     with_spectral_norm,
@@ -122,6 +123,7 @@ class ResNetGenerator(nn.Module):
         channels: int = 3,
     ) -> None:
         super().__init__()
+        check_sizes(z_dim=z_dim, width=width)
         _check_resolution(resolution)
         spec = get_norm(norm)
         check_conditional_norm(num_classes, spec.batch)
@@ -155,6 +157,7 @@ class ResNetDiscriminator(nn.Module):
         channels: int = 3,
     ) -> None:
         super().__init__()
+        check_sizes(width=width)
         _check_resolution(resolution)
         spec = get_norm(norm)
         self.num_classes = num_classes

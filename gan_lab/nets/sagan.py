@@ -28,6 +28,7 @@ from gan_lab.nets.layers import (
     SelfAttention,
     check_conditional_norm,
     check_labels,
+    check_sizes,
     generator_norm,
     get_norm,
     init_dcgan_weights,
@@ -80,6 +81,7 @@ class SAGANGenerator(nn.Module):
         channels: int = 3,
     ) -> None:
         super().__init__()
+        check_sizes(z_dim=z_dim, width=width)
         n_up = num_doublings(resolution)
         spec = get_norm(norm)
         check_conditional_norm(num_classes, spec.batch)
@@ -122,6 +124,7 @@ class SAGANDiscriminator(nn.Module):
         channels: int = 3,
     ) -> None:
         super().__init__()
+        check_sizes(width=width)
         n_down = num_doublings(resolution)
         spec = get_norm(norm)
         self.num_classes = num_classes

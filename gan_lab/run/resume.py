@@ -1,11 +1,4 @@
-"""`resume=<run dir or checkpoint>`: continue a run exactly where its checkpoint left it.
-
-The resumed run keeps the checkpoint's own config (model, loss, data, optimizer, seed, logging, ...): the
-command line may only change the keys in CHANGEABLE (budget, devices, logging, where files are), so a resume
-cannot silently change the run; overriding any other key to a different value is an error.
-Everything else that makes the continuation exact lives with its owner: GANModule saves counters and RNG
-states, data.StreamSampler positions the data stream, Lightning restores optimizers and schedulers.
-"""
+"""`resume=<run dir or checkpoint>`: the config and checkpoint a run continues from, exactly where it stopped."""
 
 from __future__ import annotations
 
@@ -18,15 +11,20 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gan_lab.checkpoints import check_trusted_targets, run_dir_of
 from gan_lab.errors import ConfigError, GanLabError
-from gan_lab.loggers import RUN_ID_FILE, flatten_config
+from gan_lab.loggers import flatten_config
+from gan_lab.run.checkpoint_io import check_trusted_targets
+from gan_lab.run.paths import LAST_CKPT, RunDir
+from gan_lab.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 _ABSENT = object()
 
-# Config keys a resumed run may take from the new command line: the budget, the hardware, how the run is
-# watched, and where files are. Everything else comes from the checkpoint.
+# The resumed run keeps the checkpoint's own config (model, loss, data, optimizer, seed, logging, ...): the
+# command line may only change the keys in CHANGEABLE (the budget, the hardware, how the run is watched, and
+# where files are), so a resume cannot silently change the run; overriding any other key to a different value
+# is an error. Everything else that makes the continuation exact lives with its owner: GANModule saves counters
+# and RNG states, data.StreamSampler positions the data stream, Lightning restores optimizers and schedulers.
 CHANGEABLE = (
     "resume", "steps", "paths", "logger", "callbacks", "metrics", "hydra", "objective",
     "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
@@ -36,12 +34,11 @@ CHANGEABLE = (
 
 
 def find_checkpoint(resume: str | os.PathLike[str]) -> Path:
-    """The checkpoint to resume from: the file itself, or `<run dir>/checkpoints/last.ckpt`."""
+    """The checkpoint to resume from: the file itself, or the last checkpoint of a run or checkpoints folder."""
     path = Path(resume).expanduser().absolute()
     if path.is_dir():
-        candidate = (
-            path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
-        )
+        run = RunDir(path)
+        candidate = run.last_ckpt if run.checkpoints.is_dir() else path / LAST_CKPT
         if not candidate.is_file():
             raise GanLabError(
                 f"resume={resume}: no {candidate.relative_to(path)} in that folder (the run saved no checkpoint "
@@ -121,7 +118,7 @@ def resume_config(
     cfg: DictConfig, checkpoint: Mapping[str, Any], ckpt_path: Path, overrides: Sequence[str]
 ) -> DictConfig:
     """The config of the continued run: the checkpoint's, plus the CHANGEABLE keys `overrides` set in `cfg`."""
-    run_dir = run_dir_of(ckpt_path)
+    run_dir = RunDir.of(ckpt_path).root
     saved_plain = checkpoint["hyper_parameters"]
     old_dir = str((saved_plain.get("paths") or {}).get("output_dir") or run_dir)
     saved = OmegaConf.create(_moved(saved_plain, old_dir, str(run_dir)))
@@ -184,7 +181,7 @@ def _warn_if_schedule_length_changes(saved: DictConfig, merged: DictConfig) -> N
 def _continue_wandb_run(cfg: DictConfig, run_dir: Path) -> None:
     """Point a W&B logger at the run id the interrupted run saved, so W&B continues it instead of a new run."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
-    id_file = run_dir / RUN_ID_FILE
+    id_file = RunDir(run_dir).wandb_run_id
     if wandb_cfg is None or not id_file.is_file() or wandb_cfg.get("id"):
         return
     wandb_cfg.id = id_file.read_text().strip()
@@ -201,12 +198,10 @@ def trim_metrics_csv(path: Path, g_steps: int) -> None:
     kept = [r for r in rows if not r.get("step") or float(r["step"]) <= g_steps]
     if len(kept) == len(rows):
         return
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(kept)
-    os.replace(tmp, path)
     log.info(
         "resume: dropped %d rows of %s logged after generator step %d", len(rows) - len(kept), path, g_steps
     )

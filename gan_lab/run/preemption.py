@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gan_lab.errors import GanLabError
+from gan_lab.run.paths import LAST_CKPT
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class Preempted(GanLabError):
 
 
 class PreemptionCheckpoint(pl.Callback):
-    """On SIGTERM or a first Ctrl+C: finish the current step, save `<dirpath>/last.ckpt`, stop the run.
+    """On SIGTERM or a first Ctrl+C: finish the current step, save `<dirpath>/<LAST_CKPT>`, stop the run.
 
     Lightning turns SIGTERM into a SIGTERMException between two training batches (on every DDP rank), so the
     saved state is always that of a whole step. Ctrl+C is routed the same way; a second Ctrl+C aborts at once
@@ -33,7 +34,7 @@ class PreemptionCheckpoint(pl.Callback):
     """
 
     def __init__(self, dirpath: str | Path) -> None:
-        self.path = Path(dirpath) / "last.ckpt"
+        self.path = Path(dirpath) / LAST_CKPT
         self.signum: int | None = None
         self.saved = False
         self._trainer: pl.Trainer | None = None

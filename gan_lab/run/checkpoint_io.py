@@ -1,12 +1,8 @@
-"""Loading gan_lab checkpoints and exports safely: tensors and plain containers only, no code.
-
-A checkpoint (.ckpt) is read with `torch.load(weights_only=True)`; an export (`python -m gan_lab.export`) is
-safetensors weights plus a config.yaml. Either way the generator is rebuilt from its stored config, whose
-`_target_`s must name gan_lab classes: a shared file never gets to pick the callable Hydra instantiates.
-"""
+"""Checkpoint and export files: atomic durable saves, and loads that run no code (tensors, gan_lab targets)."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +11,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError, safe_open
@@ -22,13 +19,18 @@ from torch import Tensor, nn
 from yaml import YAMLError
 
 from gan_lab.errors import GanLabError
+from gan_lab.run.paths import CONFIG_FILE, LAST_CKPT_EXAMPLE
+from gan_lab.utils.io import atomic_torch_save
 
 GENERATOR_PREFIX = "generator."
 EMA_PREFIX = "generator_ema.module."  # AveragedModel keeps the averaged copy of G under .module
 EXPORT_FORMAT = "gan_lab.generator.v1"  # the "format" tag in the safetensors metadata of gan_lab exports
-EXPORT_CONFIG = "config.yaml"
+EXPORT_CONFIG = CONFIG_FILE  # an export carries the run config, named as in the run directory
 # An export directory's weights in order of preference: the EMA generator first, as from a .ckpt.
 EXPORT_FILES = ("generator_ema.safetensors", "generator.safetensors")
+# A checkpoint (.ckpt) is read with torch.load(weights_only=True); an export (python -m gan_lab.export) is
+# safetensors weights plus a config.yaml. Either way the generator is rebuilt from its stored config, whose
+# `_target_`s must name gan_lab classes: a shared file never gets to pick the callable Hydra instantiates.
 # The only callables a loaded config may name: Hydra calls `_target_` with the stored arguments, so a shared
 # checkpoint or config.yaml naming e.g. os.system would otherwise run code just like a pickle.
 TRUSTED_TARGETS = {"model.generator": "gan_lab.nets.", "dataset": "gan_lab.data."}
@@ -37,6 +39,34 @@ _ZIP_MAGIC = b"PK\x03\x04"
 # No torch.serialization.add_safe_globals: a gan_lab checkpoint (weights, Adam and LR-scheduler states, EMA,
 # callback states, the run config as a plain dict) holds only tensors, str, int, float, bool, None, dict, list
 # and tuple, which weights_only=True accepts as is (tests/test_export.py loads one from a real run).
+
+
+class CheckpointWriteError(GanLabError):
+    """A checkpoint could not be written (disk full, permissions); the previous one is untouched."""
+
+
+def save_checkpoint(checkpoint: Any, path: str | os.PathLike[str]) -> None:
+    """torch.save atomically and durably: a kill, a crash or a full disk leaves the previous file whole."""
+    path = Path(path)
+    try:
+        atomic_torch_save(checkpoint, path, durable=True)
+    except OSError as err:
+        kept = "the previous checkpoint is kept" if path.exists() else "no earlier checkpoint exists"
+        raise CheckpointWriteError(
+            f"could not write checkpoint {path} ({err.strerror or err}); {kept}; free disk space or "
+            "fix the folder's permissions, then continue with resume=<run dir>"
+        ) from err
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO with atomic local writes (remote URLs keep Lightning's own writer)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        save_checkpoint(checkpoint, path)
 
 
 def _refusal_reason(err: Exception) -> str:
@@ -50,7 +80,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict of a gan_lab run, on the CPU; refuses files that need arbitrary code to unpickle."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise GanLabError(f"checkpoint {path} not found; pass ckpt=<run dir>/checkpoints/last.ckpt")
+        raise GanLabError(f"checkpoint {path} not found; pass ckpt={LAST_CKPT_EXAMPLE}")
     with path.open("rb") as file:
         magic = file.read(len(_ZIP_MAGIC))
     if magic != _ZIP_MAGIC:  # refused before unpickling anything: a bare pickle, a text file, an empty file
@@ -76,16 +106,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     ):
         raise GanLabError(f"{path} is not a gan_lab training checkpoint (no state_dict / run config in it)")
     return checkpoint
-
-
-def run_dir_of(ckpt: str | Path) -> Path:
-    """The run directory of a checkpoint or export: the parent of checkpoints/ or export/, else its folder.
-
-    An export directory is its own folder, so a standalone shared export keeps what is made from it inside it.
-    """
-    ckpt = Path(ckpt).expanduser().absolute()
-    folder = ckpt if ckpt.is_dir() else ckpt.parent
-    return folder.parent if folder.name in ("checkpoints", "export") else folder
 
 
 @dataclass
@@ -181,7 +201,7 @@ def find_export_weights(path: Path) -> Path:
         )
     if not path.is_file():
         raise GanLabError(
-            f"{path} not found; export one with python -m gan_lab.export ckpt=<run dir>/checkpoints/last.ckpt"
+            f"{path} not found; export one with python -m gan_lab.export ckpt={LAST_CKPT_EXAMPLE}"
         )
     return path
 
@@ -201,7 +221,7 @@ def load_export(path: str | Path) -> tuple[DictConfig, dict[str, Tensor], int]:
     if metadata.get("format") != EXPORT_FORMAT:
         raise GanLabError(
             f"{weights_path} is not a gan_lab generator export (no format={EXPORT_FORMAT} in its metadata); "
-            "write one with python -m gan_lab.export ckpt=<run dir>/checkpoints/last.ckpt"
+            f"write one with python -m gan_lab.export ckpt={LAST_CKPT_EXAMPLE}"
         )
     config_path = weights_path.parent / EXPORT_CONFIG
     if not config_path.is_file():

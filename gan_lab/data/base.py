@@ -1,0 +1,278 @@
+"""ImageDataModule: the datasets' shared settings, training dataloader and in-memory mode."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from gan_lab.data.memory import (
+    DECODED_FORMAT,
+    InMemoryImages,
+    _datasets_cache_dir,
+    _read_decoded,
+    _TensorImages,
+    _UInt8Batches,
+    _whole_batch,
+    _write_decoded,
+)
+from gan_lab.data.sampler import Mirrored, StreamSampler
+from gan_lab.data.transforms import image_transform, reference_transform, uint8_to_unit_range
+from gan_lab.errors import ConfigError, DataError
+from gan_lab.utils.console import quiet_worker_advice
+
+log = logging.getLogger("gan_lab.data")
+
+# dataset.in_memory=auto holds the decoded uint8 training set in RAM up to this size: CIFAR-10 takes 0.15 GiB
+# at 32², 0.57 GiB at 64², 2.3 GiB at 128²; LSUN church at 128² (126k images, ~5.8 GiB) streams from its files.
+IN_MEMORY_MAX_BYTES = 4 * 2**30
+MIN_CACHED_IMAGES = 2000  # smaller sets decode in a second or so: not worth a cache file
+DECODE_BATCH = 256  # images per worker batch while decoding into memory
+
+
+@rank_zero_only  # DDP ranks check the same files: one warning is enough
+def _warn_once(msg: str, *args: object) -> None:
+    log.warning(msg, *args)
+
+
+@rank_zero_only
+def _info_once(msg: str, *args: object) -> None:
+    log.info(msg, *args)
+
+
+def _positive_int(name: str, value: object, example: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a positive integer; set e.g. {name}={example}")
+    return value
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Shared settings and the training dataloader; subclasses only build the dataset."""
+
+    def __init__(
+        self,
+        root: str | None,
+        resolution: int,
+        batch_size: int,
+        num_workers: int,
+        hflip: bool,
+        order_seed: int = 0,
+        in_memory: bool | str | None = None,
+    ) -> None:
+        super().__init__()
+        if in_memory not in (None, True, False, "auto"):
+            raise ConfigError(
+                f"dataset.in_memory={in_memory!r} must be auto, true or false; set dataset.in_memory=auto"
+            )
+        self.in_memory = in_memory  # None: not applicable (the images are generated in memory)
+        self.root = Path(root).expanduser() if root is not None else None
+        self.resolution = _positive_int("dataset.resolution", resolution, 64)
+        self.batch_size = _positive_int("dataset.batch_size", batch_size, 64)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"dataset.num_workers={num_workers!r} must be >= 0; set dataset.num_workers=2")
+        self.num_workers = num_workers
+        self.hflip = bool(hflip)
+        self.order_seed = order_seed  # pass p over the data is shuffled with order_seed + p (StreamSampler)
+        self.crop: int | None = None  # center crop before resizing (FolderDataModule's dataset.crop)
+        self.num_classes: int = 0
+        self.class_names: list[str] = []
+        self.train_set: Dataset | None = None
+
+    def build_dataset(
+        self, transform: Callable[[Image.Image], torch.Tensor], split: str = "train"
+    ) -> Dataset:
+        """Return the dataset of ``split`` ("train" or "test") whose items are ``(transform(image), label)``."""
+        raise NotImplementedError
+
+    def reference_dataset(self, split: str, resolution: int | None = None) -> Dataset:
+        """Real images of ``split`` as uint8 (3, r, r) at ``resolution`` (default: training's), unflipped, for metrics."""
+        if split not in ("train", "test"):
+            raise ConfigError(f"metrics.reference_split must be 'train' or 'test', got '{split}'")
+        resolution = resolution or self.resolution
+        if split == "train" and resolution == self.resolution and isinstance(self.train_set, InMemoryImages):
+            # The decoded images are reference_transform's output already: the same bytes, no second decode.
+            return _TensorImages(self.train_set.images, self.train_set.labels, None)
+        return self.build_dataset(reference_transform(resolution, self.crop), split)
+
+    def native_resolution(self) -> int | None:
+        """The side of the dataset's own square images (CIFAR-10: 32), or None when sizes differ or are unknown."""
+        return None
+
+    def num_images(self) -> int | None:
+        """Images in the training set, known without decoding any; None: unknown (in_memory=auto is then off)."""
+        return None
+
+    def use_in_memory(self) -> bool:
+        """Resolve dataset.in_memory (auto: the decoded uint8 set fits IN_MEMORY_MAX_BYTES) and log which."""
+        if self.in_memory is None:
+            return False
+        n, r = self.num_images(), self.resolution
+        gib = n * 3 * r * r / 2**30 if n is not None else None
+        size = f"{n} images of 3x{r}x{r} uint8 = {gib:.2f} GiB" if gib is not None else "size unknown"
+        if self.in_memory == "auto":
+            chosen = gib is not None and gib <= IN_MEMORY_MAX_BYTES / 2**30
+            why = f"{size} {'<=' if chosen else '>'} {IN_MEMORY_MAX_BYTES / 2**30:g} GiB, dataset.in_memory=auto"
+        else:
+            chosen, why = bool(self.in_memory), f"{size}, dataset.in_memory={str(self.in_memory).lower()}"
+        if chosen:
+            _info_once("training images: decoded once into memory, served as uint8 batches (%s)", why)
+        else:
+            _info_once("training images: decoded from their files every step (%s)", why)
+        return chosen
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the training set once and check it holds at least one batch."""
+        if self.train_set is not None:
+            return
+        if self.use_in_memory():
+            train_set: Dataset = InMemoryImages(*self.load_decoded())
+        else:
+            train_set = self.build_dataset(image_transform(self.resolution, self.crop))
+        size = len(train_set)  # type: ignore[arg-type]
+        if size < self.batch_size:
+            where = self.root if self.root is not None else type(self).__name__
+            raise DataError(
+                f"dataset.batch_size={self.batch_size} is larger than the {size} images in {where}; "
+                "lower dataset.batch_size"
+            )
+        self.train_set = train_set
+
+    def source_files(self) -> list[Path]:
+        """The files the training images come from; their names, sizes and mtimes key the decoded cache."""
+        return []
+
+    def decoded_cache_key(self) -> dict[str, object]:
+        """What the decoded training images depend on: class, root, resolution, crop, the source files."""
+        files = hashlib.sha256()
+        for path in self.source_files():
+            stat = path.stat()
+            files.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return {
+            "datamodule": type(self).__name__,
+            "root": str(self.root.resolve()) if self.root is not None else None,
+            "resolution": self.resolution,
+            "crop": self.crop,
+            "skip_corrupt": getattr(self, "skip_corrupt", False),
+            "files": files.hexdigest(),
+            "format": DECODED_FORMAT,
+        }
+
+    def load_decoded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images (N, 3, R, R), int64 labels (N,)) of the training set, from the cache when it is valid."""
+        if not self.needs_decoding():
+            return self.decode_train_images()
+        key = self.decoded_cache_key()
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = _datasets_cache_dir() / f"{type(self).__name__.lower()}_{self.resolution}px_{digest}.pt"
+        if path.is_file():
+            try:
+                images, labels = _read_decoded(path, key, self.resolution)
+                log.info("training images: read %d decoded images from the cache %s", len(images), path)
+                return images, labels
+            except Exception as e:  # any damage means the file is not trusted: decode again
+                reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                log.warning(
+                    "decoded-image cache %s is unusable (%s); decoding the images again", path, reason
+                )
+        start = time.perf_counter()
+        images, labels = self.decode_train_images()
+        seconds = time.perf_counter() - start
+        if len(images) < MIN_CACHED_IMAGES:
+            return images, labels
+        try:
+            _write_decoded(path, key, images, labels)
+            log.info("training images: decoded %d images in %.1f s, cached in %s", len(images), seconds, path)
+        except OSError as e:
+            log.warning("training images: could not write the decoded-image cache %s (%s)", path, e)
+        return images, labels
+
+    def needs_decoding(self) -> bool:
+        """False where the images are in memory as uint8 already (CIFAR-10 at 32²): then nothing is cached."""
+        return True
+
+    def decode_train_images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode the training set through `reference_transform` (the file pipeline's PIL steps), in workers."""
+        dataset = self.build_dataset(reference_transform(self.resolution, self.crop))
+        n, r = len(dataset), self.resolution  # type: ignore[arg-type]
+        images, labels = torch.empty((n, 3, r, r), dtype=torch.uint8), torch.empty(n, dtype=torch.long)
+        start = 0
+        for batch_images, batch_labels in self._decode_loader(dataset, range(n)):
+            images[start : start + len(batch_images)] = batch_images
+            labels[start : start + len(batch_images)] = batch_labels
+            start += len(batch_images)
+        return images, labels
+
+    def _decode_loader(self, dataset: Dataset, indices: Sequence[int]) -> DataLoader:
+        """Batches of `dataset` at `indices`, in order, decoded by up to dataset.num_workers processes."""
+        workers = min(self.num_workers, math.ceil(len(indices) / DECODE_BATCH))
+        return DataLoader(
+            dataset,
+            batch_size=DECODE_BATCH,
+            sampler=indices,  # type: ignore[arg-type]
+            num_workers=workers,
+            # Its own generator: a loader without one draws a seed from the global RNG, which would make a
+            # run that decodes differ from one that reads the cache.
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    def on_after_batch_transfer(self, batch: object, dataloader_idx: int) -> object:
+        """Turn the in-memory loader's uint8 images into the file pipeline's floats, after the device transfer."""
+        if isinstance(batch, (list, tuple)) and len(batch) == 2 and isinstance(batch[0], torch.Tensor):
+            if batch[0].dtype == torch.uint8:
+                return [uint8_to_unit_range(batch[0]), batch[1]]
+        return batch
+
+    def trained_batches(self) -> int:
+        """Batches this rank has trained on so far (the module's d_steps, restored on resume); 0 outside fit."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return int(getattr(module, "d_steps", 0))
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of ``batch_size`` (a pass's incomplete last batch is dropped), resumable mid-pass.
+
+        In memory, the images come as uint8: `on_after_batch_transfer` (which Lightning calls after moving a
+        batch to the device) turns them into the floats that the file pipeline yields.
+        """
+        self.setup("fit")
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        if isinstance(self.train_set, InMemoryImages):
+            # uint8 batches straight from memory in this process: one index + one flip per batch, no workers.
+            quiet_worker_advice()
+            batches = _UInt8Batches(self.train_set)
+            return DataLoader(
+                batches,
+                batch_size=self.batch_size,
+                sampler=StreamSampler(
+                    batches, self.batch_size, self.trained_batches, self.order_seed, self.hflip, world, rank
+                ),
+                drop_last=True,
+                collate_fn=_whole_batch,
+                pin_memory=torch.cuda.is_available(),
+                # Without a generator, every iter() would draw its base seed from the global RNG (see below).
+                generator=torch.Generator().manual_seed(self.order_seed),
+            )
+        dataset = Mirrored(self.train_set) if self.hflip else self.train_set
+        sampler = StreamSampler(
+            dataset, self.batch_size, self.trained_batches, self.order_seed, self.hflip, world, rank
+        )
+        return DataLoader(
+            dataset,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            # Worker seeds come from this generator, not the global RNG, which resume restores at batch start.
+            generator=torch.Generator().manual_seed(self.order_seed),
+        )

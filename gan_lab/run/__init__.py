@@ -1,0 +1,1 @@
+"""A training run on disk: its directory layout, checkpoints, resume and preemption."""

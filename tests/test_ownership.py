@@ -1,0 +1,92 @@
+"""One owner per concept (issue 13): run file names, atomic writes and module names each live in one place."""
+
+from __future__ import annotations
+
+import re
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+PACKAGE = Path(__file__).resolve().parents[1] / "gan_lab"
+
+
+def sources() -> dict[str, str]:
+    """{path relative to gan_lab/: text} of every module of the package."""
+    return {p.relative_to(PACKAGE).as_posix(): p.read_text() for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def holders(text: str, files: dict[str, str]) -> set[str]:
+    return {path for path, source in files.items() if text in source}
+
+
+def outside(allowed: set[str], found: set[str]) -> list[str]:
+    """The files of `found` that are not in `allowed` nor under an allowed folder ('data/')."""
+    return sorted(
+        f for f in found if f not in allowed and not any(f.startswith(a) for a in allowed if a.endswith("/"))
+    )
+
+
+@pytest.mark.parametrize("name", ["last.ckpt", "best.ckpt", "status.json"])
+def test_run_file_names_are_only_spelt_in_run_paths(name: str) -> None:
+    found = holders(name, sources())
+    assert "run/paths.py" in found, f"gan_lab/run/paths.py no longer names {name}"
+    assert outside({"run/paths.py"}, found) == [], f"use gan_lab.run.paths instead of spelling {name}"
+
+
+OS_REPLACE_ALLOWED = {
+    "utils/io.py",  # the one atomic write helper
+}
+
+
+def test_os_replace_is_only_called_by_the_atomic_write_helper() -> None:
+    found = holders("os.replace", sources())
+    assert "utils/io.py" in found
+    assert outside(OS_REPLACE_ALLOWED, found) == [], "write files with gan_lab.utils.io.atomic_path & co"
+
+
+def _stem(name: str) -> str:
+    """A module name without a trailing 'ing' or 's': checkpointing, checkpoints -> checkpoint."""
+    return re.sub(r"(ing|s)$", "", name)
+
+
+# Module names (dotted, under gan_lab) that may differ from another only by a suffix, with the reason.
+SUFFIX_PAIRS_ALLOWED: set[frozenset[str]] = set()
+
+
+def module_names() -> list[str]:
+    """Dotted names under gan_lab of every module and package ('run.paths', 'run', 'metrics', ...)."""
+    names = set()
+    for path in sources():
+        parts = path.removesuffix(".py").split("/")
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts and parts[-1] != "__main__":
+            names.add(".".join(parts))
+    return sorted(names)
+
+
+def test_no_two_module_names_differ_only_by_a_suffix() -> None:
+    names = module_names()
+    clashes = [
+        (a, b)
+        for a, b in combinations(names, 2)
+        if a.rsplit(".", 1)[-1] != b.rsplit(".", 1)[-1]
+        and _stem(a.rsplit(".", 1)[-1]) == _stem(b.rsplit(".", 1)[-1])
+        and frozenset({a, b}) not in SUFFIX_PAIRS_ALLOWED
+    ]
+    assert clashes == [], f"modules whose names differ only by a suffix: {clashes}; name each by what it owns"
+
+
+def test_the_stem_comparison_catches_the_old_pair() -> None:
+    assert _stem("checkpointing") == _stem("checkpoints") == "checkpoint"
+    assert _stem("report") == "report"
+
+
+def test_checkpoints_of_earlier_versions_still_build_their_last_checkpoint_callback(tmp_path: Path) -> None:
+    """Stored run configs name gan_lab.checkpointing.LastCheckpoint; resume= instantiates it from them."""
+    from gan_lab.run.checkpoint_callback import LastCheckpoint
+
+    callback = instantiate({"_target_": "gan_lab.checkpointing.LastCheckpoint", "dirpath": str(tmp_path)})
+    assert isinstance(callback, LastCheckpoint)
