@@ -183,14 +183,14 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> GANModule:
     run = RunDir(output_dir)
     check_writable(output_dir)
     # A run that fails before its first step (bad input) puts back an earlier run's files it replaced.
-    earlier = {p.name: p.read_bytes() for p in (run.config, run.status) if p.is_file()}
+    earlier = {p.name: p.read_bytes() for p in (run.config_file, run.status) if p.is_file()}
     started, module, trainer = time.time(), None, None
     write_status(output_dir, "running", started)
     try:
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.dataset)
         resolve_num_classes(cfg, datamodule)
-        save_config(cfg, run.config)
+        save_config(cfg, run.config_file)
         module = build_module(cfg)
         if checkpoint is not None:
             check_same_architecture(module.state_dict(), checkpoint, ckpt_path)

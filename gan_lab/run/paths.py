@@ -59,7 +59,9 @@ class RunDir:
         return self.root / STATUS_FILE
 
     @property
-    def config(self) -> Path:
+    def config_file(self) -> Path:
+        # Not `config`: submitit pickles train() by value, and cloudpickle then also pickles every imported
+        # submodule whose name is an attribute train() reads (torch.distributed.config cannot be pickled).
         return self.root / CONFIG_FILE
 
     @property
