@@ -19,7 +19,7 @@ from gan_lab.data import ImageFileDataset, scan_image_folder, to_rgb
 from gan_lab.errors import ConfigError
 from gan_lab.images import uint8_at_resolution
 from gan_lab.metrics import Evaluator, image_batches, settings_from_config
-from gan_lab.run.checkpoint_io import load_generator
+from gan_lab.run.checkpoint_io import load_generator, trusted_packages
 from gan_lab.run.paths import RunDir, evaluation_name
 
 log = logging.getLogger("gan_lab.evaluate")
@@ -33,7 +33,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     device = resolve_device(cfg.device)
     settings = settings_from_config(cfg.metrics)
-    loaded = load_generator(cfg.ckpt, device) if cfg.ckpt else None
+    loaded = load_generator(cfg.ckpt, device, trusted_packages(cfg)) if cfg.ckpt else None
     if cfg.get("dataset"):
         dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     elif loaded is not None:

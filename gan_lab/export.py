@@ -9,6 +9,7 @@ Safetensors files hold tensors only, so an export can be shared and loaded witho
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from gan_lab.cli import user_errors_as_one_line
 from gan_lab.errors import ConfigError, GanLabError
-from gan_lab.loggers import redact_secrets
+from gan_lab.utils.config import redact_secrets
 from gan_lab.run.checkpoint_io import (
     EMA_PREFIX,
     EXPORT_CONFIG,
@@ -27,6 +28,7 @@ from gan_lab.run.checkpoint_io import (
     build_generator,
     generator_state,
     load_checkpoint,
+    trusted_packages,
 )
 from gan_lab.run.paths import LAST_CKPT_EXAMPLE, RunDir
 
@@ -52,8 +54,11 @@ def export_config(hyper_parameters: dict, g_steps: int) -> DictConfig:
     return config
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path | None = None) -> dict[str, Path]:
-    """Write generator[_ema].safetensors and config.yaml of ckpt into out; returns {name: path}."""
+def export_checkpoint(
+    ckpt: str | Path, out: str | Path | None = None, trusted: Sequence[str] | None = None
+) -> dict[str, Path]:
+    """Write generator[_ema].safetensors and config.yaml of ckpt into out; returns {name: path}. `trusted`:
+    checkpoint.trusted_packages, the user's own packages whose generators may be built."""
     ckpt = Path(ckpt).expanduser().absolute()
     checkpoint = load_checkpoint(ckpt)
     out = Path(out).expanduser().absolute() if out else default_out_dir(ckpt)
@@ -69,7 +74,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path | None = None) -> dict[s
                 raise GanLabError(f"{ckpt} holds no generator weights (no {prefix}* in its state_dict)")
             path.unlink(missing_ok=True)  # a stale EMA file from an earlier export would be loaded first
             continue
-        build_generator(config, weights, ckpt)  # refuse to write an export that would not load
+        build_generator(config, weights, ckpt, trusted)  # refuse to write an export that would not load
         metadata = {"format": EXPORT_FORMAT, "g_steps": str(g_steps), "generator": name}
         save_file(standalone(weights), path, metadata=metadata)
         paths[name] = path
@@ -84,7 +89,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path | None = None) -> dict[s
 def main(cfg: DictConfig) -> None:
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise ConfigError(f"ckpt is required: python -m gan_lab.export ckpt={LAST_CKPT_EXAMPLE}")
-    for name, path in export_checkpoint(cfg.ckpt, cfg.out).items():
+    for name, path in export_checkpoint(cfg.ckpt, cfg.out, trusted_packages(cfg)).items():
         print(f"{name + ':':<15}{path}")
 
 

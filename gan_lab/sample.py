@@ -21,7 +21,7 @@ from torchvision.utils import save_image
 from gan_lab.cli import config_errors_as_one_line, resolve_device, user_errors_as_one_line
 from gan_lab.errors import ConfigError
 from gan_lab.images import to_uint8
-from gan_lab.run.checkpoint_io import LoadedGenerator, load_generator
+from gan_lab.run.checkpoint_io import LoadedGenerator, load_generator, trusted_packages
 from gan_lab.run.paths import LAST_CKPT_EXAMPLE, RunDir
 
 log = logging.getLogger("gan_lab.sample")
@@ -150,7 +150,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     check_config(cfg)
     device = resolve_device(cfg.device)
     ckpt = Path(cfg.ckpt).expanduser().absolute()
-    loaded = load_generator(ckpt, device)
+    loaded = load_generator(ckpt, device, trusted_packages(cfg))
     out_dir = Path(cfg.out_dir).expanduser().absolute() if cfg.out_dir else default_out_dir(ckpt, cfg.seed)
     log.info("generator of %s (%d generator steps) on %s", ckpt, loaded.g_steps, device)
     paths = write_samples(loaded, cfg, out_dir, device)

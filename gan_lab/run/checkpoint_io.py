@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 from yaml import YAMLError
 
-from gan_lab.errors import GanLabError
+from gan_lab.errors import ConfigError, GanLabError
 from gan_lab.run.paths import CONFIG_FILE, LAST_CKPT_EXAMPLE
 from gan_lab.utils.io import atomic_torch_save
 
@@ -34,6 +34,39 @@ EXPORT_FILES = ("generator_ema.safetensors", "generator.safetensors")
 # The only callables a loaded config may name: Hydra calls `_target_` with the stored arguments, so a shared
 # checkpoint or config.yaml naming e.g. os.system would otherwise run code just like a pickle.
 TRUSTED_TARGETS = {"model.generator": "gan_lab.nets.", "dataset": "gan_lab.data."}
+# gan_lab and torch are always trusted (within the prefixes above); checkpoint.trusted_packages adds a
+# researcher's own packages, e.g. [gan_lab, torch, my_lab], so that my_lab.nets.MyGenerator loads.
+BUILT_IN_PACKAGES = ("gan_lab", "torch")
+
+
+def trusted_package_prefixes(packages: Sequence[str] | None) -> tuple[str, ...]:
+    """'my_lab.' for each package of checkpoint.trusted_packages beyond the built-in ones; ConfigError if a
+    name is not a dotted Python package name."""
+    extra = []
+    for name in packages or ():
+        name = str(name)
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(
+                f"checkpoint.trusted_packages has '{name}', which is not a Python package name; "
+                "e.g. checkpoint.trusted_packages=[gan_lab,torch,my_lab]"
+            )
+        if name not in BUILT_IN_PACKAGES:
+            extra.append(f"{name}.")
+    return tuple(extra)
+
+
+def trusted_packages(cfg: DictConfig) -> list[str] | None:
+    """checkpoint.trusted_packages of a command's own config (never of the file it loads)."""
+    packages = OmegaConf.select(cfg, "checkpoint.trusted_packages", default=None)
+    return list(packages) if packages is not None else None
+
+
+def generator_targets(packages: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """TRUSTED_TARGETS widened by the user's own packages."""
+    extra = trusted_package_prefixes(packages)
+    return {key: (prefix, *extra) for key, prefix in TRUSTED_TARGETS.items()}
+
+
 # torch.save (and so Lightning) writes zip archives; gan_lab never wrote anything else.
 _ZIP_MAGIC = b"PK\x03\x04"
 # No torch.serialization.add_safe_globals: a gan_lab checkpoint (weights, Adam and LR-scheduler states, EMA,
@@ -142,7 +175,8 @@ def check_trusted_targets(
                 allowed = "* or ".join(prefix) if isinstance(prefix, tuple) else prefix
                 raise GanLabError(
                     f"{source}: {key}._target_ is '{target}', but gan_lab only builds {allowed}* classes from a "
-                    "loaded config (a shared file must not choose what code runs); was this file made by gan_lab?"
+                    "loaded config (a shared file must not choose what code runs); was this file made by gan_lab? "
+                    "If it names your own package, list it: checkpoint.trusted_packages=[gan_lab,torch,PACKAGE]"
                 )
             for k, v in node.items():
                 visit(v, f"{key}.{k}", prefix)
@@ -165,12 +199,18 @@ def resolved(config: DictConfig, key: str, source: Path) -> Any:
         ) from err
 
 
-def build_generator(config: DictConfig, weights: Mapping[str, Tensor], source: Path) -> nn.Module:
-    """The generator config.model.generator describes, holding `weights`; GanLabError when they do not fit."""
+def build_generator(
+    config: DictConfig,
+    weights: Mapping[str, Tensor],
+    source: Path,
+    trusted_packages: Sequence[str] | None = None,
+) -> nn.Module:
+    """The generator config.model.generator describes, holding `weights`; GanLabError when they do not fit.
+    Its `_target_` must be a gan_lab class or one of `trusted_packages` (checkpoint.trusted_packages)."""
     spec = resolved(config, "model.generator", source)
     if not isinstance(spec, dict) or "_target_" not in spec:
         raise GanLabError(f"{source}: the run config has no model.generator; was this file made by gan_lab?")
-    check_trusted_targets(config, source)
+    check_trusted_targets(config, source, generator_targets(trusted_packages))
     generator, target = instantiate(spec), spec["_target_"]
     try:
         missing, unexpected = generator.load_state_dict(weights, strict=False)
@@ -241,7 +281,9 @@ def load_export(path: str | Path) -> tuple[DictConfig, dict[str, Tensor], int]:
     return config, weights, int(g_steps) if g_steps.isdigit() else 0
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> LoadedGenerator:
+def load_generator(
+    path: str | Path, device: str | torch.device = "cpu", trusted_packages: Sequence[str] | None = None
+) -> LoadedGenerator:
     """Rebuild the generator of a checkpoint (.ckpt) or an export (directory or .safetensors) and load its weights."""
     path = Path(path).expanduser()
     if path.is_dir() or path.suffix == ".safetensors":
@@ -256,6 +298,6 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Load
         # The EMA generator, when the run kept one, is the one to sample from.
         weights = generator_state(state, EMA_PREFIX) or generator_state(state, GENERATOR_PREFIX)
         g_steps = int(checkpoint.get("gan_lab", {}).get("g_steps", 0))
-    generator = build_generator(config, weights, path)
+    generator = build_generator(config, weights, path, trusted_packages)
     generator.to(device).eval()
     return LoadedGenerator(generator, config, g_steps)

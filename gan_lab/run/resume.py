@@ -12,8 +12,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.errors import ConfigError, GanLabError
-from gan_lab.loggers import flatten_config
-from gan_lab.run.checkpoint_io import check_trusted_targets
+from gan_lab.utils.config import flatten_config
+from gan_lab.run.checkpoint_io import check_trusted_targets, trusted_package_prefixes
 from gan_lab.run.paths import LAST_CKPT, RunDir
 from gan_lab.utils.io import atomic_path
 
@@ -26,7 +26,7 @@ _ABSENT = object()
 # is an error. Everything else that makes the continuation exact lives with its owner: GANModule saves counters
 # and RNG states, data.StreamSampler positions the data stream, Lightning restores optimizers and schedulers.
 CHANGEABLE = (
-    "resume", "steps", "paths", "logger", "callbacks", "metrics", "hydra", "objective",
+    "resume", "steps", "paths", "logger", "callbacks", "metrics", "hydra", "objective", "checkpoint",
     "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.default_root_dir",
     "dataset.root", "dataset.test_root", "dataset.num_workers", "dataset.download",
@@ -123,7 +123,9 @@ def resume_config(
     old_dir = str((saved_plain.get("paths") or {}).get("output_dir") or run_dir)
     saved = OmegaConf.create(_moved(saved_plain, old_dir, str(run_dir)))
     # The run is rebuilt from the checkpoint's config: like its pickle, it must not choose what code runs.
-    trusted = ("gan_lab.", "torch.", "lightning.pytorch.")
+    # The packages to trust come from this command line, never from the file being checked.
+    packages = OmegaConf.select(cfg, "checkpoint.trusted_packages", default=None)
+    trusted = ("gan_lab.", "torch.", "lightning.pytorch.", *trusted_package_prefixes(packages))
     check_trusted_targets(saved, ckpt_path, {k: trusted for k in saved if not _is_changeable(k)})
     check_overrides(cfg, saved, overrides)
     merged = saved.copy()
