@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from gan_lab.errors import ConfigError, one_line, user_error
+from gan_lab.utils import compat
 
 
 def user_errors_as_one_line(main: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,16 +60,8 @@ def config_errors_as_one_line(hydra_main: Callable[..., Any]) -> Callable[..., A
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         # Hydra composes, runs and reports every step through run_and_report: catch the composition errors
         # before it prints them. A Hydra without that function keeps its own report.
-        from hydra._internal import utils as hydra_utils
-
-        report = getattr(hydra_utils, "run_and_report", None)
-        if report is None:
+        with compat.hydra_steps_run_through(_composed_or_exit):
             return hydra_main(*args, **kwargs)
-        hydra_utils.run_and_report = lambda func: report(functools.partial(_composed_or_exit, func))
-        try:
-            return hydra_main(*args, **kwargs)
-        finally:
-            hydra_utils.run_and_report = report
 
     return wrapper
 

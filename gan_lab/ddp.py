@@ -28,6 +28,6 @@ def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
 
 def install() -> None:
     """Make Lightning's subprocess launcher start DDP ranks with job_subprocess_cmd."""
-    from lightning.fabric.strategies.launchers import subprocess_script
+    from gan_lab.utils import compat
 
-    subprocess_script._hydra_subprocess_cmd = job_subprocess_cmd
+    compat.set_ddp_subprocess_command(job_subprocess_cmd)

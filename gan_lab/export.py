@@ -19,7 +19,6 @@ from torch import Tensor
 
 from gan_lab.cli import user_errors_as_one_line
 from gan_lab.errors import ConfigError, GanLabError
-from gan_lab.utils.config import redact_secrets
 from gan_lab.run.checkpoint_io import (
     EMA_PREFIX,
     EXPORT_CONFIG,
@@ -31,6 +30,7 @@ from gan_lab.run.checkpoint_io import (
     trusted_packages,
 )
 from gan_lab.run.paths import LAST_CKPT_EXAMPLE, RunDir
+from gan_lab.utils.config import redact_secrets
 
 log = logging.getLogger("gan_lab.export")
 # (file stem, state_dict prefix) of the generators an export can hold.

@@ -38,11 +38,12 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from gan_lab.errors import ConfigError
 from gan_lab.metrics.registry import better, kind_of
 from gan_lab.run.paths import RUN_ID_FILE
+from gan_lab.utils import compat
+from gan_lab.utils.config import flatten_config
 
 log = logging.getLogger(__name__)
 
 X_AXIS = "trainer/g_step"  # generator steps: the `step` of every gan_lab log_metrics call
-SECRET_WORDS = ("key", "token", "secret", "password")
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 _MODES = {
     "online": "online",
@@ -170,7 +171,7 @@ def run_name(overrides: Sequence[str], fallback: str | None = None) -> str | Non
     return name or fallback
 
 
-def swept_overrides(job_overrides: Sequence[str], sweep_overrides: Sequence[str]) -> list[str]:
+def job_swept_overrides(job_overrides: Sequence[str], sweep_overrides: Sequence[str]) -> list[str]:
     """The overrides that tell a multirun's jobs apart: the job's values of the keys that `sweep_overrides`
     sweeps (`optim.lr=0.0001` from `optim.lr=1e-4,2e-4`); all of them when nothing is swept."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -221,47 +222,10 @@ def _hydra_job() -> tuple[list[str], str | None, str | None]:
         with contextlib.suppress(Exception):
             sweep += list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
         with contextlib.suppress(Exception):
-            overrides = swept_overrides(overrides, sweep)
+            overrides = job_swept_overrides(overrides, sweep)
         return overrides, str(sweep_dir), hc.runtime.get("output_dir")
     except Exception:  # noqa: BLE001 (a partial Hydra config only costs the automatic name and group)
         return [], None, None
-
-
-# --- config -----------------------------------------------------------------------------------------------------
-def is_secret(key: object) -> bool:
-    """Whether a config key looks like it holds a credential (key, token, secret, password)."""
-    return any(word in str(key).lower() for word in SECRET_WORDS)
-
-
-def redact_secrets(config: Any) -> Any:
-    """A copy of a plain config with the values of secret-looking keys replaced by "<redacted>"."""
-    if isinstance(config, Mapping):
-        return {k: "<redacted>" if is_secret(k) else redact_secrets(v) for k, v in config.items()}
-    if isinstance(config, (list, tuple)):
-        return [redact_secrets(v) for v in config]
-    return config
-
-
-def flatten_config(config: Mapping[str, Any], sep: str = ".") -> dict[str, Any]:
-    """{"optim": {"lr": 2e-4}} -> {"optim.lr": 2e-4}; drops secret-looking keys with everything under them.
-
-    Lists of scalars stay lists (optim.betas); lists holding mappings are indexed (augment.0._target_).
-    """
-    flat: dict[str, Any] = {}
-
-    def visit(value: Any, prefix: str) -> None:
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                if not is_secret(key):
-                    visit(item, f"{prefix}{sep}{key}" if prefix else str(key))
-        elif isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
-            for i, item in enumerate(value):
-                visit(item, f"{prefix}{sep}{i}")
-        else:
-            flat[prefix] = list(value) if isinstance(value, tuple) else value
-
-    visit(config, "")
-    return flat
 
 
 # --- the logger --------------------------------------------------------------------------------------------------
@@ -270,7 +234,7 @@ class GANWandbLogger(WandbLogger):
 
     def __init__(self, *args: Any, mode: str = "offline", **kwargs: Any) -> None:
         super().__init__(*args, mode=mode, **kwargs)
-        self._wandb_init.pop("anonymous", None)  # deprecated in wandb >= 0.2x: it only warns
+        compat.drop_wandb_anonymous(self)  # deprecated in wandb >= 0.2x: it only warns
         self._mode = mode
         self._best: dict[str, float] = {}
 
@@ -330,7 +294,7 @@ class GANWandbLogger(WandbLogger):
         sync_dir = getattr(settings, "sync_dir", None) if self._mode == "offline" else None
         run.finish(exit_code=0 if status in ("success", "finished") else 1)
         # A later fit with this logger continues the same run id instead of silently reusing a finished one.
-        self._id = self._wandb_init["id"] = run.id
+        compat.set_wandb_run_id(self, run.id)
         self._experiment = None
         if sync_dir:
             log.info("W&B run saved offline; upload it with: wandb sync %s", sync_dir)

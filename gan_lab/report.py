@@ -131,7 +131,7 @@ def load_jobs(sweep: Path) -> list[Job]:
     return [load_job(d) for d in dirs]
 
 
-def swept_overrides(jobs: list[Job]) -> list[str]:
+def varying_override_keys(jobs: list[Job]) -> list[str]:
     """Override keys whose value is not the same in every job, in command-line order."""
     known = [j for j in jobs if j.overrides]  # a job killed before Hydra wrote its overrides tells nothing
     keys = dict.fromkeys(k for j in known for k in j.overrides)
@@ -378,7 +378,7 @@ def write_report(sweep: str | Path, metric: str | None = None) -> tuple[str, lis
     """Write report.md, report.csv and the plots into the sweep directory; returns (markdown, paths)."""
     sweep = Path(sweep)
     jobs = load_jobs(sweep)
-    swept, metrics = swept_overrides(jobs), metric_columns(jobs)
+    swept, metrics = varying_override_keys(jobs), metric_columns(jobs)
     chosen = pick_metric(metrics, metric)
     rows = summarize(jobs, metrics)
     plots = [plot_training_curves(jobs, swept, sweep / "training_curves.png")]

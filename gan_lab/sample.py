@@ -7,15 +7,13 @@ interpolation.png (one latent walk per row) and, for conditional models, classes
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import hydra
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.utils import save_image
 
 from gan_lab.cli import config_errors_as_one_line, resolve_device, user_errors_as_one_line
@@ -23,47 +21,21 @@ from gan_lab.errors import ConfigError
 from gan_lab.images import to_uint8
 from gan_lab.run.checkpoint_io import LoadedGenerator, load_generator, trusted_packages
 from gan_lab.run.paths import LAST_CKPT_EXAMPLE, RunDir
+from gan_lab.sampling import (
+    check_mode,
+    check_truncation,
+    class_grid_latents,
+    cycled_labels,
+    grid_columns,
+    interpolation_latents,
+    latents,
+    seeded,
+)
 
 log = logging.getLogger("gan_lab.sample")
-MODES = ("slerp", "lerp")
 # (key, smallest valid value) of the integer settings.
 _INT_KEYS = (("seed", 0), ("num_images", 0), ("grid_size", 1), ("batch_size", 1), ("per_class", 1))
 _INT_KEYS += (("interpolation.rows", 1), ("interpolation.steps", 2))
-
-
-def _check_truncation(t: float | None) -> None:
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
-        raise ConfigError(
-            f"truncation must be null (plain N(0, I)) or a number > 0, got {t!r}; e.g. truncation=1.0"
-        )
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ConfigError(f"interpolation.mode must be one of {', '.join(MODES)}, got '{mode}'")
-
-
-def sample_noise(n: int, z_dim: int, generator: torch.Generator, truncation: float | None = None) -> Tensor:
-    """z (n, z_dim) on the CPU: N(0, I), or with truncation=t each coordinate from N(0, 1) truncated to [-t, t]."""
-    _check_truncation(truncation)
-    if truncation is None:
-        return torch.randn(n, z_dim, generator=generator)
-    z = torch.empty(n, z_dim)
-    return nn.init.trunc_normal_(z, a=-truncation, b=truncation, generator=generator)
-
-
-def interpolate(z0: Tensor, z1: Tensor, steps: int, mode: str = "slerp") -> Tensor:
-    """`steps` latents (steps, z_dim) from z0 to z1 (each (z_dim,)), endpoints included."""
-    _check_mode(mode)
-    if steps < 2:
-        raise ConfigError(f"interpolation.steps must be >= 2 (both endpoints are shown), got {steps}")
-    t = torch.linspace(0, 1, steps, dtype=z0.dtype)[:, None]
-    omega = torch.acos(F.cosine_similarity(z0, z1, dim=0).clamp(-1, 1))
-    # slerp follows the great circle: Gaussian z in high dimension lie near a sphere, and lerp's midpoints
-    # fall inside it (atypically small norms). An (anti)parallel pair has no unique great circle: lerp.
-    if mode == "lerp" or torch.sin(omega) < 1e-6:
-        return (1 - t) * z0 + t * z1
-    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
 
 
 def save_each(images: Tensor, directory: Path, start: int = 0) -> None:
@@ -90,8 +62,8 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
-    _check_truncation(cfg.truncation)
-    _check_mode(cfg.interpolation.mode)
+    check_truncation(cfg.truncation)
+    check_mode(cfg.interpolation.mode)
 
 
 @torch.no_grad()
@@ -101,11 +73,12 @@ def write_samples(
     """Write grid.png, images/, interpolation.png and (conditional models) classes.png; returns their paths."""
     gen, z_dim, k, bs = loaded.generator, loaded.z_dim, loaded.num_classes, cfg.batch_size
 
-    def noise(n: int) -> Tensor:  # a fresh seeded generator per output: num_images does not change grid.png
-        return sample_noise(n, z_dim, torch.Generator().manual_seed(cfg.seed), cfg.truncation)
+    # A fresh seeded generator per output: num_images does not change grid.png.
+    def fresh() -> torch.Generator:
+        return seeded(cfg.seed)
 
-    def cycle(n: int) -> Tensor | None:  # conditional models: balanced classes 0, 1, ..., k-1, 0, ...
-        return torch.arange(n) % k if k else None
+    def noise(n: int) -> Tensor:
+        return latents(n, z_dim, fresh(), cfg.truncation)
 
     def batches(z: Tensor, labels: Tensor | None):  # noise is drawn on the CPU: same images on any device
         for i in range(0, len(z), bs):
@@ -120,26 +93,22 @@ def write_samples(
 
     paths: dict[str, Path] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_grid("grid", noise(cfg.grid_size), cycle(cfg.grid_size), nrow=round(math.sqrt(cfg.grid_size)))
+    save_grid("grid", noise(cfg.grid_size), cycled_labels(cfg.grid_size, k), nrow=grid_columns(cfg.grid_size))
 
     paths["images"] = out_dir / "images"
     paths["images"].mkdir(exist_ok=True)
     for stale in paths["images"].glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
         stale.unlink()  # a previous, larger num_images must not leave extra files for FID tools to count
-    for b, images in enumerate(batches(noise(cfg.num_images), cycle(cfg.num_images))):
+    for b, images in enumerate(batches(noise(cfg.num_images), cycled_labels(cfg.num_images, k))):
         save_each(images, paths["images"], start=b * bs)  # streamed: 50000 images never sit in memory
 
     rows, steps = cfg.interpolation.rows, cfg.interpolation.steps
-    ends = noise(2 * rows)
-    z = torch.cat(
-        [interpolate(ends[2 * r], ends[2 * r + 1], steps, cfg.interpolation.mode) for r in range(rows)]
-    )
-    labels = cycle(rows).repeat_interleave(steps) if k else None  # one class per row
+    z, labels = interpolation_latents(rows, steps, z_dim, k, fresh(), cfg.interpolation.mode, cfg.truncation)
     save_grid("interpolation", z, labels, nrow=steps)
 
     if k:  # class-major rows; column j uses the same z in every row, so only the class changes down a column
-        labels = torch.arange(k).repeat_interleave(cfg.per_class)
-        save_grid("classes", noise(cfg.per_class).repeat(k, 1), labels, nrow=cfg.per_class)
+        z, labels = class_grid_latents(cfg.per_class, k, z_dim, fresh(), cfg.truncation)
+        save_grid("classes", z, labels, nrow=cfg.per_class)
     else:
         log.info("no classes.png: the generator is unconditional (model.num_classes=0)")
     return paths

@@ -24,7 +24,6 @@ from gan_lab.augment import Augmentations
 from gan_lab.callbacks import InLoopMetrics
 from gan_lab.cli import config_errors_as_one_line, user_errors_as_one_line
 from gan_lab.errors import ConfigError, one_line, user_error
-from gan_lab.loggers import redact_secrets
 from gan_lab.metrics import settings_from_config
 from gan_lab.module import GANModule
 from gan_lab.precision import resolve_precision
@@ -32,6 +31,7 @@ from gan_lab.run.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from gan_lab.run.paths import RunDir
 from gan_lab.run.preemption import Preempted, PreemptionCheckpoint
 from gan_lab.run.resume import check_same_architecture, find_checkpoint, resume_config, trim_metrics_csv
+from gan_lab.utils.config import redact_secrets
 from gan_lab.utils.console import ModelSize, quiet_third_party
 
 log = logging.getLogger("gan_lab.train")

@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from PIL import Image
 from torch import nn
 
+from gan_lab.bench.contenders import PlainBatches, check_overrides
 from gan_lab.bench.loops import (
     ClassicDiscriminator,
     ClassicGenerator,
@@ -44,7 +45,6 @@ from gan_lab.bench.report import (
     replace_between_markers,
 )
 from gan_lab.bench.shared import INCEPTION_WEIGHTS, extract_cifar_jpeg, shared_dir
-from gan_lab.bench.suite import PlainBatches, check_overrides
 
 # --- known answers ------------------------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from hydra.utils import instantiate
 from torch import nn
 
 import gan_lab.train
+from gan_lab.callbacks.diversity import DiversityMonitor, mean_pairwise_distance, real_batch
 from gan_lab.data import FakeDataModule
-from gan_lab.diversity import DiversityMonitor, mean_pairwise_distance, real_batch
 from gan_lab.module import GANModule
 
 WARNING = "possible mode collapse"

@@ -90,3 +90,36 @@ def test_checkpoints_of_earlier_versions_still_build_their_last_checkpoint_callb
 
     callback = instantiate({"_target_": "gan_lab.checkpointing.LastCheckpoint", "dirpath": str(tmp_path)})
     assert isinstance(callback, LastCheckpoint)
+
+
+# Where torch.randn may be called: outputs draw their noise through gan_lab.sampling, so grids, interpolations,
+# diversity checks, metrics and the sample CLI draw the same z for the same seed.
+RANDN_ALLOWED = {
+    "sampling.py",  # every output's noise
+    "module.py",  # the training step's own noise (GANModule.sample_noise)
+    "bench/",  # benchmarks' synthetic inputs
+}
+
+
+def test_noise_for_outputs_is_only_drawn_in_sampling() -> None:
+    found = holders("torch.randn(", sources())
+    assert "sampling.py" in found, "gan_lab/sampling.py no longer draws z with torch.randn"
+    assert outside(RANDN_ALLOWED, found) == [], "draw output noise with gan_lab.sampling.latents & co"
+
+
+def test_the_randn_check_catches_a_stray_draw() -> None:
+    files = {**sources(), "callbacks/sample_grid.py": "z = torch.randn(4, 8, generator=gen)\n"}
+    assert outside(RANDN_ALLOWED, holders("torch.randn(", files)) == ["callbacks/sample_grid.py"]
+
+
+def test_stored_callback_targets_still_resolve() -> None:
+    """Configs stored with earlier checkpoints name the callbacks' old homes; resume= instantiates them."""
+    from hydra.utils import get_class
+
+    from gan_lab.callbacks.diversity import DiversityMonitor
+    from gan_lab.callbacks.progress import GANProgressBar
+    from gan_lab.callbacks.sample_grid import SampleGrid
+
+    assert get_class("gan_lab.callbacks.SampleGrid") is SampleGrid
+    assert get_class("gan_lab.callbacks.GANProgressBar") is GANProgressBar
+    assert get_class("gan_lab.diversity.DiversityMonitor") is DiversityMonitor

@@ -19,8 +19,8 @@ from gan_lab.report import (
     metric_columns,
     metric_kind,
     pick_metric,
-    swept_overrides,
     training_figure,
+    varying_override_keys,
     write_report,
 )
 
@@ -151,11 +151,11 @@ def test_failed_job_shows_status_and_shortened_error(lr_sweep):
     assert "failed: RuntimeError: CUDA out of memory" in line and "x" * 100 not in line and "…" in line
 
 
-def test_swept_overrides_are_exactly_the_varying_ones(tmp_path):
+def test_varying_override_keys_are_exactly_those_that_differ_between_jobs(tmp_path):
     make_job(tmp_path, "0", ["loss=hinge", "optim.lr=0.0001", "steps=5"], done())
     make_job(tmp_path, "1", ["loss=hinge", "optim.lr=0.0002", "steps=5", "+ema.decay=0.999"], done())
     make_job(tmp_path, "2", None, None)  # killed before Hydra wrote anything: says nothing about the sweep
-    assert swept_overrides(load_jobs(tmp_path)) == ["optim.lr", "ema.decay"]
+    assert varying_override_keys(load_jobs(tmp_path)) == ["optim.lr", "ema.decay"]
 
 
 def test_plots_are_real_pngs_and_lr_plot_only_when_lr_swept(lr_sweep, tmp_path):
@@ -241,7 +241,7 @@ def test_sweep_without_metrics_still_gets_training_curves(tmp_path):
 
 def test_training_figure_has_one_line_per_job_in_every_panel(lr_sweep):
     jobs = load_jobs(lr_sweep)  # job 3 failed before logging anything: no line, but no crash either
-    fig = training_figure(jobs, swept_overrides(jobs))
+    fig = training_figure(jobs, varying_override_keys(jobs))
     labels = ["0: optim.lr=0.0001", "1: optim.lr=1e-05", "2: optim.lr=1e-06"]
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
     assert list(panels) == ["D loss", "G loss", "D accuracy", "mean D logit: real (solid), fake (dashed)"]
@@ -264,7 +264,7 @@ def test_training_figure_skips_jobs_and_panels_without_data(tmp_path):
     make_job(tmp_path, "1", ["loss=bce"], {**done(10), "status": "failed"}, accuracy=[0.5, math.inf])
     make_job(tmp_path, "2", ["loss=wgan"], done(), {FID: [80.0]})  # only a metric row: in no training panel
     jobs = load_jobs(tmp_path)
-    fig = training_figure(jobs, swept_overrides(jobs))
+    fig = training_figure(jobs, varying_override_keys(jobs))
     accuracy = next(ax for ax in fig.axes if ax.get_title() == "D accuracy")
     assert [line.get_label() for line in accuracy.lines] == ["0: loss=hinge", "1: loss=bce (failed)"]
     assert list(accuracy.lines[1].get_ydata()) == [0.5]  # the diverged value is left out, not drawn as inf

@@ -17,14 +17,8 @@ from gan_lab.config import CONF_DIR, compose_config
 from gan_lab.errors import ConfigError
 from gan_lab.images import to_uint8
 from gan_lab.run.checkpoint_io import LoadedGenerator
-from gan_lab.sample import (
-    default_out_dir,
-    interpolate,
-    sample,
-    sample_noise,
-    save_each,
-    write_samples,
-)
+from gan_lab.sample import default_out_dir, sample, save_each, write_samples
+from gan_lab.sampling import interpolate, latents
 from gan_lab.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,15 +157,15 @@ def test_interpolate_refuses_unknown_modes():
 
 def test_truncated_noise_stays_in_bounds():
     g = torch.Generator().manual_seed(0)
-    z = sample_noise(20000, 8, g, truncation=0.5)
+    z = latents(20000, 8, g, truncation=0.5)
     assert z.shape == (20000, 8) and z.abs().max() <= 0.5
     assert z.std() > 0.25 and z.max() > 0.49 and z.min() < -0.49  # fills [-t, t], not a point mass
-    assert (sample_noise(20000, 8, g).abs() > 2).any()
-    same = sample_noise(5, 8, torch.Generator().manual_seed(1), 1.0)
-    assert torch.equal(same, sample_noise(5, 8, torch.Generator().manual_seed(1), 1.0))
+    assert (latents(20000, 8, g).abs() > 2).any()
+    same = latents(5, 8, torch.Generator().manual_seed(1), 1.0)
+    assert torch.equal(same, latents(5, 8, torch.Generator().manual_seed(1), 1.0))
     for bad in (0, -1.0):
         with pytest.raises(ConfigError, match="truncation"):
-            sample_noise(5, 8, g, truncation=bad)
+            latents(5, 8, g, truncation=bad)
 
 
 @pytest.mark.parametrize("channels", [3, 1])

@@ -15,13 +15,13 @@ from gan_lab.errors import ConfigError
 from gan_lab.loggers import (
     RUN_ID_FILE,
     X_AXIS,
-    flatten_config,
+    job_swept_overrides,
     resolve_mode,
     run_group,
     run_name,
-    swept_overrides,
     wandb_logger,
 )
+from gan_lab.utils.config import flatten_config
 
 pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # noqa: E402
@@ -150,8 +150,8 @@ def test_run_name_from_overrides():
 def test_multirun_jobs_are_named_by_their_swept_overrides():
     sweep = ["dataset=fake", "optim.lr=1e-4,2e-4", "model=glob(sn*)", "steps=2", "+tag=range(3)"]
     job = ["dataset=fake", "optim.lr=0.0002", "model=sndcgan", "steps=2", "+tag=1"]  # as Hydra renders them
-    assert swept_overrides(job, sweep) == ["optim.lr=0.0002", "model=sndcgan", "+tag=1"]
-    assert swept_overrides(["steps=2"], ["steps=2"]) == ["steps=2"]  # a one-job sweep: all of them
+    assert job_swept_overrides(job, sweep) == ["optim.lr=0.0002", "model=sndcgan", "+tag=1"]
+    assert job_swept_overrides(["steps=2"], ["steps=2"]) == ["steps=2"]  # a one-job sweep: all of them
 
 
 def test_name_and_group_of_a_hydra_multirun_job(tmp_path, hydra_restore_singletons):

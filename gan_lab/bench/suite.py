@@ -2,6 +2,7 @@
 
 Every figure is a ratio of contenders measured in the same process, one after the other in each repeat
 (A B C, A B C, ...), so a slow spell of the machine hits all of them; repeats give median and min-max.
+The contenders themselves (gan_lab's run, the baselines' inputs) are defined in `contenders`.
 """
 
 from __future__ import annotations
@@ -10,31 +11,35 @@ import gc
 import logging
 import shutil
 import statistics
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
-from PIL import Image
+from omegaconf import OmegaConf
 from torch import Tensor
-from torch.utils.data import Dataset
 
+from gan_lab.bench.contenders import (
+    CLASSIC_NZ,
+    PlainBatches,
+    UInt8Images,
+    check_overrides,
+    gan_lab_overrides,
+    load_images,
+    run_gan_lab,
+    speed_text,
+)
 from gan_lab.bench.loops import (
     Speed,
     StepClock,
-    StepTimer,
     build_plain,
     classic_dataset,
     classic_loader,
     classic_loop,
     classic_nets,
     plain_loop,
-    timer_config,
 )
 from gan_lab.bench.measure import (
     count_flops,
@@ -46,78 +51,9 @@ from gan_lab.bench.measure import (
     step_intervals,
     summarize,
 )
-from gan_lab.config import CONF_DIR, compose_config
+from gan_lab.config import compose_config
 
 log = logging.getLogger("gan_lab.bench")
-
-CLASSIC_NZ = 100
-
-
-# --- gan_lab configs ----------------------------------------------------------------------------------------
-
-
-def check_overrides(overrides: Sequence[str], base: Sequence[str] = ()) -> tuple[list[str], list[str]]:
-    """(usable overrides, notes): `key=value` overrides whose key the config composed from `base` lacks are
-    dropped, so the benchmark runs against any version of gan_lab and says which settings it could not set.
-    """
-    base_cfg = compose_config(list(base), output_dir=tempfile.gettempdir())
-    kept, notes = [], []
-    for override in overrides:
-        key = override.split("=", 1)[0]
-        is_group = "." not in key and (CONF_DIR / key).is_dir()
-        if (
-            key.startswith(("+", "~"))
-            or is_group
-            or OmegaConf.select(base_cfg, key, default=_MISSING) is not _MISSING
-        ):
-            kept.append(override)
-        else:
-            notes.append(f"`{override}` left out: this gan_lab has no `{key}` setting")
-    return kept, notes
-
-
-_MISSING = object()
-
-
-def gan_lab_overrides(
-    data_root: Path, model: str, resolution: int, batch_size: int, width: int | None, extra: Sequence[str]
-) -> list[str]:
-    """A folder-dataset run as a user starts it; in-loop metrics off (Inception would dominate a CPU step)."""
-    overrides = [
-        f"model={model}",
-        "dataset=folder",
-        f"dataset.root={data_root}",
-        f"dataset.resolution={resolution}",
-        f"dataset.batch_size={batch_size}",
-        "metrics=none",
-        "trainer.enable_model_summary=false",  # printed once before training: not part of any timing
-    ]
-    if width is not None:
-        overrides.append(f"model.width={width}")
-    return overrides + list(extra)
-
-
-def run_gan_lab(
-    overrides: Sequence[str],
-    output_dir: Path,
-    steps: int,
-    budget_s: float | None = None,
-) -> tuple[Any, StepTimer]:
-    """`gan_lab.train.train` on the composed config, with a StepTimer callback; (module, timer)."""
-    from gan_lab.train import train
-
-    cfg = compose_config([*overrides, f"steps={steps}"], output_dir=output_dir)
-    key = StepTimer.new_key()
-    with open_dict(cfg):
-        cfg.callbacks.bench_timer = timer_config(key, budget_s)
-    try:
-        module = train(cfg)
-    finally:
-        timer = StepTimer.find(key)
-    if timer is None or timer.clock is None:
-        raise RuntimeError("gan_lab's run never started training")
-    return module, timer
-
 
 # --- throughput ---------------------------------------------------------------------------------------------
 
@@ -267,8 +203,8 @@ def _training_throughput(opts: ThroughputOptions, overrides: list[str], workdir:
 
     speed = speed or Speed()
     descriptions = {
-        "gan_lab": f"gan_lab `train()`, model={opts.model}, {_speed_text(speed)}",
-        "plain": f"plain PyTorch loop, same nets, loss, optimizers and batches, {_speed_text(speed)}",
+        "gan_lab": f"gan_lab `train()`, model={opts.model}, {speed_text(speed)}",
+        "plain": f"plain PyTorch loop, same nets, loss, optimizers and batches, {speed_text(speed)}",
         "classic": f"classic DCGAN example design: fp32, ImageFolder, {opts.classic_workers} worker",
     }
     contenders = {}
@@ -284,29 +220,6 @@ def _training_throughput(opts: ThroughputOptions, overrides: list[str], workdir:
             "wall_s": walls[name],  # each run with its set-up, for planning the benchmark's duration
         }
     return {"contenders": contenders, "gan_lab_speed": speed.as_dict()}
-
-
-class PlainBatches:
-    """The batches gan_lab trains on, outside Lightning: the data module's loader and its after-transfer hook.
-
-    The hook is what Lightning calls on every batch (the in-memory loader's uint8 -> [-1, 1] floats), so
-    the plain loop gets exactly gan_lab's tensors and the comparison leaves data loading out of the ratio.
-    """
-
-    def __init__(self, datamodule: Any) -> None:
-        datamodule.setup("fit")
-        self.datamodule, self.loader = datamodule, datamodule.train_dataloader()
-
-    def __iter__(self) -> Iterator[Any]:
-        for batch in self.loader:
-            yield self.datamodule.on_after_batch_transfer(batch, 0)
-
-
-def _speed_text(speed: Speed) -> str:
-    parts = [speed.precision, "channels_last" if speed.channels_last else "NCHW"]
-    parts += ["compiled"] if speed.compile else []
-    parts += [f"fused Adam={speed.fused}"]
-    return ", ".join(parts)
 
 
 def _step_flops(
@@ -325,33 +238,6 @@ def _step_flops(
 
 
 # --- FID features -------------------------------------------------------------------------------------------
-
-
-class _UInt8Images(Dataset):
-    """A uint8 tensor (N, 3, H, W) as the Dataset of tensors torch-fidelity takes."""
-
-    def __init__(self, images: Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.images[index]
-
-
-def load_images(root: Path, count: int, resolution: int) -> Tensor:
-    """`count` images spread over a folder, as gan_lab's metrics see them (uint8, square `resolution`)."""
-    from gan_lab.data import reference_transform, scan_image_folder
-
-    files, _, _ = scan_image_folder(root)
-    transform = reference_transform(resolution)
-    picks = [files[i * len(files) // count] for i in range(count)]
-    images = []
-    for path in picks:
-        with Image.open(path) as img:
-            images.append(transform(img))
-    return torch.stack(images)
 
 
 def fid_throughput(opts: ThroughputOptions) -> dict[str, Any]:
@@ -381,7 +267,7 @@ def fid_throughput(opts: ThroughputOptions) -> dict[str, Any]:
 
     def fidelity_features(x: Tensor) -> Tensor:
         # The path torch_fidelity.calculate_metrics takes for a Dataset input, with its defaults.
-        out = get_featuresdict_from_dataset(_UInt8Images(x), extractor, opts.fid_batch, False, False, False)
+        out = get_featuresdict_from_dataset(UInt8Images(x), extractor, opts.fid_batch, False, False, False)
         return out[POOL]
 
     contenders = {"gan_lab": gan_lab_features, "torch_fidelity": fidelity_features}

@@ -33,6 +33,7 @@ from gan_lab.metrics.features import (
 from gan_lab.metrics.reference import ReferenceFeatures, dataset_identity, image_batches
 from gan_lab.metrics.registry import metric_name
 from gan_lab.metrics.scores import PRDC_MAX, RNG_SEED, compute_metrics
+from gan_lab.sampling import latents, seeded, uniform_labels
 
 log = logging.getLogger("gan_lab.metrics")
 
@@ -140,10 +141,10 @@ def generated_batches(
     (default: as generated) before they are quantized.
     """
     stop = num if stop is None else stop
-    rng = torch.Generator().manual_seed(seed)
+    rng = seeded(seed)
     for first in range(0, max(num, stop), batch_size):
-        z = torch.randn(batch_size, z_dim, generator=rng)
-        labels = torch.randint(0, num_classes, (batch_size,), generator=rng) if num_classes else None
+        z = latents(batch_size, z_dim, rng)
+        labels = uniform_labels(batch_size, num_classes, rng)
         lo, hi = max(start, first) - first, min(stop, first + batch_size) - first
         if hi <= lo:
             continue

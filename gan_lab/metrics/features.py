@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from gan_lab.errors import ConfigError, GanLabError, WeightsUnavailable
+from gan_lab.utils import compat
 
 WEIGHTS_ENV = "GAN_LAB_INCEPTION_WEIGHTS"
 POOL, LOGITS = "2048", "logits_unbiased"  # Inception outputs: pool features and the classifier's logits
@@ -105,15 +106,9 @@ def inception_on_resized(extractor: torch.nn.Module, images: Tensor) -> tuple[Te
     batch (compat: torch-fidelity 0.3-0.4 looks the function up in its module at call time; a test checks
     that integer-valued input gives exactly the uint8 path's features).
     """
-    import torch_fidelity.feature_extractor_inceptionv3 as inception_module
-
-    resize = inception_module.interpolate_bilinear_2d_like_tensorflow1x
     placeholder = torch.zeros((len(images), 3, 1, 1), dtype=torch.uint8, device=images.device)
-    inception_module.interpolate_bilinear_2d_like_tensorflow1x = lambda x, **_: images.to(x.dtype)
-    try:
+    with compat.inception_resize_returning(images):
         return extractor(placeholder)
-    finally:
-        inception_module.interpolate_bilinear_2d_like_tensorflow1x = resize
 
 
 @torch.no_grad()

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
+from gan_lab.callbacks.base import EveryNGeneratorSteps
 from gan_lab.errors import ConfigError
 from gan_lab.run.paths import LAST_CKPT
 
 
-class LastCheckpoint(pl.Callback):
+class LastCheckpoint(EveryNGeneratorSteps):
     """Keeps `<dirpath>/<LAST_CKPT>` current: every N generator steps, at every epoch end and when training ends.
 
     Lightning's ModelCheckpoint(save_last=True) only refreshes its last checkpoint when it also saves a periodic
@@ -23,20 +24,15 @@ class LastCheckpoint(pl.Callback):
             raise ConfigError(
                 f"callbacks.last.every_n_steps must be >= 1 generator steps, got {every_n_steps}"
             )
+        super().__init__(every_n_steps)
         self.path = Path(dirpath) / LAST_CKPT
-        self.every_n_steps = every_n_steps
-        self._saved_at: int | None = None
 
     def save(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        g_steps = getattr(module, "g_steps", trainer.global_step)
-        if g_steps != self._saved_at:
-            trainer.save_checkpoint(self.path, weights_only=False)
-            self._saved_at = g_steps
+        """Write the checkpoint unless it already holds this generator step."""
+        self.run_once(trainer, module)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
-        g_steps = getattr(module, "g_steps", 0)
-        if g_steps > 0 and g_steps % self.every_n_steps == 0:
-            self.save(trainer, module)
+    def on_every(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.save(trainer, module)

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gan_lab.errors import GanLabError
 from gan_lab.run.paths import LAST_CKPT
+from gan_lab.utils import compat
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class PreemptionCheckpoint(pl.Callback):
         self.signum = signum
         if signum == signal.SIGINT and self._trainer is not None:
             # Reuse Lightning's SIGTERM path: it stops between batches, in step on every DDP rank.
-            self._trainer._signal_connector.received_sigterm = True
+            compat.mark_sigterm_received(self._trainer)
         log.warning(
             "received %s: saving a resumable checkpoint after the current step (Ctrl+C again aborts without one)",
             signal.Signals(signum).name,

@@ -12,9 +12,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.errors import ConfigError, GanLabError
-from gan_lab.utils.config import flatten_config
 from gan_lab.run.checkpoint_io import check_trusted_targets, trusted_package_prefixes
 from gan_lab.run.paths import LAST_CKPT, RunDir
+from gan_lab.utils.config import flatten_config
 from gan_lab.utils.io import atomic_path
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Lightning callbacks of gan_lab: sample grids, in-loop FID/KID/IS with a best checkpoint, a progress bar."""
+"""`InLoopMetrics`: FID / KID / IS during training, a best checkpoint at the best FID, and an FID plot."""
 
 from __future__ import annotations
 
@@ -10,109 +10,18 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
 from matplotlib.figure import Figure
-from torchvision.utils import save_image
 
+from gan_lab.callbacks.base import EveryNGeneratorSteps
 from gan_lab.errors import ConfigError, WeightsUnavailable, one_line
 from gan_lab.metrics import RNG_SEED, Evaluator, MetricSettings
 from gan_lab.module import GANModule
-from gan_lab.sample import interpolate
 
-log = logging.getLogger(__name__)
-
-
-class SampleGrid(pl.Callback):
-    """Saves `<dirpath>/step_<g_steps>.png`, a grid of G(z) for one fixed z, every N generator steps and at the end.
-
-    The noise comes from its own seeded generator, so grids of different steps (and of resumed runs) compare
-    the same latent points.
-    """
-
-    def __init__(
-        self,
-        dirpath: str,
-        every_n_steps: int = 500,
-        num_samples: int = 64,
-        seed: int = 1234,
-        interpolation_rows: int = 0,
-        interpolation_steps: int = 10,
-    ) -> None:
-        if every_n_steps < 1 or num_samples < 1 or interpolation_rows < 0 or interpolation_steps < 2:
-            raise ConfigError(
-                "callbacks.samples needs every_n_steps >= 1, num_samples >= 1, interpolation_rows >= 0 "
-                "and interpolation_steps >= 2"
-            )
-        self.interpolation_rows, self.interpolation_steps = interpolation_rows, interpolation_steps
-        self.dirpath = Path(dirpath)
-        self.every_n_steps = every_n_steps
-        self.num_samples = num_samples
-        self.seed = seed
-        self._last_saved_step = -1
-
-    def fixed_noise(self, module: GANModule) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-        """The same (z, labels, images per row) every call.
-
-        Conditional models get one row per class, each column sharing one z, so only the class changes down
-        a column.
-        """
-        gen = torch.Generator().manual_seed(self.seed)
-        if not module.num_classes:
-            z = torch.randn(self.num_samples, module.z_dim, generator=gen)
-            return z.to(module.device), None, max(1, round(self.num_samples**0.5))
-        per_class = max(1, self.num_samples // module.num_classes)
-        z = torch.randn(per_class, module.z_dim, generator=gen).repeat(module.num_classes, 1)
-        labels = torch.arange(module.num_classes).repeat_interleave(per_class)
-        return z.to(module.device), labels.to(module.device), per_class
-
-    def save(self, trainer: pl.Trainer, module: GANModule) -> Path | None:
-        """Write the grid for the current generator step (rank 0 only); returns its path."""
-        if module.g_steps == self._last_saved_step or not trainer.is_global_zero:
-            return None
-        self._last_saved_step = module.g_steps
-        z, labels, nrow = self.fixed_noise(module)
-        images = module.generate(z, labels).float()
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        path = self.dirpath / f"step_{module.g_steps:07d}.png"
-        save_image(images, path, nrow=nrow, normalize=True, value_range=(-1, 1))
-        from gan_lab.loggers import log_image  # W&B: the grid as `samples` at this generator step
-
-        log_image(trainer.loggers, "samples", path, step=module.g_steps)
-        if self.interpolation_rows:
-            self.save_interpolation(module)
-        return path
-
-    def save_interpolation(self, module: GANModule) -> Path:
-        """`interp_step_<g_steps>.png`: rows of spherical walks between fixed random z pairs (one class per row)."""
-        gen = torch.Generator().manual_seed(self.seed + 1)
-        rows, steps = self.interpolation_rows, self.interpolation_steps
-        ends = torch.randn(2 * rows, module.z_dim, generator=gen)
-        z = torch.cat([interpolate(ends[2 * r], ends[2 * r + 1], steps, "slerp") for r in range(rows)])
-        labels = (
-            (torch.arange(rows) % module.num_classes).repeat_interleave(steps) if module.num_classes else None
-        )
-        images = module.generate(z.to(module.device), None if labels is None else labels.to(module.device))
-        path = self.dirpath / f"interp_step_{module.g_steps:07d}.png"
-        save_image(images.float(), path, nrow=steps, normalize=True, value_range=(-1, 1))
-        return path
-
-    def on_train_batch_end(self, trainer: pl.Trainer, module: GANModule, *args: object) -> None:
-        if module.g_steps > 0 and module.g_steps % self.every_n_steps == 0:
-            self.save(trainer, module)
-
-    def on_train_end(self, trainer: pl.Trainer, module: GANModule) -> None:
-        self.save(trainer, module)
+# The logger name its lines had when gan_lab.callbacks was one module.
+log = logging.getLogger("gan_lab.callbacks")
 
 
-class GANProgressBar(RichProgressBar):
-    """Rich progress bar that does not print "Epoch 3/-2" when a `steps` budget leaves max_epochs unset."""
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        max_epochs = self.trainer.max_epochs
-        return f"Epoch {current_epoch}" + (f"/{max_epochs - 1}" if max_epochs and max_epochs > 0 else "")
-
-
-class InLoopMetrics(pl.Callback):
+class InLoopMetrics(EveryNGeneratorSteps):
     """FID / KID / IS every N epochs or generator steps, a best checkpoint at the best FID, and an FID plot.
 
     Logged under the registry's names (e.g. `val/fid5k_train32`, `val/kid...`, `val/is5k_32`). Under DDP each
@@ -134,8 +43,9 @@ class InLoopMetrics(pl.Callback):
             raise ConfigError(f"metrics.every_unit must be 'epoch' or 'step' (generator steps), got '{unit}'")
         if every < 1:
             raise ConfigError(f"metrics.every must be >= 1, got {every}")
+        super().__init__(every)  # unit="step": every N generator steps; unit="epoch": see on_train_epoch_end
         self.settings, self.dataset_cfg = settings, dataset_cfg
-        self.every, self.unit = every, unit
+        self.unit = unit
         self.best_ckpt_path = Path(best_ckpt_path) if best_ckpt_path else None
         self.plot_path = Path(plot_path) if plot_path else None
         self.required = required
@@ -159,13 +69,20 @@ class InLoopMetrics(pl.Callback):
         trainer.strategy.barrier()
         self.evaluator.reference()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: GANModule, *args: object) -> None:
-        if self.evaluator is None:
-            return
-        steps = pl_module.g_steps
-        evaluated = self.history and self.history[-1]["g_step"] == steps
-        if self.unit == "step" and steps > 0 and steps % self.every == 0 and not evaluated:
-            self.evaluate(trainer, pl_module)
+    @property
+    def every(self) -> int:
+        """Epochs or generator steps (unit) between evaluations."""
+        return self.every_n_steps
+
+    def enabled(self) -> bool:
+        return self.evaluator is not None and self.unit == "step"
+
+    def last_run_step(self) -> int:
+        # The history (saved in checkpoints) records it: a resumed run does not score its checkpoint's step again.
+        return self.history[-1]["g_step"] if self.history else -1
+
+    def on_every(self, trainer: pl.Trainer, pl_module: GANModule) -> dict[str, float]:
+        return self.evaluate(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: GANModule) -> None:
         if self.evaluator is None:
