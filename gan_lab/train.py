@@ -33,6 +33,7 @@ from gan_lab.run.preemption import Preempted, PreemptionCheckpoint
 from gan_lab.run.resume import check_same_architecture, find_checkpoint, resume_config, trim_metrics_csv
 from gan_lab.utils.config import redact_secrets
 from gan_lab.utils.console import ModelSize, quiet_third_party
+from gan_lab.utils.io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("gan_lab.train")
 quiet_third_party()
@@ -153,14 +154,17 @@ def resolve_num_classes(cfg: DictConfig, datamodule: Any) -> None:
 @rank_zero_only  # DDP ranks share the run directory
 def save_config(cfg: DictConfig, path: Path) -> None:
     """The resolved config, as run (values of secret-looking keys redacted)."""
-    OmegaConf.save(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True))), path)
+    config = OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True)))
+    atomic_write_text(path, OmegaConf.to_yaml(config))
 
 
 @rank_zero_only
 def write_status(output_dir: Path, status: str, started: float, **extra: Any) -> None:
     """The run's status file: running / completed / failed / preempted, wall time, and what went wrong."""
     record = {"status": status, "wall_time_s": round(time.time() - started, 1), **extra}
-    RunDir(output_dir).status.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(
+        RunDir(output_dir).status, json.dumps(record, indent=2) + "\n"
+    )  # a report never reads half
 
 
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> GANModule:
@@ -224,7 +228,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> GANModule:
 @rank_zero_only
 def restore_files(directory: Path, contents: dict[str, bytes]) -> None:
     for name, content in contents.items():
-        (directory / name).write_bytes(content)
+        atomic_write_bytes(directory / name, content)
 
 
 def _preemption_callback(trainer: pl.Trainer | None) -> PreemptionCheckpoint | None:
