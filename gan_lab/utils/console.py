@@ -7,6 +7,7 @@ import logging
 import warnings
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
 log = logging.getLogger("gan_lab.train")
 
@@ -47,13 +48,6 @@ def quiet_worker_advice() -> None:
     warnings.filterwarnings("ignore", message=r"The 'train_dataloader' does not have many workers")
 
 
-def human_count(n: int) -> str:
-    for unit, size in (("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return str(n)
-
-
 class ModelSize(pl.Callback):
     """One line instead of Lightning's summary table, whose FLOPs column reads 0 for GANs (no example input)."""
 
@@ -64,6 +58,6 @@ class ModelSize(pl.Callback):
         for name in ("generator", "discriminator"):
             net = getattr(module, name)
             parts.append(
-                f"{name} {type(net).__name__} {human_count(sum(p.numel() for p in net.parameters()))}"
+                f"{name} {type(net).__name__} {get_human_readable_count(sum(p.numel() for p in net.parameters()))}"
             )
         log.info("parameters: %s", ", ".join(parts))
