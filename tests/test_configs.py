@@ -5,6 +5,7 @@ The parameter lists come from the YAML files in conf/, so a new option is tested
 
 import csv
 import itertools
+import json
 import math
 from copy import deepcopy
 from pathlib import Path
@@ -14,9 +15,10 @@ import torch
 from hydra.errors import ConfigCompositionException
 from torch.nn.utils import parametrize
 
+from gan_lab.build import build_module
 from gan_lab.config import compose_config, config_choices
 from gan_lab.regularizers import Regularizer
-from gan_lab.train import build_module, train
+from gan_lab.train import train
 
 MODELS, LOSSES = config_choices("model"), config_choices("loss")
 NORMS, REGULARIZERS = config_choices("normalization"), config_choices("regularizer")
@@ -190,6 +192,51 @@ def test_every_preset_default_yields_to_the_command_line(tmp_path, model):
     )
     assert chosen.loss._target_.endswith("NonSaturatingLoss") and chosen.n_critic == 2
     assert list(chosen.optim.betas) == [0.5, 0.999] and not chosen.scheduler
+
+
+def _leaves(node, prefix=""):
+    """{dotted key: value} of every leaf of a plain container."""
+    if isinstance(node, dict) and node:
+        return {k: v for key, child in node.items() for k, v in _leaves(child, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_preset_is_one_shape_whose_defaults_yield(tmp_path, model):
+    """Each conf/model/ preset is a global recipe: `model:` builds the nets, every other key it sets is a default.
+
+    Naming the plain DCGAN's choices on the command line turns the preset's whole setting outside `model`
+    back into DCGAN's: nothing a preset sets is out of the command line's reach.
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from gan_lab.config import CONF_DIR
+
+    assert (CONF_DIR / "model" / f"{model}.yaml").read_text().startswith("# @package _global_\n")
+
+    def composed(overrides):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", [*overrides, f"paths.output_dir={tmp_path}"], return_hydra_config=True)
+        choices = dict(cfg.hydra.runtime.choices)
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        plain.pop("hydra")
+        return plain, choices
+
+    preset, preset_choices = composed([f"model={model}"])
+    plain, plain_choices = composed(["model=dcgan"])
+    assert preset["model"]["name"] == model
+    groups = [
+        g for g in ("normalization", "loss", "optim", "scheduler") if preset_choices[g] != plain_choices[g]
+    ]
+    back = [f"{g}={plain_choices[g]}" for g in groups]  # first the groups, then keys the preset sets itself
+    regrouped, _ = composed([f"model={model}", *back])
+    outside = {k: v for k, v in _leaves(plain).items() if not k.startswith("model.")}
+    back += [f"{k}={json.dumps(v)}" for k, v in outside.items() if _leaves(regrouped).get(k) != v]
+    undone, _ = composed([f"model={model}", *back])
+    assert {k: v for k, v in undone.items() if k != "model"} == {
+        k: v for k, v in plain.items() if k != "model"
+    }
 
 
 def test_resnet_preset_sets_n_critic_and_linear_decay(tmp_path):

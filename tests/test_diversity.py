@@ -13,6 +13,7 @@ from conftest import TINY_CLI, run_module
 from hydra.utils import instantiate
 from torch import nn
 
+import gan_lab.build
 import gan_lab.train
 from gan_lab.callbacks.diversity import DiversityMonitor, mean_pairwise_distance, real_batch
 from gan_lab.data import FakeDataModule
@@ -51,14 +52,14 @@ class Memorizer(nn.Module):
 
 def train_with(monkeypatch, cfg, generator: nn.Module) -> tuple[GANModule, DiversityMonitor]:
     """gan_lab.train.train(cfg) with cfg's generator swapped for `generator`; the module and its monitor."""
-    build = gan_lab.train.build_module
+    build = gan_lab.build.build_module
 
     def build_module(cfg):
         module = build(cfg)
         module.generator = generator  # no EMA in these configs: this is also the sampling generator
         return module
 
-    monkeypatch.setattr(gan_lab.train, "build_module", build_module)
+    monkeypatch.setattr(gan_lab.build, "build_module", build_module)
     module = gan_lab.train.train(cfg)
     (monitor,) = [c for c in module.trainer.callbacks if isinstance(c, DiversityMonitor)]
     return module, monitor

@@ -100,8 +100,8 @@ def test_multirun_of_a_study_runs_every_arm(tmp_path):
 
 
 def test_metrics_none_wins_over_a_presets_metric_settings(tmp_path):
+    from gan_lab.build import build_metrics_callback
     from gan_lab.config import compose_config
-    from gan_lab.train import build_metrics_callback
 
     assert (
         build_metrics_callback(compose_config(["experiment=sn_study", "metrics=none"], output_dir=tmp_path))

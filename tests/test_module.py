@@ -5,9 +5,10 @@ import csv
 import pytest
 import torch
 
+from gan_lab.build import build_module
 from gan_lab.errors import ConfigError
 from gan_lab.module import GANModule
-from gan_lab.train import build_module, train
+from gan_lab.train import train
 
 
 def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -54,7 +55,7 @@ def run_recorded(cfg) -> StepRecorder:
     )
     from hydra.utils import instantiate
 
-    from gan_lab.train import build_trainer
+    from gan_lab.build import build_trainer
 
     build_trainer(cfg).fit(recorder, datamodule=instantiate(cfg.dataset))
     return recorder
@@ -203,7 +204,7 @@ def test_augmentations_reach_d_in_both_steps(tiny_config):
     module.augment = Augmentations({"real_only": real_only, "every_input": every_input})
     from hydra.utils import instantiate
 
-    from gan_lab.train import build_trainer
+    from gan_lab.build import build_trainer
 
     build_trainer(cfg).fit(module, datamodule=instantiate(cfg.dataset))
     assert real_only.seen == [False]  # the real batch of the D step

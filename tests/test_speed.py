@@ -109,12 +109,12 @@ def test_bf16_autocast_changes_outputs_only_at_bf16_precision(tmp_path) -> None:
 
 def test_bf16_training_follows_fp32_training_step_by_step(tmp_path, monkeypatch) -> None:
     """20 steps from the same seed: bf16-mixed losses stay near fp32's, and bf16 really ran inside the step."""
-    import gan_lab.train as train_module
+    import gan_lab.build as build
 
     steps = [*TINY_RUN, "model.width=8", "steps=20", "trainer.log_every_n_steps=1"]
     train(compose_config([*steps, "trainer.precision=32-true"], output_dir=tmp_path / "fp32"))
     seen: set[torch.dtype] = set()
-    build_module = train_module.build_module
+    build_module = build.build_module
 
     def build_and_watch(cfg):  # a hook on D's first convolution, inside the real training step
         module = build_module(cfg)
@@ -122,7 +122,7 @@ def test_bf16_training_follows_fp32_training_step_by_step(tmp_path, monkeypatch)
         conv.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
         return module
 
-    monkeypatch.setattr(train_module, "build_module", build_and_watch)
+    monkeypatch.setattr(build, "build_module", build_and_watch)
     bf16 = train(compose_config([*steps, "trainer.precision=bf16-mixed"], output_dir=tmp_path / "bf16"))
     assert bf16.trainer.precision == "bf16-mixed" and torch.bfloat16 in seen
     assert all(p.dtype == torch.float32 for p in bf16.parameters())  # mixed: weights and optimizer stay fp32

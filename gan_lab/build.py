@@ -1,0 +1,132 @@
+"""cfg -> the objects of a run: the DataModule, the GANModule and the Lightning Trainer.
+
+The entry points (train, the bench, tests) compose a config and call these; nothing here trains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from gan_lab.augment import Augmentations
+from gan_lab.callbacks import InLoopMetrics
+from gan_lab.errors import ConfigError
+from gan_lab.metrics import settings_from_config
+from gan_lab.module import GANModule
+from gan_lab.precision import resolve_precision
+from gan_lab.run.checkpoint_io import AtomicCheckpointIO
+from gan_lab.run.paths import RunDir
+from gan_lab.run.preemption import PreemptionCheckpoint
+from gan_lab.utils.config import redact_secrets
+from gan_lab.utils.console import ModelSize
+
+
+def absolutize_data_paths(cfg: DictConfig) -> None:
+    """Make data paths absolute in place, so the config stored in checkpoints works from any directory."""
+    for node, key in ((cfg.paths, "data_dir"), (cfg.dataset, "root"), (cfg.dataset, "test_root")):
+        value = node.get(key)
+        if isinstance(value, str) and value:
+            node[key] = str(Path(value).expanduser().absolute())
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The DataModule of cfg.dataset; sets model.num_classes from it for conditional models (see below)."""
+    datamodule = instantiate(cfg.dataset)
+    resolve_num_classes(cfg, datamodule)
+    return datamodule
+
+
+def resolve_num_classes(cfg: DictConfig, datamodule: Any) -> None:
+    """Set model.num_classes from the dataset for conditional models (null), checking an explicit count."""
+    wanted, available = cfg.model.get("num_classes", 0), getattr(datamodule, "num_classes", 0)
+    if wanted is None:
+        if available < 2:
+            raise ConfigError(
+                f"model={cfg.model.name} is conditional but the dataset has no classes; use a dataset with labels "
+                "(cifar10, or a folder with one subfolder per class) or an unconditional model"
+            )
+        cfg.model.num_classes = available
+    elif wanted and wanted != available:
+        raise ConfigError(
+            f"model.num_classes={wanted} but the dataset has {available} classes; "
+            "set model.num_classes=null to take the dataset's count"
+        )
+
+
+def build_module(cfg: DictConfig) -> GANModule:
+    """The GANModule described by cfg (model, loss, regularizer, optim, scheduler, n_critic, steps)."""
+    speed = cfg.get("speed") or {}
+    return GANModule(
+        generator=instantiate(cfg.model.generator),
+        discriminator=instantiate(cfg.model.discriminator),
+        loss=instantiate(cfg.loss),
+        regularizer=instantiate(cfg.regularizer),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
+        n_critic=cfg.n_critic,
+        max_g_steps=cfg.steps,
+        z_dim=cfg.model.z_dim,
+        num_classes=cfg.model.num_classes,
+        augment=Augmentations(instantiate(cfg.get("augment"))),
+        ema_decay=cfg.ema.decay,
+        ema_start_step=cfg.ema.start_step,
+        channels_last=bool(speed.get("channels_last", False)),
+        compile=bool(speed.get("compile", False)),
+        config=redact_secrets(OmegaConf.to_container(cfg, resolve=True)),
+    )
+
+
+def build_metrics_callback(cfg: DictConfig) -> InLoopMetrics | None:
+    """In-loop FID/KID/IS from conf/metrics, or None for metrics=none."""
+    metrics = cfg.get("metrics") or {}
+    if not metrics.get("enabled", False):
+        return None
+    settings = settings_from_config(metrics)
+    if not (settings.fid or settings.kid or settings.isc):
+        return None
+    run = RunDir(cfg.paths.output_dir)
+    return InLoopMetrics(
+        settings,
+        OmegaConf.to_container(cfg.dataset, resolve=True),
+        every=metrics.every,
+        unit=metrics.every_unit,
+        best_ckpt_path=str(run.best_ckpt),
+        plot_path=str(run.fid_curve),
+        required=metrics.get("required", True),
+    )
+
+
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    """The Lightning Trainer; a `steps` budget replaces trainer.max_epochs (GANModule stops the run).
+
+    Checkpoints are written atomically, and SIGTERM / Ctrl+C save a resumable one (PreemptionCheckpoint).
+    """
+    overrides = {"max_epochs": -1} if cfg.steps else {}
+    callbacks = _instantiate_named(cfg.callbacks)
+    if not cfg.trainer.get("enable_progress_bar", True):  # the flag alone turns gan_lab's bar off too
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    metrics_callback = build_metrics_callback(cfg)
+    if metrics_callback is not None:
+        callbacks.append(metrics_callback)
+    callbacks.append(PreemptionCheckpoint(RunDir(cfg.paths.output_dir).checkpoints))
+    if cfg.trainer.get("enable_model_summary", True):
+        callbacks.append(ModelSize())  # one line in place of Lightning's table
+    return instantiate(
+        cfg.trainer,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        logger=_instantiate_named(cfg.logger),
+        plugins=[AtomicCheckpointIO()],
+        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
+        **overrides,
+    )
+
+
+def _instantiate_named(group: DictConfig | None) -> list[Any]:
+    """Instantiate every non-null entry of a {name: config} group such as callbacks or logger."""
+    return [instantiate(entry) for entry in (group or {}).values() if entry is not None]
