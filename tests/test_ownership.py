@@ -35,6 +35,28 @@ def test_run_file_names_are_only_spelt_in_run_paths(name: str) -> None:
     assert outside({"run/paths.py"}, found) == [], f"use gan_lab.run.paths instead of spelling {name}"
 
 
+def test_conf_names_run_folders_through_run_dir() -> None:
+    """conf/ asks RunDir for a run's folders (`${run_dir:checkpoints}`) instead of spelling them after output_dir."""
+    conf = PACKAGE.parent / "conf"
+    spelt = [
+        f"{p.relative_to(conf)}: {line.strip()}"
+        for p in sorted(conf.rglob("*.yaml"))
+        for line in p.read_text().splitlines()
+        if re.search(r"\$\{paths\.output_dir\}/", line)
+    ]
+    assert spelt == []
+
+
+def test_run_dir_resolver_gives_run_dir_paths(tmp_path: Path) -> None:
+    from gan_lab.config import compose_config
+    from gan_lab.run.paths import RunDir
+
+    cfg = compose_config([], output_dir=tmp_path)
+    run = RunDir(tmp_path)
+    assert cfg.callbacks.last.dirpath == str(run.checkpoints) == cfg.callbacks.checkpoint.dirpath
+    assert cfg.callbacks.samples.dirpath == str(run.samples)
+
+
 OS_REPLACE_ALLOWED = {
     "utils/io.py",  # the one atomic write helper
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CHECKPOINTS_DIR = "checkpoints"  # LAST_CKPT, BEST_CKPT and the periodic epochNNN.ckpt
 LAST_CKPT = "last.ckpt"  # kept current during the run: what resume= continues from
@@ -13,7 +14,7 @@ STATUS_FILE = "status.json"  # running / completed / failed / preempted, wall ti
 CONFIG_FILE = "config.yaml"  # the resolved run config (secret-looking values redacted)
 METRICS_FILE = "metrics.csv"  # the CSV logger's metrics
 FID_CURVE = "fid_curve.png"  # in-loop FID against generator steps
-SAMPLES_DIR = "samples"  # the sample grids (conf/callbacks/default.yaml names it too)
+SAMPLES_DIR = "samples"  # the sample grids
 EXPORT_DIR = "export"  # python -m gan_lab.export's default output folder
 GENERATED_DIR = "generated"  # python -m gan_lab.sample's default output folders, one per seed
 HYDRA_DIR = ".hydra"  # Hydra's copy of the job config
@@ -104,3 +105,14 @@ class RunDir:
 def evaluation_name(metric: str, source: str) -> str:
     """evaluation_<metric>_<source>.json: the default name of an evaluation's results."""
     return f"evaluation_{metric}_{source}.json"
+
+
+def register_run_dir_resolver() -> None:
+    """`${run_dir:checkpoints}` in conf/ is RunDir(paths.output_dir).checkpoints, so YAML spells no file name."""
+    from omegaconf import OmegaConf
+
+    def run_dir(name: str, _root_: Any) -> str:
+        return str(getattr(RunDir(_root_.paths.output_dir), name))
+
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", run_dir)
