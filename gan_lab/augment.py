@@ -2,14 +2,18 @@
 
 Every op is a callable `op(x) -> x` on images (N, C, H, W) in [-1, 1] whose class attribute `target` says where
 it applies:
-  - "real": HFlip, CutMix, Sharpen. Data augmentation: they change the distribution G has to match, so they
-    apply to real batches only, before D sees them.
+  - "real": CutMix, Sharpen. Data augmentation: they change the distribution G has to match, so they apply to
+    real batches only, before D sees them.
   - "all": DiffAugment (Zhao et al. 2020). Applied to every input of D, real and fake, in both the D step and the
     G step, and differentiable so G's gradient flows through it: D never sees an unaugmented image, so the
     augmentation does not leak into the generated distribution.
 GANModule holds an `Augmentations` and calls `augment.real(x)` on every real batch and `augment.fake(x)` on every
 generated batch, in both the D and the G step; `real` runs the real-only ops, then the "all" ops.
 Randomness comes from torch's global RNG (seeding reproduces it) and is drawn on x's device: no host sync.
+
+Horizontal flips are not an op here: `augment=hflip` sets `dataset.hflip=true`, whose flips the data's
+StreamSampler draws per pass (gan_lab.data.sampler), so a resumed run sees exactly the same ones. `HFlip` only
+remains to name that replacement when a stored config asks for the old op.
 """
 
 from __future__ import annotations
@@ -65,16 +69,19 @@ class _Op:
         return f"{type(self).__name__}({args})"
 
 
-class HFlip(_Op):
-    """Flip each image (N, C, H, W) left-right with probability p."""
+# The one line for stored configs of older runs, whose augment.hflip builds HFlip.
+HFLIP_REPLACED = (
+    "augment.hflip (flips on the global RNG) was replaced by dataset.hflip=true, the sampler's resumable "
+    "flips (each image mirrored with probability 0.5); use augment=hflip or dataset.hflip=true in a new run "
+    "(a run stored with augment.hflip cannot be resumed)"
+)
 
-    target = "real"
 
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = _probability("hflip", p)
+class HFlip:
+    """The removed flip op, still named by stored configs: building it says what replaced it."""
 
-    def __call__(self, x: Tensor) -> Tensor:
-        return torch.where(_chosen(x, self.p), x.flip(-1), x)
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise ConfigError(HFLIP_REPLACED)
 
 
 class CutMix(_Op):

@@ -107,7 +107,7 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     Checkpoints are written atomically, and SIGTERM / Ctrl+C save a resumable one (PreemptionCheckpoint).
     """
     overrides = {"max_epochs": -1} if cfg.steps else {}
-    callbacks = _instantiate_named(cfg.callbacks)
+    callbacks = _instantiate_named(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag alone turns gan_lab's bar off too
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     metrics_callback = build_metrics_callback(cfg)
@@ -120,7 +120,7 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         cfg.trainer,
         enable_model_summary=False,
         callbacks=callbacks,
-        logger=_instantiate_named(cfg.logger),
+        logger=_instantiate_named(cfg.get("logger")),  # logger=[] leaves no key: no logger
         plugins=[AtomicCheckpointIO()],
         precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
         **overrides,

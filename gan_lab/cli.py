@@ -107,6 +107,11 @@ def config_error_line(exc: Exception) -> str:
     text = str(exc).split("\nConfig search path:")[0]  # the search path is noise to a user
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     cause = exc.__cause__
+    overridden = re.search(r"Could not override '([^']+)'", text)
+    if overridden and f"{overridden.group(1)}.".startswith("augment.hflip."):
+        from gan_lab.augment import HFLIP_REPLACED  # the flip's probability is no longer a setting
+
+        return HFLIP_REPLACED
     if isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or ""):
         group, _, name = exc.missing_cfg_file.partition("/")
         options = list(exc.options or []) if "/" not in name else []

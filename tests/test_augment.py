@@ -1,12 +1,10 @@
-"""Augmentations: DiffAugment's ops against known answers, the real-only ops, routing, seeding and conf/augment/."""
+"""Augmentations: DiffAugment's ops against known answers, the real-only ops, routing, seeding and conf/augment/,
+whose hflip is the data sampler's flips (dataset.hflip=true)."""
 
 import math
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torchvision.transforms.v2.functional import adjust_sharpness
@@ -23,11 +21,11 @@ from gan_lab.augment import (
     saturation,
     translation,
 )
-from gan_lab.config import CONF_DIR
-from gan_lab.errors import ConfigError
+from gan_lab.config import CONF_DIR, compose_config, config_choices
+from gan_lab.errors import ConfigError, one_line, user_error
 
 OPS = ["color", "translation", "cutout"]
-CLASSES = {"hflip": HFlip, "cutmix": CutMix, "sharpen": Sharpen, "diffaugment": DiffAugment}
+CLASSES = {"cutmix": CutMix, "sharpen": Sharpen, "diffaugment": DiffAugment}
 
 
 def images(n: int = 8, size: int = 32, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -155,17 +153,6 @@ def test_unknown_policy_lists_the_valid_ops():
 
 
 # --- real-only ops ----------------------------------------------------------------------------------------------
-def test_hflip():
-    x = images()
-    assert torch.equal(HFlip(p=1.0)(x), torch.flip(x, [3]))
-    assert torch.equal(HFlip(p=0.0)(x), x)
-    torch.manual_seed(0)
-    out = HFlip(p=0.5)(x)
-    same = (out == x).flatten(1).all(1)
-    flipped = (out == x.flip(3)).flatten(1).all(1)
-    assert torch.all(same ^ flipped) and same.any() and flipped.any()  # per image, whole images
-
-
 def test_cutmix_pastes_a_box_of_one_other_image_at_the_same_place():
     torch.manual_seed(0)
     x = images(n=64)
@@ -210,7 +197,6 @@ def test_sharpen_matches_torchvision_and_stays_in_range():
 @pytest.mark.parametrize(
     ("make", "key"),
     [
-        (lambda: HFlip(p=1.5), "augment.hflip.p"),
         (lambda: CutMix(p=-0.1), "augment.cutmix.p"),
         (lambda: CutMix(alpha=0.0), "augment.cutmix.alpha"),
         (lambda: Sharpen(p=math.nan), "augment.sharpen.p"),
@@ -222,9 +208,7 @@ def test_invalid_values_name_the_key(make, key):
         make()
 
 
-@pytest.mark.parametrize(
-    "op", [HFlip(), CutMix(), Sharpen(), DiffAugment()], ids=["hflip", "cutmix", "sharpen", "diffaugment"]
-)
+@pytest.mark.parametrize("op", [CutMix(), Sharpen(), DiffAugment()], ids=["cutmix", "sharpen", "diffaugment"])
 def test_seeding_reproduces_the_output(op):
     x = images(n=16)
     torch.manual_seed(7)
@@ -270,7 +254,7 @@ def test_real_only_ops_apply_to_real_batches_first(ops):
 
 def test_real_ops_never_touch_fake_batches():
     x = images()
-    augment = Augmentations([HFlip(p=1.0), CutMix(p=1.0), Sharpen(p=1.0)])
+    augment = Augmentations([CutMix(p=1.0), Sharpen(p=1.0)])
     assert torch.equal(augment.fake(x), x) and not torch.equal(augment.real(x), x)
 
 
@@ -280,8 +264,8 @@ def test_a_non_op_is_a_config_error():
 
 
 # --- conf/augment ---------------------------------------------------------------------------------------------
-def test_conf_offers_one_yaml_per_op_and_none():
-    assert {p.stem for p in (CONF_DIR / "augment").glob("*.yaml")} == {*CLASSES, "none"}
+def test_conf_offers_one_yaml_per_op_none_and_hflip():
+    assert {p.stem for p in (CONF_DIR / "augment").glob("*.yaml")} == {*CLASSES, "none", "hflip"}
 
 
 @pytest.mark.parametrize("name", sorted(CLASSES))
@@ -294,42 +278,134 @@ def test_each_yaml_instantiates_its_op(name):
     assert op(x).shape == x.shape
 
 
-@pytest.fixture
-def conf_dir(tmp_path) -> Path:
-    """A copy of conf/ whose train.yaml selects `augment: none` (added here until conf/train.yaml has it)."""
-    conf = Path(shutil.copytree(CONF_DIR, tmp_path / "conf"))
-    train = conf / "train.yaml"
-    text = train.read_text()
-    if "- augment:" not in text:
-        train.write_text(
-            text.replace("  - regularizer: none\n", "  - regularizer: none\n  - augment: none\n", 1)
-        )
-    return conf
+def test_hflip_yaml_only_sets_dataset_hflip():
+    path = CONF_DIR / "augment" / "hflip.yaml"
+    assert path.read_text().startswith("# @package _global_\n")
+    assert OmegaConf.to_container(OmegaConf.load(path)) == {"dataset": {"hflip": True}}
 
 
 @pytest.mark.parametrize(
-    ("overrides", "real", "fake"),
+    ("overrides", "real", "fake", "flips"),
     [
-        ([], [], []),
-        (["augment=diffaugment"], [], [DiffAugment]),
-        (["augment=[diffaugment,cutmix]"], [CutMix], [DiffAugment]),
-        (["augment=[hflip,sharpen]", "augment.hflip.p=1.0"], [HFlip, Sharpen], []),
+        ([], [], [], False),
+        (["augment=none"], [], [], False),
+        (["augment=diffaugment"], [], [DiffAugment], False),
+        (["augment=[diffaugment,cutmix]"], [CutMix], [DiffAugment], False),
+        (["augment=hflip"], [], [], True),
+        (["augment=[hflip,cutmix]"], [CutMix], [], True),
+        (["augment=[diffaugment,hflip]"], [], [DiffAugment], True),
+        (["augment=[hflip,sharpen]", "augment.sharpen.p=1.0"], [Sharpen], [], True),
+        (["dataset.hflip=true"], [], [], True),
+        (["augment=hflip", "dataset.hflip=false"], [], [], False),  # the command line wins, in either order
+        (["dataset.hflip=false", "augment=hflip"], [], [], False),
     ],
 )
-def test_augment_group_composes(conf_dir, tmp_path, overrides, real, fake):
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={tmp_path}"])
-    augment = Augmentations(instantiate(cfg.augment))
+def test_augment_group_composes(tmp_path, overrides, real, fake, flips):
+    cfg = compose_config(overrides, output_dir=tmp_path)
+    augment = Augmentations(instantiate(cfg.get("augment")))
     assert [type(op) for op in augment.real_ops] == real and [type(op) for op in augment.all_ops] == fake
-    if "augment.hflip.p=1.0" in overrides:
+    assert cfg.dataset.hflip is flips
+    if "augment.sharpen.p=1.0" in overrides:
         assert augment.real_ops[0].p == 1.0
+
+
+def test_augment_hflip_composes_to_dataset_hflip_and_no_op(tmp_path):
+    via_augment = compose_config(["augment=hflip"], output_dir=tmp_path)
+    via_dataset = compose_config(["dataset.hflip=true"], output_dir=tmp_path)
+    assert via_augment.get("augment") is None and not Augmentations(instantiate(via_augment.get("augment")))
+    assert via_dataset.augment == {}
+
+    def without_augment(cfg):
+        return {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "augment"}
+
+    assert without_augment(via_augment) == without_augment(via_dataset)
+
+
+@pytest.mark.parametrize("order", ["augment first", "dataset first"])
+def test_augment_hflip_flips_any_dataset(tmp_path, order):
+    folder = ["dataset=folder", f"dataset.root={tmp_path}"]
+    overrides = ["augment=hflip", *folder] if order == "augment first" else [*folder, "augment=hflip"]
+    cfg = compose_config(overrides, output_dir=tmp_path)
+    assert cfg.dataset._target_ == "gan_lab.data.FolderDataModule" and cfg.dataset.root == str(tmp_path)
+    assert cfg.dataset.hflip is True and cfg.get("augment") is None
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [f"experiment={name}" for name in config_choices("experiment")]
+    + [
+        f"variant={path.relative_to(CONF_DIR / 'variant').with_suffix('').as_posix()}"
+        for path in sorted((CONF_DIR / "variant").rglob("*.yaml"))
+    ],
+)
+def test_augment_hflip_survives_every_recipe(tmp_path, recipe):
+    assert compose_config([recipe, "augment=hflip"], output_dir=tmp_path).dataset.hflip is True
+    assert compose_config([recipe], output_dir=tmp_path).dataset.hflip is False
+
+
+def stream(cfg, passes: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The training batches (images, labels) of cfg.dataset's first passes, as the model sees them."""
+    dm = instantiate(cfg.dataset)
+    dm.setup("fit")
+    per_pass = len(dm.train_set) // dm.batch_size
+    batches = []
+    for p in range(passes):
+        dm.trained_batches = lambda p=p: p * per_pass  # where a run resumes at pass p
+        batches += [dm.on_after_batch_transfer(batch, 0) for batch in dm.train_dataloader()]
+    return batches
+
+
+@pytest.mark.parametrize("data", ["fake", "folder", "folder in memory"])
+def test_augment_hflip_gives_the_samplers_flips_bit_for_bit(tmp_path, tiny_image_folder, data):
+    if data == "fake":
+        dataset = ["dataset=fake", "dataset.num_samples=32", "dataset.batch_size=8"]
+    else:
+        dataset = ["dataset=folder", f"dataset.root={tiny_image_folder}", "dataset.resolution=32"]
+        dataset += ["dataset.batch_size=4", "dataset.num_workers=0", f"dataset.in_memory={'memory' in data}"]
+    torch.manual_seed(0)  # the global RNG plays no part in the flips
+    via_augment = stream(compose_config([*dataset, "augment=hflip"], output_dir=tmp_path))
+    torch.manual_seed(1)
+    via_dataset = stream(compose_config([*dataset, "dataset.hflip=true"], output_dir=tmp_path))
+    unflipped = stream(compose_config(dataset, output_dir=tmp_path))
+    assert len(via_augment) == len(via_dataset) == len(unflipped) >= 12
+    flipped = kept = 0
+    for (xa, ya), (xd, yd), (xu, yu) in zip(via_augment, via_dataset, unflipped, strict=True):
+        assert torch.equal(xa, xd) and torch.equal(ya, yd)
+        assert torch.equal(ya, yu)  # the same order: a pass's flips are drawn after its permutation
+        for a, u in zip(xa, xu, strict=True):
+            assert not torch.equal(u, u.flip(-1))  # asymmetric, so a flip shows
+            if torch.equal(a, u):
+                kept += 1
+            else:
+                assert torch.equal(a, u.flip(-1))  # whole images, mirrored exactly
+                flipped += 1
+    assert flipped > 0 and kept > 0 and 0.3 < flipped / (flipped + kept) < 0.7
+
+
+def test_the_removed_hflip_op_names_its_replacement_in_one_line():
+    expected = (
+        "augment.hflip (flips on the global RNG) was replaced by dataset.hflip=true, the sampler's resumable "
+        "flips (each image mirrored with probability 0.5); use augment=hflip or dataset.hflip=true in a new run "
+        "(a run stored with augment.hflip cannot be resumed)"
+    )
+    for make in (HFlip, lambda: HFlip(p=1.0), lambda: HFlip(0.5)):
+        with pytest.raises(ConfigError) as raised:
+            make()
+        assert str(raised.value) == expected
+    stored = OmegaConf.create(
+        {"hflip": {"_target_": "gan_lab.augment.HFlip", "p": 0.5}}
+    )  # an old run's config
+    with pytest.raises(Exception) as raised:
+        Augmentations(instantiate(stored))
+    err = user_error(raised.value)  # what the command line prints, behind Hydra's InstantiationException
+    assert isinstance(err, ConfigError) and one_line(err) == expected
 
 
 # --- device -------------------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_ops_run_on_the_gpu_without_host_sync():
     x = images().cuda()
-    augment = Augmentations([HFlip(), CutMix(), Sharpen(), DiffAugment()])
+    augment = Augmentations([CutMix(), Sharpen(), DiffAugment()])
     augment.real(x)  # warm up: first calls may load kernels
     torch.cuda.set_sync_debug_mode("error")
     try:

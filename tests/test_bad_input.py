@@ -150,6 +150,16 @@ def test_unknown_key_suggests_the_closest(override, expected):
     assert config_error_line(composed.value) == expected
 
 
+@pytest.mark.parametrize("overrides", [["augment.hflip.p=0.3"], ["augment=hflip", "augment.hflip.p=0.3"]])
+def test_a_flip_probability_names_dataset_hflip(overrides):
+    """augment=hflip is dataset.hflip now (p = 1/2, drawn by the sampler): asking for p says so."""
+    from gan_lab.augment import HFLIP_REPLACED
+
+    with pytest.raises(ConfigCompositionException) as composed:
+        compose_config(overrides)
+    assert config_error_line(composed.value) == HFLIP_REPLACED
+
+
 def test_unparsable_override_names_it():
     with pytest.raises(OverrideParseException) as composed:
         compose_config(["model=[dcgan"])

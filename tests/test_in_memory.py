@@ -94,7 +94,8 @@ def test_uint8_to_unit_range_equals_the_transforms_for_every_value() -> None:
     values = torch.from_numpy(ramp).permute(2, 0, 1)
     assert uint8_to_unit_range(values).dtype == torch.float32
     assert torch.equal(uint8_to_unit_range(values), expected)  # on the CPU: the transforms' own ops
-    assert torch.equal(data._look_up_unit_range(values), expected)  # elsewhere: their values, looked up
+    # Elsewhere: their values, looked up.
+    assert torch.equal(data.transforms._look_up_unit_range(values), expected)
 
 
 def test_hook_passes_other_batches_through() -> None:

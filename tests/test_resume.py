@@ -233,3 +233,17 @@ def test_cuda_rng_state_survives_the_checkpoint_round_trip(tmp_path: Path) -> No
     torch.randn(1000, device="cuda")  # the run goes on after the checkpoint was written
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
     assert torch.equal(torch.randn(8, device="cuda"), expected)
+
+
+@pytest.mark.parametrize("stored_flip", [True, False])
+def test_resume_with_augment_hflip_compares_the_flip_it_sets(tmp_path, stored_flip) -> None:
+    """augment=hflip writes dataset.hflip: resuming a flipped run with it is allowed, an unflipped one refused."""
+    from gan_lab.run.resume import check_overrides
+
+    saved = compose_config([f"dataset.hflip={str(stored_flip).lower()}"], output_dir=tmp_path)
+    now = compose_config(["augment=hflip"], output_dir=tmp_path)
+    if stored_flip:
+        check_overrides(now, saved, ["augment=hflip"])
+    else:
+        with pytest.raises(ConfigError, match=r"dataset\.hflip \(checkpoint: False, now: True\)"):
+            check_overrides(now, saved, ["augment=hflip"])

@@ -24,18 +24,12 @@ from gan_lab.data.folder import (
 )
 from gan_lab.data.memory import DECODED_FORMAT, InMemoryImages
 from gan_lab.data.sampler import Mirrored, StreamSampler
-from gan_lab.data.transforms import (
-    _look_up_unit_range,
-    image_transform,
-    reference_transform,
-    to_rgb,
-    uint8_to_unit_range,
-)
+from gan_lab.data.transforms import image_transform, reference_transform, to_rgb, uint8_to_unit_range
 
 __all__ = [
     "DECODED_FORMAT", "DECODE_BATCH", "HEADER_SAMPLE", "IMAGE_EXTENSIONS", "IN_MEMORY_MAX_BYTES",
     "MIN_CACHED_IMAGES", "CIFAR10DataModule", "FakeDataModule", "FolderDataModule", "ImageDataModule",
     "ImageFileDataset", "InMemoryImages", "LSUNChurchDataModule", "Mirrored", "StreamSampler",
-    "_look_up_unit_range", "image_transform", "read_headers", "reference_transform", "scan_image_folder",
+    "image_transform", "read_headers", "reference_transform", "scan_image_folder",
     "to_rgb", "uint8_to_unit_range",
 ]  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -15,18 +14,17 @@ from gan_lab.data.base import ImageDataModule, _positive_int, _warn_once
 from gan_lab.data.folder import (
     HEADER_SAMPLE,
     ImageFileDataset,
-    _cannot_read,
     _DecodeFiles,
     _listing,
+    none_readable,
     read_headers,
     scan_image_folder,
+    unreadable_image,
 )
 from gan_lab.data.memory import _TensorImages
 from gan_lab.data.transforms import reference_transform
 from gan_lab.errors import ConfigError, DataError
 from gan_lab.images import generated_to_uint8
-
-log = logging.getLogger("gan_lab.data")
 
 
 class CIFAR10DataModule(ImageDataModule):
@@ -259,16 +257,13 @@ class FolderDataModule(ImageDataModule):
             images[index], readable[index] = batch_images, batch_readable
             start += len(batch_images)
             for i, ok, reason in zip(index, batch_readable.tolist(), reasons, strict=True):
-                if ok:
-                    continue
-                if not self.skip_corrupt:
-                    raise _cannot_read(self.files[i], reason)
-                log.warning("skipping unreadable image %s (%s)", self.files[i], reason)
+                if not ok:
+                    unreadable_image(self.files[i], reason, self.skip_corrupt)
         labels = torch.tensor(self.labels, dtype=torch.long)
         if bool(readable.all()):
             return images, labels
         if not bool(readable.any()):
-            raise DataError(f"none of the {n} image files can be read; check the files under dataset.root")
+            raise none_readable(n)
         source, nearest, ok = list(range(n)), 0, readable.tolist()
         for k in reversed(range(2 * n)):  # two sweeps: the next readable index wraps around the end
             if ok[k % n]:

@@ -28,10 +28,18 @@ def load_rgb(path: Path) -> Image.Image:
         return to_rgb(img)
 
 
-def _cannot_read(path: Path, reason: object) -> DataError:
-    return DataError(
-        f"cannot read image {path} ({reason}); delete or replace it, or set dataset.skip_corrupt=true"
-    )
+def unreadable_image(path: Path, reason: object, skip_corrupt: bool) -> None:
+    """Raise the DataError for an unreadable image file; with skip_corrupt, warn that it is skipped instead."""
+    if not skip_corrupt:
+        raise DataError(
+            f"cannot read image {path} ({reason}); delete or replace it, or set dataset.skip_corrupt=true"
+        )
+    log.warning("skipping unreadable image %s (%s)", path, reason)
+
+
+def none_readable(n: int) -> DataError:
+    """The error when not one of the n image files of a training set can be read."""
+    return DataError(f"none of the {n} image files can be read; check the files under dataset.root")
 
 
 class ImageFileDataset(Dataset):
@@ -56,11 +64,8 @@ class ImageFileDataset(Dataset):
         try:
             return load_rgb(path)
         except _READ_ERRORS as e:
-            if not self.skip_corrupt:
-                raise _cannot_read(path, e) from e
-            if index not in self._bad:  # remembered so each bad file is warned about once per worker
-                log.warning("skipping unreadable image %s (%s)", path, e)
-                self._bad.add(index)
+            unreadable_image(path, e, self.skip_corrupt)
+            self._bad.add(index)  # skipped from now on: each bad file is warned about once per worker
             return None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
@@ -70,7 +75,7 @@ class ImageFileDataset(Dataset):
             i = (index + offset) % n
             if i not in self._bad and (img := self._load(i)) is not None:
                 return self.transform(img), self.labels[i]
-        raise DataError(f"none of the {n} image files can be read; check the files under dataset.root")
+        raise none_readable(n)
 
 
 class _DecodeFiles(Dataset):

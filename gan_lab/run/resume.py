@@ -86,11 +86,12 @@ def check_overrides(cfg: DictConfig, saved: DictConfig, overrides: Sequence[str]
     for key in dict.fromkeys(_override_key(o) for o in overrides):
         if _is_changeable(key):
             continue
+        empty = (None, {})  # augment=hflip leaves no augment node where a stored run has augment: {}
         if (
-            OmegaConf.select(cfg, key, default=None) is None
-            and OmegaConf.select(saved, key, default=None) is None
+            _plain(OmegaConf.select(cfg, key, default=None)) in empty
+            and _plain(OmegaConf.select(saved, key, default=None)) in empty
         ):
-            # a group whose options write to the top level (experiment=, variant=): compare everything
+            # a group whose options write to the top level (experiment=, variant=, augment=hflip): compare everything
             current = {k: _plain(v) for k, v in cfg.items() if not _is_changeable(k)}
             problems += _differences(
                 current, {k: _plain(v) for k, v in saved.items() if not _is_changeable(k)}
