@@ -1,13 +1,20 @@
-"""DCGAN shapes, depth, normalization and init at every supported resolution."""
+"""DCGAN shapes, depth, normalization and init at every supported resolution; normalizations of one's own."""
+
+import functools
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
 
+from gan_lab.config import compose_config
 from gan_lab.errors import ConfigError
 from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from gan_lab.nets.layers import NORMS
+from gan_lab.nets.layers import NORMS, Norm
+from gan_lab.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from gan_lab.nets.sagan import SAGANDiscriminator, SAGANGenerator
 
 
 def convs(module: nn.Module, kind: type) -> list[nn.Module]:
@@ -76,3 +83,100 @@ def test_unbuildable_resolution_is_a_clear_error(resolution):
 def test_unknown_norm_lists_choices():
     with pytest.raises(ConfigError, match="spectral_batch"):
         DCGANDiscriminator(norm="layer")
+
+
+# --- normalizations from outside the table ------------------------------------------------------------------
+FAMILIES = {
+    "dcgan": (DCGANGenerator, DCGANDiscriminator),
+    "sagan": (SAGANGenerator, SAGANDiscriminator),
+    "resnet": (ResNetGenerator, ResNetDiscriminator),
+}
+OWN_NORMS = {  # name -> (Norm, the module type its features make)
+    "weight_group": (Norm(weight=weight_norm, features=functools.partial(nn.GroupNorm, 2)), nn.GroupNorm),
+    "instance": (Norm(features=functools.partial(nn.InstanceNorm2d, affine=True)), nn.InstanceNorm2d),
+}
+
+
+def reweighted(net: nn.Module) -> set[str]:
+    return {name for name, m in net.named_modules() if parametrize.is_parametrized(m, "weight")}
+
+
+def of_type(net: nn.Module, kind: type) -> set[str]:
+    return {name for name, m in net.named_modules() if type(m) is kind}
+
+
+def conv_biases(net: nn.Module) -> list[bool]:
+    return [m.bias is not None for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
+@pytest.mark.parametrize("own", list(OWN_NORMS))
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_norm_of_ones_own_goes_where_the_builtin_would(family, own):
+    """A Norm not in the table: its weight wraps exactly the layers spectral norm wraps, its features sit exactly
+    where batch norm sits (and the same conv biases are dropped), and the nets run."""
+    spec, kind = OWN_NORMS[own]
+    g_cls, d_cls = FAMILIES[family]
+    g = g_cls(z_dim=8, resolution=32, width=4, norm=spec)
+    d = d_cls(resolution=32, width=4, norm=spec, num_classes=3)
+    builtin_g = g_cls(z_dim=8, resolution=32, width=4, norm="spectral_batch")
+    builtin_d = d_cls(resolution=32, width=4, norm="spectral_batch", num_classes=3)
+    for net, builtin in [(g, builtin_g), (d, builtin_d)]:
+        assert of_type(net, kind) == of_type(builtin, nn.BatchNorm2d) != set()
+        assert not of_type(net, nn.BatchNorm2d)
+        assert conv_biases(net) == conv_biases(builtin)
+        if spec.weight is weight_norm:
+            assert reweighted(net) == reweighted(builtin) != set()  # convs, linears and projection embeddings
+            for name in reweighted(net):
+                assert type(net.get_submodule(name).parametrizations.weight[0]).__name__ == "_WeightNorm"
+        else:
+            assert reweighted(net) == set()
+    images = g(torch.randn(4, 8))
+    assert images.shape == (4, 3, 32, 32) and torch.isfinite(images).all()
+    assert d(images, torch.tensor([0, 1, 2, 0])).shape == (4,)
+
+
+def test_a_norm_without_a_conditional_version_cannot_condition_a_generator():
+    spec, _ = OWN_NORMS["weight_group"]
+    for g_cls, _ in FAMILIES.values():
+        with pytest.raises(
+            ConfigError,
+            match="takes the labels through batch norm: set normalization.generator to "
+            "batch or spectral_batch",
+        ):
+            g_cls(resolution=32, width=4, norm=spec, num_classes=3)
+
+
+def test_a_norm_of_ones_own_from_a_yaml(tmp_path, monkeypatch):
+    """The researcher's YAML names a function of their own package returning a Norm; Hydra builds it when the
+    real config's model.discriminator is instantiated, and the net uses it."""
+    (tmp_path / "my_norms_pkg.py").write_text(
+        "from torch.nn.utils.parametrizations import weight_norm\n"
+        "from gan_lab.nets.layers import Norm\n\n"
+        "def weight_only() -> Norm:\n"
+        "    return Norm(weight=weight_norm)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "conf" / "normalization").mkdir(parents=True)
+    (tmp_path / "conf" / "normalization" / "weight.yaml").write_text(
+        "generator: batch\ndiscriminator:\n  _target_: my_norms_pkg.weight_only\n"
+    )
+    for model in FAMILIES:
+        overrides = [f"model={model}", "dataset.resolution=32", "model.width=4", "normalization=weight"]
+        cfg = compose_config([*overrides, f"hydra.searchpath=[file://{(tmp_path / 'conf').as_posix()}]"])
+        d, g = instantiate(cfg.model.discriminator), instantiate(cfg.model.generator)
+        convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+        assert all(type(m.parametrizations.weight[0]).__name__ == "_WeightNorm" for m in convs)
+        assert not of_type(d, nn.BatchNorm2d)  # weight_only has no features
+        assert of_type(g, nn.BatchNorm2d)  # the generator keeps its batch norm
+
+
+@pytest.mark.parametrize("bad", [3, None, {"weight": "spectral"}, ["spectral", "batch"]])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_norm_that_is_neither_a_name_nor_a_norm_is_a_one_line_error(family, bad):
+    for net_cls in FAMILIES[family]:
+        with pytest.raises(ConfigError) as caught:
+            net_cls(resolution=32, width=4, norm=bad)
+        assert str(caught.value) == (
+            f"normalization {bad!r} is neither a name (none, batch, spectral, spectral_batch) nor a "
+            "gan_lab.nets.layers.Norm; a normalization of your own is a `_target_` that returns a Norm"
+        )

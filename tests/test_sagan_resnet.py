@@ -5,6 +5,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 from gan_lab.config import compose_config
 from gan_lab.errors import ConfigError
@@ -72,8 +73,8 @@ def test_self_attention_acts_once_gamma_moves():
 
 
 @pytest.mark.parametrize("channels", [1, 4, 64])
-def test_self_attention_spectral_flag_and_tiny_widths(channels):
-    sn, plain = SelfAttention(channels, spectral=True), SelfAttention(channels, spectral=False)
+def test_self_attention_weight_norm_and_tiny_widths(channels):
+    sn, plain = SelfAttention(channels, weight=spectral_norm), SelfAttention(channels)
     assert len(weighted(sn)) == 4
     assert all(parametrize.is_parametrized(m, "weight") for m in weighted(sn))
     assert not any(parametrize.is_parametrized(m, "weight") for m in weighted(plain))

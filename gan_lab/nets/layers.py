@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -11,29 +12,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from gan_lab.errors import ConfigError
 
-
-@dataclass(frozen=True)
-class Norm:
-    """How a layer is normalized: spectral norm on its weight, batch norm on its output, or both."""
-
-    spectral: bool
-    batch: bool
-
-
-# The norm table: a new normalization is one entry here (and one YAML in conf/normalization/).
-NORMS: dict[str, Norm] = {
-    "none": Norm(spectral=False, batch=False),
-    "batch": Norm(spectral=False, batch=True),
-    "spectral": Norm(spectral=True, batch=False),
-    "spectral_batch": Norm(spectral=True, batch=True),
-}
-
-
-def get_norm(name: str) -> Norm:
-    """Look up a normalization by name, with an error listing the valid names."""
-    if name not in NORMS:
-        raise ConfigError(f"unknown normalization '{name}'; choose one of: {', '.join(NORMS)}")
-    return NORMS[name]
+LayerFn = Callable[[nn.Module], nn.Module]  # a layer -> the layer to use (e.g. wrapped in spectral norm)
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
@@ -45,11 +24,6 @@ def init_dcgan_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.BatchNorm2d) and module.affine:  # conditional BN keeps its own scale/shift
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
-
-
-def with_spectral_norm(layer: nn.Module, enabled: bool) -> nn.Module:
-    """Wrap a layer's weight in torch's spectral-norm parametrization when enabled."""
-    return spectral_norm(layer) if enabled else layer
 
 
 def check_sizes(**sizes: int) -> None:
@@ -69,7 +43,29 @@ def num_doublings(resolution: int, base: int = 4, minimum: int = 32) -> int:
     return int(math.log2(resolution // base))
 
 
-# --- class conditioning -------------------------------------------------------------------------------------
+# --- normalization ------------------------------------------------------------------------------------------
+def no_weight_norm(layer: nn.Module) -> nn.Module:
+    """The identity on a layer: its weight is used as is."""
+    return layer
+
+
+@dataclass(frozen=True)
+class Norm:
+    """What a normalization does to a network's layers; the nets ask it, never a name.
+
+    - weight: applied to each conv, linear and embedding layer once initialised (identity, spectral_norm,
+      weight_norm, ...); returns the layer to use.
+    - features: channels -> the module after a layer (e.g. nn.BatchNorm2d), or None for no feature norm. When
+      set, the layer before it has no bias, and D's first layer gets none (it would normalise the image away).
+    - conditional: (channels, num_classes) -> the class-conditional version a conditional generator uses
+      (ConditionalBatchNorm2d, called as module(x, labels)), or None: this norm cannot take labels.
+    """
+
+    weight: LayerFn = no_weight_norm
+    features: Callable[[int], nn.Module] | None = None
+    conditional: Callable[[int, int], nn.Module] | None = None
+
+
 class ConditionalBatchNorm2d(nn.Module):
     """Batch norm whose scale and shift are looked up per class (de Vries et al. 2017; SNGAN, BigGAN G).
 
@@ -90,6 +86,52 @@ class ConditionalBatchNorm2d(nn.Module):
         return self.bn(x) * self.scale(labels)[:, :, None, None] + self.shift(labels)[:, :, None, None]
 
 
+# The norm table: a new normalization is one entry here (and one YAML in conf/normalization/). A normalization
+# of one's own needs neither: a YAML `_target_` returning a Norm is handed to the nets as is.
+NORMS: dict[str, Norm] = {
+    "none": Norm(),
+    "batch": Norm(features=nn.BatchNorm2d, conditional=ConditionalBatchNorm2d),
+    "spectral": Norm(weight=spectral_norm),
+    "spectral_batch": Norm(weight=spectral_norm, features=nn.BatchNorm2d, conditional=ConditionalBatchNorm2d),
+}
+
+
+def get_norm(norm: str | Norm) -> Norm:
+    """A Norm as is, or the table's Norm of that name; else a one-line ConfigError saying what is valid."""
+    if isinstance(norm, Norm):
+        return norm
+    if not isinstance(norm, str):
+        shown = " ".join(repr(norm).split())  # one line whatever the object prints
+        raise ConfigError(
+            f"normalization {shown[:100]} is neither a name ({', '.join(NORMS)}) nor a gan_lab.nets.layers.Norm; "
+            "a normalization of your own is a `_target_` that returns a Norm"
+        )
+    if norm not in NORMS:
+        raise ConfigError(f"unknown normalization '{norm}'; choose one of: {', '.join(NORMS)}")
+    return NORMS[norm]
+
+
+def generator_norm(spec: Norm, channels: int, num_classes: int) -> nn.Module:
+    """The generator's norm after a layer: its class-conditional version when conditional, else its features."""
+    if spec.features is None:
+        return nn.Identity()
+    if num_classes:
+        check_conditional_norm(num_classes, spec)
+        return spec.conditional(channels, num_classes)
+    return spec.features(channels)
+
+
+def check_conditional_norm(num_classes: int, spec: Norm, alternative: str = "") -> None:
+    """A conditional G takes its labels through conditional batch norm: without one it would ignore them."""
+    if num_classes and spec.conditional is None:
+        can = " or ".join(name for name, norm in NORMS.items() if norm.conditional is not None)
+        raise ConfigError(
+            f"a conditional generator (num_classes={num_classes}) takes the labels through batch norm: set "
+            f"normalization.generator to {can}{alternative}"
+        )
+
+
+# --- class conditioning -------------------------------------------------------------------------------------
 class LabelSequential(nn.Sequential):
     """nn.Sequential that also hands the class labels to the layers that take them (`takes_labels = True`)."""
 
@@ -99,11 +141,10 @@ class LabelSequential(nn.Sequential):
         return x
 
 
-def generator_norm(spec: Norm, channels: int, num_classes: int) -> nn.Module:
-    """The generator's normalization after a layer: class-conditional BN when conditional, else BN or nothing."""
-    if not spec.batch:
-        return nn.Identity()
-    return ConditionalBatchNorm2d(channels, num_classes) if num_classes else nn.BatchNorm2d(channels)
+def check_labels(labels: Tensor | None, num_classes: int) -> None:
+    """Fail clearly when a conditional net gets no labels, or labels outside 0..num_classes-1."""
+    if num_classes and labels is None:
+        raise ConfigError(f"this network is conditional ({num_classes} classes) and needs class labels")
 
 
 class ProjectionHead(nn.Module):
@@ -112,33 +153,16 @@ class ProjectionHead(nn.Module):
     With num_classes = 0 it is the plain linear logit, so unconditional models share the code.
     """
 
-    def __init__(self, features: int, num_classes: int = 0, spectral: bool = False) -> None:
+    def __init__(self, features: int, num_classes: int = 0, weight: LayerFn = no_weight_norm) -> None:
         super().__init__()
-        self.linear = with_spectral_norm(nn.Linear(features, 1), spectral)
-        self.embed = (
-            with_spectral_norm(nn.Embedding(num_classes, features), spectral) if num_classes else None
-        )
+        self.linear = weight(nn.Linear(features, 1))
+        self.embed = weight(nn.Embedding(num_classes, features)) if num_classes else None
 
     def forward(self, h: Tensor, labels: Tensor | None = None) -> Tensor:
         logits = self.linear(h).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(labels) * h).sum(dim=1)
         return logits
-
-
-def check_conditional_norm(num_classes: int, batch: bool, alternative: str = "") -> None:
-    """A conditional G takes its labels through conditional batch norm: without batch norm it would ignore them."""
-    if num_classes and not batch:
-        raise ConfigError(
-            f"a conditional generator (num_classes={num_classes}) takes the labels through batch norm: set "
-            f"normalization.generator to batch or spectral_batch{alternative}"
-        )
-
-
-def check_labels(labels: Tensor | None, num_classes: int) -> None:
-    """Fail clearly when a conditional net gets no labels, or labels outside 0..num_classes-1."""
-    if num_classes and labels is None:
-        raise ConfigError(f"this network is conditional ({num_classes} classes) and needs class labels")
 
 
 # --- self-attention -----------------------------------------------------------------------------------------
@@ -149,17 +173,18 @@ class SelfAttention(nn.Module):
     as in SAGAN's official code (without its 2x2 max-pooling of keys and values: every position attends to
     every position). gamma starts at 0, so the block is the identity at initialisation. The map is explicit
     (N, HW, HW) memory rather than a fused attention kernel because fused kernels have no double backward,
-    which gradient penalties need. Convs are bias-free and initialised N(0, 0.02) before spectral norm.
+    which gradient penalties need. Convs are bias-free and initialised N(0, 0.02) before `weight` (a Norm's
+    weight: spectral norm in SAGAN) wraps them.
     """
 
-    def __init__(self, channels: int, spectral: bool = False) -> None:
+    def __init__(self, channels: int, weight: LayerFn = no_weight_norm) -> None:
         super().__init__()
         qk, v = max(1, channels // 8), max(1, channels // 2)  # max(1, .): still buildable at tiny widths
 
         def conv(cin: int, cout: int) -> nn.Module:
             layer = nn.Conv2d(cin, cout, 1, bias=False)
             init_dcgan_weights(layer)
-            return with_spectral_norm(layer, spectral)
+            return weight(layer)
 
         self.query, self.key, self.value = conv(channels, qk), conv(channels, qk), conv(channels, v)
         self.out = conv(v, channels)

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from gan_lab.errors import ConfigError
 from gan_lab.nets.layers import (
     LabelSequential,
+    LayerFn,
     Norm,
     ProjectionHead,
     check_conditional_norm,
@@ -28,7 +29,6 @@ from gan_lab.nets.layers import (
     check_sizes,
     generator_norm,
     get_norm,
-    with_spectral_norm,
 )
 
 # G: resolution -> (size of the first map, [channels of the linear's map, then of each up-block]), in widths.
@@ -54,11 +54,11 @@ def _check_resolution(resolution: int) -> None:
         )
 
 
-def _layer(layer: nn.Module, gain: float, spectral: bool) -> nn.Module:
-    """Xavier-uniform init, then spectral norm when asked (wrapping after init keeps the init)."""
+def _layer(layer: nn.Module, gain: float, weight: LayerFn) -> nn.Module:
+    """Xavier-uniform init, then the norm's weight (spectral norm) wraps it (wrapping after init keeps the init)."""
     nn.init.xavier_uniform_(layer.weight, gain)
     nn.init.zeros_(layer.bias)
-    return with_spectral_norm(layer, spectral)
+    return weight(layer)
 
 
 class UpBlock(nn.Module):
@@ -69,9 +69,9 @@ class UpBlock(nn.Module):
     def __init__(self, cin: int, cout: int, spec: Norm, num_classes: int) -> None:
         super().__init__()
         self.bn1, self.bn2 = generator_norm(spec, cin, num_classes), generator_norm(spec, cout, num_classes)
-        self.conv1 = _layer(nn.Conv2d(cin, cout, 3, padding=1), math.sqrt(2), spec.spectral)
-        self.conv2 = _layer(nn.Conv2d(cout, cout, 3, padding=1), math.sqrt(2), spec.spectral)
-        self.shortcut = _layer(nn.Conv2d(cin, cout, 1), 1.0, spec.spectral)
+        self.conv1 = _layer(nn.Conv2d(cin, cout, 3, padding=1), math.sqrt(2), spec.weight)
+        self.conv2 = _layer(nn.Conv2d(cout, cout, 3, padding=1), math.sqrt(2), spec.weight)
+        self.shortcut = _layer(nn.Conv2d(cin, cout, 1), 1.0, spec.weight)
 
     def _norm(self, bn: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
         return bn(x, labels) if getattr(bn, "takes_labels", False) else bn(x)
@@ -87,18 +87,18 @@ class DownBlock(nn.Module):
 
     `first` is SNGAN's optimized block on the image: no activation before the first conv, shortcut pooled then
     1x1-convolved. Later blocks convolve then pool their shortcut, which is learnt only if it must change shape.
-    Batch norm (norm=batch) goes before each activation, never on the raw image.
+    The norm's features (batch norm with norm=batch) go before each activation, never on the raw image.
     """
 
     def __init__(self, cin: int, cout: int, spec: Norm, downsample: bool, first: bool = False) -> None:
         super().__init__()
         self.first, self.downsample = first, downsample
-        bn = nn.BatchNorm2d if spec.batch else lambda _: nn.Identity()
+        bn = spec.features or (lambda _: nn.Identity())
         self.bn1, self.bn2 = (nn.Identity() if first else bn(cin)), bn(cout)
-        self.conv1 = _layer(nn.Conv2d(cin, cout, 3, padding=1), math.sqrt(2), spec.spectral)
-        self.conv2 = _layer(nn.Conv2d(cout, cout, 3, padding=1), math.sqrt(2), spec.spectral)
+        self.conv1 = _layer(nn.Conv2d(cin, cout, 3, padding=1), math.sqrt(2), spec.weight)
+        self.conv2 = _layer(nn.Conv2d(cout, cout, 3, padding=1), math.sqrt(2), spec.weight)
         learnt = first or downsample or cin != cout
-        self.shortcut = _layer(nn.Conv2d(cin, cout, 1), 1.0, spec.spectral) if learnt else nn.Identity()
+        self.shortcut = _layer(nn.Conv2d(cin, cout, 1), 1.0, spec.weight) if learnt else nn.Identity()
 
     def _pool(self, x: Tensor) -> Tensor:
         return F.avg_pool2d(x, 2) if self.downsample else x
@@ -118,7 +118,7 @@ class ResNetGenerator(nn.Module):
         z_dim: int = 128,
         resolution: int = 32,
         width: int = 64,
-        norm: str = "batch",
+        norm: str | Norm = "batch",
         num_classes: int = 0,
         channels: int = 3,
     ) -> None:
@@ -126,17 +126,17 @@ class ResNetGenerator(nn.Module):
         check_sizes(z_dim=z_dim, width=width)
         _check_resolution(resolution)
         spec = get_norm(norm)
-        check_conditional_norm(num_classes, spec.batch)
+        check_conditional_norm(num_classes, spec)
         self.z_dim, self.num_classes = z_dim, num_classes
         self.bottom, mults = G_PLAN[resolution]
         widths = [m * width for m in mults]
-        self.linear = _layer(nn.Linear(z_dim, self.bottom**2 * widths[0]), 1.0, spec.spectral)
+        self.linear = _layer(nn.Linear(z_dim, self.bottom**2 * widths[0]), 1.0, spec.weight)
         blocks = [UpBlock(a, b, spec, num_classes) for a, b in pairwise(widths)]
         self.blocks = LabelSequential(
             *blocks,
             generator_norm(spec, widths[-1], num_classes),
             nn.ReLU(),
-            _layer(nn.Conv2d(widths[-1], channels, 3, padding=1), 1.0, spec.spectral),
+            _layer(nn.Conv2d(widths[-1], channels, 3, padding=1), 1.0, spec.weight),
             nn.Tanh(),
         )
 
@@ -152,7 +152,7 @@ class ResNetDiscriminator(nn.Module):
         self,
         resolution: int = 32,
         width: int = 64,
-        norm: str = "spectral",
+        norm: str | Norm = "spectral",
         num_classes: int = 0,
         channels: int = 3,
     ) -> None:
@@ -166,7 +166,7 @@ class ResNetDiscriminator(nn.Module):
             blocks.append(DownBlock(cin, mult * width, spec, down, first=i == 0))
             cin = mult * width
         self.blocks = nn.Sequential(*blocks, nn.ReLU())
-        self.head = ProjectionHead(cin, num_classes, spec.spectral)
+        self.head = ProjectionHead(cin, num_classes, spec.weight)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         check_labels(labels, self.num_classes)

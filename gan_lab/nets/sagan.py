@@ -22,18 +22,18 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from gan_lab.errors import ConfigError
+from gan_lab.nets.dcgan import After, discriminator_stack, generator_stack
 from gan_lab.nets.layers import (
-    LabelSequential,
+    LayerFn,
+    Norm,
     ProjectionHead,
     SelfAttention,
     check_conditional_norm,
     check_labels,
     check_sizes,
-    generator_norm,
     get_norm,
     init_dcgan_weights,
     num_doublings,
-    with_spectral_norm,
 )
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,19 @@ def _attention_sizes(
     return sizes
 
 
-def _conv(layer: nn.Module, spectral: bool) -> nn.Module:
-    """Init N(0, 0.02) first, then wrap in spectral norm, so the two compose in either order of settings."""
-    init_dcgan_weights(layer)
-    return with_spectral_norm(layer, spectral)
+def _init_then(spec: Norm) -> LayerFn:
+    """Each layer as it is built: init N(0, 0.02) first, then the norm's weight (spectral norm) wraps it."""
+
+    def layer(module: nn.Module) -> nn.Module:
+        init_dcgan_weights(module)
+        return spec.weight(module)
+
+    return layer
+
+
+def _attention_after(attend: set[int], spec: Norm) -> After:
+    """Self-attention after the layers whose output map size is in `attend`."""
+    return lambda size, channels: [SelfAttention(channels, spec.weight)] if size in attend else []
 
 
 class SAGANGenerator(nn.Module):
@@ -75,7 +84,7 @@ class SAGANGenerator(nn.Module):
         z_dim: int = 128,
         resolution: int = 64,
         width: int = 64,
-        norm: str = "spectral_batch",
+        norm: str | Norm = "spectral_batch",
         num_classes: int = 0,
         attention_resolutions: Sequence[int] | None = None,
         channels: int = 3,
@@ -84,7 +93,7 @@ class SAGANGenerator(nn.Module):
         check_sizes(z_dim=z_dim, width=width)
         n_up = num_doublings(resolution)
         spec = get_norm(norm)
-        check_conditional_norm(num_classes, spec.batch)
+        check_conditional_norm(num_classes, spec)
         self.z_dim, self.num_classes = z_dim, num_classes
         sizes = [4 * 2**i for i in range(n_up)]  # map after each layer but the last: 4, 8, ..., R/2
         attend = _attention_sizes(
@@ -93,18 +102,16 @@ class SAGANGenerator(nn.Module):
             sizes,
             "model.generator.attention_resolutions",
         )
-        layers: list[nn.Module] = []
-        in_ch = z_dim
-        for i, size in enumerate(sizes):
-            out_ch = width * 2 ** (n_up - 1 - i)
-            stride, padding = (1, 0) if i == 0 else (2, 1)  # first layer: 1x1 -> 4x4, then x2 each
-            conv = nn.ConvTranspose2d(in_ch, out_ch, 4, stride, padding, bias=not spec.batch)
-            layers += [_conv(conv, spec.spectral), generator_norm(spec, out_ch, num_classes), nn.ReLU()]
-            if size in attend:
-                layers.append(SelfAttention(out_ch, spec.spectral))
-            in_ch = out_ch
-        layers += [_conv(nn.ConvTranspose2d(in_ch, channels, 4, 2, 1), spec.spectral), nn.Tanh()]
-        self.net = LabelSequential(*layers)
+        self.net = generator_stack(
+            z_dim,
+            resolution,
+            width,
+            channels,
+            spec,
+            num_classes,
+            layer=_init_then(spec),
+            after=_attention_after(attend, spec),
+        )
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         check_labels(labels, self.num_classes)
@@ -118,7 +125,7 @@ class SAGANDiscriminator(nn.Module):
         self,
         resolution: int = 64,
         width: int = 64,
-        norm: str = "spectral",
+        norm: str | Norm = "spectral",
         num_classes: int = 0,
         attention_resolutions: Sequence[int] | None = None,
         channels: int = 3,
@@ -135,20 +142,16 @@ class SAGANDiscriminator(nn.Module):
             sizes,
             "model.discriminator.attention_resolutions",
         )
-        layers: list[nn.Module] = []
-        in_ch = channels
-        for i, size in enumerate(sizes):
-            out_ch = width * 2**i
-            use_bn = (
-                spec.batch and i > 0
-            )  # as DCGAN: batch norm on the first layer would erase input statistics
-            conv = _conv(nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=not use_bn), spec.spectral)
-            layers += [conv, nn.BatchNorm2d(out_ch) if use_bn else nn.Identity(), nn.LeakyReLU(0.1)]
-            if size in attend:
-                layers.append(SelfAttention(out_ch, spec.spectral))
-            in_ch = out_ch
-        self.net = nn.Sequential(*layers)
-        self.head = ProjectionHead(in_ch, num_classes, spec.spectral)
+        self.net, features = discriminator_stack(
+            channels,
+            resolution,
+            width,
+            spec,
+            slope=0.1,
+            layer=_init_then(spec),
+            after=_attention_after(attend, spec),
+        )
+        self.head = ProjectionHead(features, num_classes, spec.weight)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         check_labels(labels, self.num_classes)
