@@ -87,7 +87,7 @@ def build_metrics_callback(cfg: DictConfig) -> InLoopMetrics | None:
     if not metrics.get("enabled", False):
         return None
     settings = settings_from_config(metrics)
-    if not (settings.fid or settings.kid or settings.isc):
+    if not (settings.fid or settings.kid or settings.isc or settings.extra):
         return None
     run = RunDir(cfg.paths.output_dir)
     return InLoopMetrics(
@@ -98,6 +98,7 @@ def build_metrics_callback(cfg: DictConfig) -> InLoopMetrics | None:
         best_ckpt_path=str(run.best_ckpt),
         plot_path=str(run.fid_curve),
         required=metrics.get("required", True),
+        best_metric=metrics.get("best_metric", "fid"),
     )
 
 

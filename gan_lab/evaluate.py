@@ -1,4 +1,7 @@
-"""`python -m gan_lab.evaluate ckpt=PATH | fake_dir=DIR [dataset=...] [metrics.num_fake=N ...]`: JSON metrics."""
+"""`python -m gan_lab.evaluate ckpt=PATH | fake_dir=DIR [dataset=...] [metrics.num_fake=N ...]`: JSON metrics.
+
+Metrics of one's own come from metrics.extra of this command's config (never of the checkpoint it scores).
+"""
 
 from __future__ import annotations
 

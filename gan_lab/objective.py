@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from gan_lab.errors import ConfigError, GanLabError, one_line
-from gan_lab.metrics.registry import KINDS, higher_is_better, kind_of
+from gan_lab.metrics.registry import KINDS, higher_is_better, kind_of, register_extra
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def run_value(objective: str | None, callbacks: Iterable[Any]) -> tuple[float, s
 def check_measurable(cfg: DictConfig) -> None:
     """ConfigError if the run's metrics config can never log the objective (a search would learn nothing)."""
     metrics = cfg.get("metrics") or {}
+    register_extra(metrics.get("extra"))  # an objective may be a kind of the run's own metrics.extra
     objective = cfg.get("objective")
     what = f"objective={objective}" if objective is not None else "the in-loop FID (objective=null)"
     if not metrics.get("enabled", False):

@@ -4,6 +4,10 @@ Writes report.md / report.csv (one row per job) and plots into DIR; partial and 
 Plots: training_curves.png (losses, D accuracy, D logits of every job against generator steps) always; when an
 in-loop metric was logged also fid_vs_steps.png, best_fid_vs_lr.png (lr swept) and loss_norm_heatmap.png (loss
 and normalization swept). Which way a metric is better comes from gan_lab.metrics.registry.
+
+A run's metrics of its own (metrics.extra in its config.yaml) are learnt from that config when their classes are
+gan_lab's or in a package passed with --trusted-packages (building them runs their code); the columns of a kind
+it cannot learn are left out with one line saying so.
 """
 
 from __future__ import annotations
@@ -14,16 +18,19 @@ import json
 import math
 import re
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from gan_lab.cli import user_errors_as_one_line
-from gan_lab.errors import GanLabError
-from gan_lab.metrics.registry import higher_is_better, kind_of
+from gan_lab.errors import GanLabError, one_line
+from gan_lab.metrics.registry import higher_is_better, kind_of, register_extra
+from gan_lab.run.checkpoint_io import trusted_package_prefixes
 from gan_lab.run.paths import RunDir
 
 HINT = "pass the directory Hydra printed for the multirun, e.g. multirun/2026-01-01/12-00-00"
@@ -32,6 +39,8 @@ D_ACCURACY = "train/d_accuracy"
 ERROR_CHARS = 80  # failed jobs' errors in the markdown table; report.csv keeps them whole
 PREFERRED_KINDS = ("fid", "kid", "isc")  # the metric plotted when --metric is not given
 LEGACY_IS = re.compile(r"(?:.*/)?is\d+k?")  # 'val/is500': IS before names carried the resolution (old runs)
+# Where the classes of a run config's metrics.extra may come from, besides the packages of --trusted-packages.
+METRIC_TARGETS = "gan_lab.metrics."
 # training_curves.png: {panel title: the train/ columns it overlays}; panels no job logged are left out
 TRAINING_PANELS = {
     "D loss": ("train/d_loss",),
@@ -56,6 +65,7 @@ class Job:
     g_steps: int | None = None
     wall_time_s: float | None = None
     series: dict[str, Points] = field(default_factory=dict)
+    extra: Any = None  # metrics.extra of its config.yaml: the metric kinds of its own, as configured
 
 
 def _number(cell: object) -> float | None:
@@ -94,6 +104,16 @@ def read_series(path: Path) -> dict[str, Points]:
     return series
 
 
+def read_extra(path: Path) -> Any:
+    """metrics.extra of a run's config.yaml (plain YAML, never built here), or None."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    metrics = config.get("metrics") if isinstance(config, dict) else None
+    return metrics.get("extra") if isinstance(metrics, dict) else None
+
+
 def load_job(path: Path) -> Job:
     """A Job from its directory; missing or half-written files leave the fields empty."""
     run = RunDir(path)
@@ -112,6 +132,7 @@ def load_job(path: Path) -> Job:
         # a running job's status file was written at its start, so its wall time says nothing yet
         wall_time_s=status.get("wall_time_s") if status.get("status") != "running" else None,
         series=series,
+        extra=read_extra(run.config_file),
     )
 
 
@@ -136,6 +157,49 @@ def varying_override_keys(jobs: list[Job]) -> list[str]:
     known = [j for j in jobs if j.overrides]  # a job killed before Hydra wrote its overrides tells nothing
     keys = dict.fromkeys(k for j in known for k in j.overrides)
     return [k for k in keys if len({j.overrides.get(k) for j in known}) > 1]
+
+
+def _targets(node: Any) -> list[str]:
+    """Every `_target_` in a plain config."""
+    if isinstance(node, dict):
+        own = [str(node["_target_"])] if "_target_" in node else []
+        return own + [t for value in node.values() for t in _targets(value)]
+    if isinstance(node, list):
+        return [t for value in node for t in _targets(value)]
+    return []
+
+
+def learn_metric_kinds(jobs: list[Job], trusted_packages: Sequence[str] | None = None) -> list[str]:
+    """Register the metric kinds of each job's metrics.extra whose classes are trusted; a note per refusal.
+
+    Trusted: gan_lab.metrics.* and the packages given (as checkpoint.trusted_packages, never read from the
+    run's own files, which must not choose what code runs).
+    """
+    prefixes = (METRIC_TARGETS, *trusted_package_prefixes(trusted_packages))
+    problems: dict[str, list[str]] = {}  # {reason: job names}: a sweep's jobs mostly share one config
+    for job in jobs:
+        if not job.extra:
+            continue
+        untrusted = [t for t in _targets(job.extra) if not t.startswith(prefixes)]
+        if untrusted:
+            reason = (
+                f"its metrics.extra names {', '.join(dict.fromkeys(untrusted))}, outside the trusted packages; "
+                "to read those metrics, pass --trusted-packages PACKAGE"
+            )
+        else:
+            try:
+                register_extra(job.extra)
+                continue
+            except GanLabError as err:
+                reason = one_line(err)
+        problems.setdefault(reason, []).append(job.name)
+    return [f"job {', '.join(names)}: {reason}" for reason, names in problems.items()]
+
+
+def unknown_metric_columns(jobs: list[Job]) -> list[str]:
+    """Logged val/ columns that are no metric kind this process knows (a *_std spread follows its metric)."""
+    columns = {c for j in jobs for c in j.series if c.startswith("val/") and not c.endswith("_std")}
+    return sorted(c for c in columns if metric_kind(c) is None)
 
 
 def metric_kind(column: str) -> str | None:
@@ -374,10 +438,19 @@ def plot_list(plots: list[Path], metric: str | None) -> str:
     return "\n## Plots\n\n" + "\n".join(items or ["none (no job logged training values yet)"]) + "\n"
 
 
-def write_report(sweep: str | Path, metric: str | None = None) -> tuple[str, list[Path]]:
-    """Write report.md, report.csv and the plots into the sweep directory; returns (markdown, paths)."""
+def write_report(
+    sweep: str | Path, metric: str | None = None, trusted_packages: Sequence[str] | None = None
+) -> tuple[str, list[Path]]:
+    """Write report.md, report.csv and the plots into the sweep directory; returns (markdown, paths).
+
+    `trusted_packages`: packages whose metric kinds (metrics.extra of a job's config.yaml) may be built.
+    """
     sweep = Path(sweep)
     jobs = load_jobs(sweep)
+    notes = learn_metric_kinds(jobs, trusted_packages)
+    if skipped := unknown_metric_columns(jobs):
+        why = "see above" if notes else "no job's config.yaml defines it in metrics.extra"
+        notes.append(f"skipped {', '.join(skipped)}: not a metric kind gan_lab knows ({why})")
     swept, metrics = varying_override_keys(jobs), metric_columns(jobs)
     chosen = pick_metric(metrics, metric)
     rows = summarize(jobs, metrics)
@@ -390,7 +463,8 @@ def write_report(sweep: str | Path, metric: str | None = None) -> tuple[str, lis
         ):
             plots.append(plot(jobs, swept, chosen, sweep / name))
     written = [p for p in plots if p is not None]
-    markdown = markdown_table(rows, swept, sweep) + plot_list(written, chosen)
+    markdown = markdown_table(rows, swept, sweep) + "".join(f"\nNote: {note}\n" for note in notes)
+    markdown += plot_list(written, chosen)
     (sweep / "report.md").write_text(markdown)
     return markdown, [sweep / "report.md", write_table(rows, sweep / "report.csv"), *written]
 
@@ -403,8 +477,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("sweep_dir", help="the multirun directory, e.g. multirun/2026-01-01/12-00-00")
     parser.add_argument("--metric", help="metric to plot (default: the first FID, else KID, else IS column)")
+    parser.add_argument(
+        "--trusted-packages",
+        nargs="+",
+        metavar="PACKAGE",
+        help="packages whose metric classes (metrics.extra of the runs' config.yaml) may be built, e.g. my_lab",
+    )
     args = parser.parse_args(argv)
-    markdown, written = write_report(args.sweep_dir, args.metric)
+    markdown, written = write_report(args.sweep_dir, args.metric, args.trusted_packages)
     print(markdown)
     for path in written:
         print(f"wrote {path}")

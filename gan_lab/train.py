@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from gan_lab import build, ddp, objective
 from gan_lab.cli import config_errors_as_one_line, user_errors_as_one_line
 from gan_lab.errors import ConfigError, one_line, user_error
+from gan_lab.metrics.registry import register_extra
 from gan_lab.module import GANModule
 from gan_lab.run.checkpoint_io import load_checkpoint
 from gan_lab.run.paths import RunDir
@@ -130,6 +131,7 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     ddp.install()  # DDP ranks re-run this job, not the whole command line (multirun)
+    register_extra((cfg.get("metrics") or {}).get("extra"))  # before the objective, which may name one
     objective.resolve(cfg.get("objective"))  # a misspelt objective stops before training
     try:
         module = train(cfg, overrides=list(HydraConfig.get().overrides.task))

@@ -309,3 +309,14 @@ def test_in_loop_metrics_every_n_epochs_and_at_the_last(tiny_config, inception_w
     module = train(tiny_config(*overrides))  # fake data: 32 images, batch 8 = 4 generator steps per epoch
     (metrics,) = [c for c in module.trainer.callbacks if isinstance(c, InLoopMetrics)]
     assert [(h["epoch"], h["g_step"]) for h in metrics.history] == [(1, 8), (2, 12)]
+
+
+def test_reading_the_reference_leaves_the_global_rng_alone() -> None:
+    """A run trains the same whether its reference features are computed or read from the cache."""
+    reference = [(torch.zeros(3, 8, 8, dtype=torch.uint8), 0)] * 10
+    torch.manual_seed(0)
+    for _ in image_batches(reference, 6, batch_size=4):
+        pass
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))

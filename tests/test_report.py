@@ -13,6 +13,7 @@ from conftest import TINY_CLI, run_module
 from PIL import Image
 
 from gan_lab.errors import GanLabError
+from gan_lab.metrics import KINDS
 from gan_lab.report import (
     heatmap_grid,
     load_jobs,
@@ -45,7 +46,7 @@ def make_job(
     status: dict | None = None,
     val: dict[str, list[float]] | None = None,
     accuracy: list[float] = (),
-    config: bool = True,
+    config: bool | str = True,
     val_steps: tuple[int, ...] = (100, 200, 300),
 ) -> Path:
     """A job directory like Hydra's and gan_lab.train's; val[metric][i] is logged at val_steps[i]."""
@@ -56,7 +57,7 @@ def make_job(
     if status is not None:
         (job / "status.json").write_text(json.dumps(status))
     if config:
-        (job / "config.yaml").write_text("seed: 42\n")
+        (job / "config.yaml").write_text(config if isinstance(config, str) else "seed: 42\n")
     if val is not None or accuracy:
         rows = [  # sparse like CSVLogger: training rows and metric rows are separate rows
             {
@@ -75,7 +76,7 @@ def make_job(
             rows.append({"epoch": 0, "step": step, **{m: v[i] for m, v in (val or {}).items() if i < len(v)}})
         rows.sort(key=lambda r: r["step"])
         with (job / "metrics.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=COLUMNS + [m for m in val or {} if m not in COLUMNS])
             writer.writeheader()
             writer.writerows(rows)
     return job
@@ -307,6 +308,66 @@ def test_metric_option_picks_the_plotted_metric(lr_sweep):
     assert "fid_vs_steps.png" in {p.name for p in written}
     with pytest.raises(GanLabError, match=r"val/fid5k_train was not logged.*val/fid500_train"):
         write_report(lr_sweep, metric="val/fid5k_train")
+
+
+MFD32 = "val/mfd500_train32"  # a metric of the researcher's own (tests/fixtures/my_lab/metrics.py)
+OWN_METRIC = "seed: 42\nmetrics:\n  extra:\n    mfd:\n      _target_: my_lab.metrics.MeanFeatureDistance\n"
+
+
+@pytest.fixture
+def own_metric_sweep(tmp_path, monkeypatch):
+    """Two jobs whose config.yaml has metrics.extra.mfd (lower is better) and which logged it."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures"))
+    before = dict(KINDS)
+    for i, lr in enumerate(("0.0001", "0.0002")):
+        val = {FID32: [60.0, 50.0, 55.0], MFD32: [5.0 + i, 1.0 + i, 3.0 + i], MFD32 + "_std": [0.1] * 3}
+        make_job(tmp_path, str(i), [f"optim.lr={lr}"], done(), val, accuracy=[0.5, 0.7], config=OWN_METRIC)
+    yield tmp_path
+    KINDS.clear()
+    KINDS.update(before)
+
+
+def test_a_metric_of_ones_own_is_learnt_from_the_run_config_of_a_trusted_package(own_metric_sweep):
+    markdown, _ = write_report(own_metric_sweep, trusted_packages=["my_lab"])
+    row = read_csv(own_metric_sweep / "report.csv")["1"]
+    assert float(row[f"best {MFD32}"]) == 2.0 and row[f"step of best {MFD32}"] == "200"  # lower is better
+    assert "Note:" not in markdown
+    _, written = write_report(own_metric_sweep, metric="mfd500_train32", trusted_packages=["my_lab"])
+    assert "fid_vs_steps.png" in {p.name for p in written}
+
+
+def test_a_metric_of_an_untrusted_package_is_skipped_with_one_line(own_metric_sweep):
+    markdown, _ = write_report(own_metric_sweep)
+    assert "mfd" not in KINDS  # its class was never imported
+    notes = [line for line in markdown.splitlines() if line.startswith("Note: ")]
+    assert notes == [
+        "Note: job 0, 1: its metrics.extra names my_lab.metrics.MeanFeatureDistance, outside the trusted packages; "
+        "to read those metrics, pass --trusted-packages PACKAGE",
+        f"Note: skipped {MFD32}: not a metric kind gan_lab knows (see above)",
+    ]
+    row = read_csv(own_metric_sweep / "report.csv")["0"]
+    assert float(row[f"best {FID32}"]) == 50.0 and not any("mfd" in column for column in row)
+
+
+def test_an_unknown_metric_column_without_a_config_is_skipped_with_one_line(tmp_path):
+    make_job(
+        tmp_path, "0", ["optim.lr=0.1"], done(), {FID32: [3.0, 2.0, 1.0], "val/abc500_train32": [1.0] * 3}
+    )
+    markdown, _ = write_report(tmp_path)
+    assert (
+        "Note: skipped val/abc500_train32: not a metric kind gan_lab knows (no job's config.yaml defines it in "
+        "metrics.extra)" in markdown.splitlines()
+    )
+
+
+def test_cli_trusted_packages_reads_a_metric_of_ones_own(own_metric_sweep):
+    fixtures = str(Path(__file__).parent / "fixtures")
+    result = run_module(
+        "gan_lab.report", str(own_metric_sweep), "--trusted-packages", "my_lab", cwd=own_metric_sweep,
+        PYTHONPATH=fixtures,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"best {MFD32}" in (own_metric_sweep / "report.csv").read_text() and "Note:" not in result.stdout
 
 
 @pytest.mark.parametrize("kind", ["empty", "missing", "one run"])

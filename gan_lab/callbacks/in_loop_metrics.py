@@ -1,4 +1,5 @@
-"""`InLoopMetrics`: FID / KID / IS during training, a best checkpoint at the best FID, and an FID plot."""
+"""`InLoopMetrics`: FID / KID / IS (and metrics.extra) during training, a best checkpoint at the best value of one
+metric (FID by default), and a plot of it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from matplotlib.figure import Figure
 
 from gan_lab.callbacks.base import EveryNGeneratorSteps
 from gan_lab.errors import ConfigError, WeightsUnavailable, one_line
-from gan_lab.metrics import RNG_SEED, Evaluator, MetricSettings
+from gan_lab.metrics import KINDS, RNG_SEED, Evaluator, MetricSettings, better, higher_is_better
 from gan_lab.module import GANModule
 
 # The logger name its lines had when gan_lab.callbacks was one module.
@@ -22,7 +23,9 @@ log = logging.getLogger("gan_lab.callbacks")
 
 
 class InLoopMetrics(EveryNGeneratorSteps):
-    """FID / KID / IS every N epochs or generator steps, a best checkpoint at the best FID, and an FID plot.
+    """FID / KID / IS every N epochs or generator steps, a best checkpoint at the best value of `best_metric`
+    (a kind: FID by default, or any kind the run measures, metrics.extra included, in the registry's direction),
+    and a plot of it.
 
     Logged under the registry's names (e.g. `val/fid5k_train32`, `val/kid...`, `val/is5k_32`). Under DDP each
     rank generates its share of the samples from its own seed and the features are gathered, so every rank
@@ -38,6 +41,7 @@ class InLoopMetrics(EveryNGeneratorSteps):
         best_ckpt_path: str | None = None,
         plot_path: str | None = None,
         required: bool = True,
+        best_metric: str = "fid",
     ) -> None:
         if unit not in ("epoch", "step"):
             raise ConfigError(f"metrics.every_unit must be 'epoch' or 'step' (generator steps), got '{unit}'")
@@ -49,13 +53,18 @@ class InLoopMetrics(EveryNGeneratorSteps):
         self.best_ckpt_path = Path(best_ckpt_path) if best_ckpt_path else None
         self.plot_path = Path(plot_path) if plot_path else None
         self.required = required
+        self.best_metric = best_metric
         self.history: list[dict[str, float]] = []
-        self.best_fid = math.inf
+        self.best_value: float | None = None  # of best_metric, None until measured
         self.evaluator: Evaluator | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         try:
             self.evaluator = Evaluator(self.settings, trainer.datamodule, self.dataset_cfg, pl_module.device)
+            if self.best_metric not in KINDS:  # checked once the run's metrics.extra are registered
+                raise ConfigError(
+                    f"metrics.best_metric={self.best_metric} is not a metric kind; choose one of {', '.join(KINDS)}"
+                )
         except WeightsUnavailable as err:
             if self.required:
                 raise
@@ -68,6 +77,11 @@ class InLoopMetrics(EveryNGeneratorSteps):
             self.evaluator.reference()
         trainer.strategy.barrier()
         self.evaluator.reference()
+
+    @property
+    def best_fid(self) -> float:
+        """The best FID so far (inf before any), when the best checkpoint follows FID."""
+        return self.best_value if self.best_metric == "fid" and self.best_value is not None else math.inf
 
     @property
     def every(self) -> int:
@@ -119,19 +133,29 @@ class InLoopMetrics(EveryNGeneratorSteps):
         for name, value in logged.items():  # progress bar, and trainer.callback_metrics for other callbacks
             pl_module.log(name, value, prog_bar=name.startswith("val/fid"), logger=False)
         self.history.append({"g_step": pl_module.g_steps, "epoch": trainer.current_epoch, **logged})
-        if "fid" in results and results["fid"] < self.best_fid:
-            self.best_fid = results["fid"]
-            if self.best_ckpt_path is not None:
-                trainer.save_checkpoint(self.best_ckpt_path)
+        value = results.get(self.best_metric, results.get(f"{self.best_metric}_mean"))
+        if value is not None and math.isfinite(value):
+            if self.best_value is None or better(self.best_metric, value, self.best_value):
+                self.best_value = float(value)
+                if self.best_ckpt_path is not None:
+                    trainer.save_checkpoint(self.best_ckpt_path)
         if trainer.is_global_zero:
             self.plot()
         return results
 
+    def _plotted(self) -> str | None:
+        """The logged name of the best-checkpoint metric, else of FID, KID or IS."""
+        names = self.evaluator.names if self.evaluator is not None else {}
+        for kind in dict.fromkeys((self.best_metric, "fid", "kid", "isc")):
+            if kind in names and f"val/{names[kind]}" in self.history[-1]:
+                return f"val/{names[kind]}"
+        return next((k for k in self.history[-1] if k.startswith(("val/fid", "val/kid", "val/is"))), None)
+
     def plot(self) -> Path | None:
-        """FID (or KID) against generator steps as a PNG."""
+        """The best-checkpoint metric (FID by default; else KID or IS) against generator steps as a PNG."""
         if self.plot_path is None or not self.history:
             return None
-        name = next((k for k in self.history[-1] if k.startswith(("val/fid", "val/kid", "val/is"))), None)
+        name = self._plotted()
         if name is None:
             return None
         fig = Figure(figsize=(6, 4))
@@ -141,17 +165,28 @@ class InLoopMetrics(EveryNGeneratorSteps):
         )
         ax.set_xlabel("generator steps")
         ax.set_ylabel(name.removeprefix("val/"))
-        ax.set_title(
-            f"{name.removeprefix('val/')} (best {min(h.get(name, math.inf) for h in self.history):.2f})"
-        )
+        values = [h[name] for h in self.history if name in h and math.isfinite(h[name])]
+        best = (max if higher_is_better(name) else min)(values, default=math.nan)
+        ax.set_title(f"{name.removeprefix('val/')} (best {best:.4g})")
         ax.grid(alpha=0.3)
         self.plot_path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(self.plot_path, dpi=100, bbox_inches="tight")
         return self.plot_path
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "best_fid": self.best_fid}
+        # best_fid: the key of checkpoints written before best_metric existed (FID only)
+        return {
+            "history": self.history,
+            "best_metric": self.best_metric,
+            "best_value": self.best_value,
+            "best_fid": self.best_fid,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
-        self.best_fid = state_dict.get("best_fid", math.inf)
+        metric = state_dict.get("best_metric", "fid")
+        value = state_dict.get("best_value", state_dict.get("best_fid"))
+        # a resumed run that now keeps the best of another metric starts that search afresh
+        self.best_value = (
+            value if metric == self.best_metric and value is not None and math.isfinite(value) else None
+        )

@@ -1,16 +1,18 @@
-"""FID, KID, IS, precision/recall and density/coverage of generated images against a dataset's reference split.
+"""FID, KID, IS, precision/recall and density/coverage of generated images against a dataset's reference split,
+and the metric kinds of one's own that metrics.extra names (gan_lab.metrics.registry).
 
 gan_lab only feeds images: torch-fidelity's feature extractors and its `*_features_to_metric` functions do
 FID/KID/IS/precision/recall, and the `prdc` package density/coverage, so numbers equal those packages' own on
-the same images. Generated images become uint8 once, after being reduced to the metric resolution
-(`gan_lab.metrics.protocols`). Real features are cached on disk, keyed by everything they depend on.
+the same images; a kind of one's own computes its value from the same features (its `features` key). Generated
+images become uint8 once, after being reduced to the metric resolution (`gan_lab.metrics.protocols`). Real
+features are cached on disk, keyed by everything they depend on.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -21,6 +23,7 @@ from gan_lab.errors import ConfigError
 from gan_lab.images import generated_to_uint8
 from gan_lab.metrics import protocols
 from gan_lab.metrics.features import (
+    LOGITS,
     POOL,
     PRC_FEATURES,
     VGG,
@@ -31,11 +34,16 @@ from gan_lab.metrics.features import (
     resolve_weights,
 )
 from gan_lab.metrics.reference import ReferenceFeatures, dataset_identity, image_batches
-from gan_lab.metrics.registry import metric_name
+from gan_lab.metrics.registry import FEATURE_KEYS, MetricKind, metric_name, register_extra
 from gan_lab.metrics.scores import PRDC_MAX, RNG_SEED, compute_metrics
 from gan_lab.sampling import latents, seeded, uniform_labels
 
 log = logging.getLogger("gan_lab.metrics")
+
+# Keys Evaluator.score puts beside the metric values: no kind of metrics.extra may be named so.
+SCORE_FIELDS = (
+    "num_fake", "num_real", "reference_split", "resolution", "inception_weights", "kid_subset_size",
+)  # fmt: skip
 
 
 @dataclass
@@ -62,10 +70,12 @@ class MetricSettings:
     inception_weights: str | None = None  # None: $GAN_LAB_INCEPTION_WEIGHTS, else torch-fidelity's download
     vgg16_weights: str | None = None  # None: torchvision's download
     cache_dir: str | None = None  # None: ~/.cache/gan_lab/metrics
+    extra: dict[str, MetricKind] = field(default_factory=dict)  # kinds of one's own (registry.register_extra)
 
     def resolved(self, device: torch.device | str) -> MetricSettings:
         """A copy with the protocol applied, the sample counts decided for this device, and every value checked."""
-        chosen = asdict(self)
+        chosen = {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: `extra` holds objects
+        chosen["extra"] = register_extra(self.extra, reserved=SCORE_FIELDS)
         if self.protocol:
             chosen.update(protocols.pinned_values(self.protocol, chosen))
         on_gpu = torch.device(device).type == "cuda"
@@ -119,6 +129,9 @@ def metric_names(settings: MetricSettings, resolution: int) -> dict[str, str]:
         ("coverage", min(n, PRDC_MAX)),
     ):
         names[kind] = metric_name(kind, count, s.reference_split, resolution, resizer, features)
+    for kind, k in s.extra.items():
+        resizer = "legacy" if k.features == VGG else s.resizer  # as for precision/recall above
+        names[kind] = metric_name(kind, n, s.reference_split, resolution, resizer, FEATURE_KEYS[k.features])
     return names
 
 
@@ -180,12 +193,13 @@ class Evaluator:
         self.extractor = build_inception(self.weights, device)
         if s.isc:
             check_inception_score_possible(self.extractor, self.weights)
+        needs_vgg = (s.prc and s.prc_features == "vgg16") or any(k.features == VGG for k in s.extra.values())
         self.vgg_weights = (
             resolve_weights(s.vgg16_weights, "GAN_LAB_VGG16_WEIGHTS", "metrics.vgg16_weights")
-            if s.prc and s.prc_features == "vgg16"
+            if needs_vgg
             else None
         )
-        self.vgg = build_vgg16(self.vgg_weights, device) if s.prc and s.prc_features == "vgg16" else None
+        self.vgg = build_vgg16(self.vgg_weights, device) if needs_vgg else None
         self.names = metric_names(s, self.resolution)
         self.cache = ReferenceFeatures(s.cache_dir)
         self._reference: dict[str, Tensor] | None = None
@@ -214,6 +228,14 @@ class Evaluator:
                 "features": s.prc_features, "precision_recall_k": s.prc_neighborhood,
                 "density_coverage_k": s.prdc_nearest_k, "density_coverage_max_samples": PRDC_MAX,
             }  # fmt: skip
+        if s.extra:
+            described["extra"] = {
+                name: {
+                    "class": f"{type(k).__module__}.{type(k).__qualname__}", "description": k.description,
+                    "features": FEATURE_KEYS[k.features], "higher_is_better": k.higher_is_better,
+                }
+                for name, k in s.extra.items()
+            }  # fmt: skip
         if s.protocol:
             described["source"] = protocols.PROTOCOLS[s.protocol].source
         return described
@@ -239,8 +261,14 @@ class Evaluator:
                 f"metrics.protocol={s.protocol} compares with the {s.reference_split} split: {err}"
             ) from err
 
+    def needs_reference(self) -> bool:
+        """Whether any metric asked for is measured against real images."""
+        s = self.settings
+        return s.fid or s.kid or s.prc or any(k.has_reference for k in s.extra.values())
+
     def reference(self) -> dict[str, Tensor]:
-        """Features of the reference split ({POOL: (num_real, 2048)[, VGG: (num_real, 4096)]}), cached."""
+        """Features of the reference split ({POOL: (num_real, 2048)[, LOGITS: (num_real, 1008)][, VGG:
+        (num_real, 4096)]}), cached; the logits only when a kind of metrics.extra compares them."""
         if self._reference is not None:
             return self._reference
         s = self.settings
@@ -259,13 +287,22 @@ class Evaluator:
                 f"the {s.reference_split} split", fix,
             )  # fmt: skip
 
-        def inception() -> Tensor:
-            return extract_features(self.extractor, batches(), self.device, s.resizer)[POOL]
+        extracted: dict[str, Tensor] = {}
 
-        key = self.cache.key(
-            ident, s.reference_split, self.resolution, s.num_real, self.weights, "inception", s.resizer
-        )
-        self._reference = {POOL: self.cache.get(key, inception)}
+        def inception(which: str) -> Callable[[], Tensor]:
+            def features() -> Tensor:  # one pass gives both outputs, whichever the cache misses
+                if not extracted:
+                    extracted.update(extract_features(self.extractor, batches(), self.device, s.resizer))
+                return extracted[which]
+
+            return features
+
+        images = (ident, s.reference_split, self.resolution, s.num_real)
+        key = self.cache.key(*images, self.weights, "inception", s.resizer)
+        self._reference = {POOL: self.cache.get(key, inception(POOL))}
+        if any(k.has_reference and k.features == LOGITS for k in s.extra.values()):
+            key = self.cache.key(*images, self.weights, "inception-logits", s.resizer)
+            self._reference[LOGITS] = self.cache.get(key, inception(LOGITS))
         if self.vgg is not None:
 
             def vgg() -> Tensor:
@@ -308,7 +345,7 @@ class Evaluator:
     def score(self, fake: dict[str, Tensor]) -> dict[str, Any]:
         """Metrics of fake features against the reference, plus the settings that make them comparable."""
         s = self.settings
-        needs_reference = s.fid or s.kid or s.prc
+        needs_reference = self.needs_reference()
         results = compute_metrics(fake, self.reference() if needs_reference else None, s)
         return {
             **results,
@@ -322,7 +359,7 @@ class Evaluator:
     def named(self, results: Mapping[str, Any]) -> dict[str, float]:
         """{logged name: value}, e.g. {'fid5k_train32': 31.2, 'kid5k_train32': 0.01, 'kid5k_train32_std': ...}."""
         out = {}
-        for kind in ("fid", "kid", "isc", "precision", "recall", "density", "coverage"):
+        for kind in self.names:
             for key, suffix in ((kind, ""), (f"{kind}_mean", ""), (f"{kind}_std", "_std")):
                 if key in results:
                     out[self.names[kind] + suffix] = float(results[key])
@@ -330,6 +367,8 @@ class Evaluator:
 
 
 def settings_from_config(metrics_cfg: Mapping[str, Any]) -> MetricSettings:
-    """MetricSettings from conf/metrics (keys that only steer the in-loop schedule are skipped)."""
-    fields = MetricSettings.__dataclass_fields__
-    return MetricSettings(**{k: v for k, v in metrics_cfg.items() if k in fields})
+    """MetricSettings from conf/metrics (keys that only steer the in-loop schedule are skipped); the kinds of
+    metrics.extra are built and registered for this process (registry.register_extra)."""
+    known = MetricSettings.__dataclass_fields__
+    chosen = {k: v for k, v in metrics_cfg.items() if k in known and k != "extra"}
+    return MetricSettings(**chosen, extra=register_extra(metrics_cfg.get("extra"), reserved=SCORE_FIELDS))

@@ -35,7 +35,12 @@ def image_batches(
         )
     order = torch.randperm(size, generator=torch.Generator().manual_seed(REFERENCE_SEED))
     subset = Subset(dataset, sorted(order[:num].tolist()))
-    for batch in DataLoader(subset, batch_size=batch_size, num_workers=num_workers):
+    # Its own generator: a loader without one draws its base seed from the global RNG, and a run would then
+    # train differently depending on whether its reference features were cached.
+    loader = DataLoader(
+        subset, batch_size=batch_size, num_workers=num_workers, generator=torch.Generator().manual_seed(0)
+    )
+    for batch in loader:
         yield batch[0] if isinstance(batch, (list, tuple)) else batch
 
 

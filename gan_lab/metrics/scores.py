@@ -1,9 +1,11 @@
-"""Metric values from features: torch-fidelity's FID/KID/IS/precision/recall and prdc's density/coverage."""
+"""Metric values from features: torch-fidelity's FID/KID/IS/precision/recall, prdc's density/coverage, and the
+metric kinds of metrics.extra by their own `compute`."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -14,6 +16,7 @@ from gan_lab.metrics.features import LOGITS, POOL, PRC_FEATURES
 
 if TYPE_CHECKING:
     from gan_lab.metrics.evaluator import MetricSettings
+    from gan_lab.metrics.registry import MetricKind
 
 # torch-fidelity's defaults, so gan_lab and `fidelity --kid` agree unless told otherwise.
 RNG_SEED = 2020
@@ -23,7 +26,8 @@ PRDC_MAX = 10_000  # density/coverage hold three N x N distance matrices in memo
 def compute_metrics(
     fake: dict[str, Tensor], real: dict[str, Tensor] | Tensor | None, settings: MetricSettings
 ) -> dict[str, float]:
-    """FID / KID (mean, std) / IS (mean, std) / precision, recall, density, coverage from features.
+    """FID / KID (mean, std) / IS (mean, std) / precision, recall, density, coverage from features, and
+    every kind of settings.extra under its name (NAME, and NAME_std for a spread).
 
     `real` holds the reference features by key (POOL, and VGG for VGG16 precision/recall); a tensor is POOL.
     """
@@ -65,6 +69,27 @@ def compute_metrics(
         key = PRC_FEATURES[settings.prc_features]
         results.update(precision_recall(fake[key], real[key], settings.prc_neighborhood))
         results.update(density_coverage(fake[key], real[key], settings.prdc_nearest_k))
+    results.update(extra_metrics(fake, real, settings.extra))
+    return results
+
+
+def extra_metrics(
+    fake: dict[str, Tensor], real: dict[str, Tensor], kinds: Mapping[str, MetricKind]
+) -> dict[str, float]:
+    """{name: value[, name_std: spread]} of metric kinds of one's own, each from its own feature key."""
+    results: dict[str, float] = {}
+    for name, kind in kinds.items():
+        value = kind.compute(fake[kind.features], real[kind.features] if kind.has_reference else None)
+        if isinstance(value, Mapping):
+            if "value" not in value:
+                raise GanLabError(
+                    f"{type(kind).__name__}.compute returned {sorted(value)}; return a float or "
+                    "{'value': v, 'std': s}"
+                )
+            if "std" in value:
+                results[f"{name}_std"] = float(value["std"])
+            value = value["value"]
+        results[name] = float(value)
     return results
 
 

@@ -127,7 +127,9 @@ def resume_config(
     # The packages to trust come from this command line, never from the file being checked.
     packages = OmegaConf.select(cfg, "checkpoint.trusted_packages", default=None)
     trusted = ("gan_lab.", "torch.", "lightning.pytorch.", *trusted_package_prefixes(packages))
-    check_trusted_targets(saved, ckpt_path, {k: trusted for k in saved if not _is_changeable(k)})
+    # metrics.extra may change on the command line, but a checkpoint's own list still names code to import.
+    checked = [k for k in saved if not _is_changeable(k)] + ["metrics.extra"]
+    check_trusted_targets(saved, ckpt_path, dict.fromkeys(checked, trusted))
     check_overrides(cfg, saved, overrides)
     merged = saved.copy()
     raw = OmegaConf.to_container(cfg, resolve=False)  # interpolations such as ${paths.output_dir} stay live
