@@ -109,7 +109,7 @@ def config_error_line(exc: Exception) -> str:
     cause = exc.__cause__
     overridden = re.search(r"Could not override '([^']+)'", text)
     if overridden and f"{overridden.group(1)}.".startswith("augment.hflip."):
-        from gan_lab.augment import HFLIP_REPLACED  # the flip's probability is no longer a setting
+        from gan_lab.core.augment import HFLIP_REPLACED  # the flip's probability is no longer a setting
 
         return HFLIP_REPLACED
     if isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or ""):
@@ -146,7 +146,7 @@ def config_error_line(exc: Exception) -> str:
 
 def _group_options(group: str) -> list[str]:
     """The options of a config group in conf/, found recursively (variant=sn_study/dcgan)."""
-    from gan_lab.config import CONF_DIR
+    from gan_lab.utils.config import CONF_DIR
 
     folder = CONF_DIR / group
     return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))

@@ -20,10 +20,10 @@ from torchvision import transforms
 from gan_lab.cli import config_errors_as_one_line, resolve_device, user_errors_as_one_line
 from gan_lab.data import ImageFileDataset, scan_image_folder, to_rgb
 from gan_lab.errors import ConfigError
-from gan_lab.images import uint8_at_resolution
 from gan_lab.metrics import Evaluator, image_batches, settings_from_config
 from gan_lab.run.checkpoint_io import load_generator, trusted_packages
 from gan_lab.run.paths import RunDir, evaluation_name
+from gan_lab.utils.images import uint8_at_resolution
 
 log = logging.getLogger("gan_lab.evaluate")
 

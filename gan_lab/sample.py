@@ -18,7 +18,6 @@ from torchvision.utils import save_image
 
 from gan_lab.cli import config_errors_as_one_line, resolve_device, user_errors_as_one_line
 from gan_lab.errors import ConfigError
-from gan_lab.images import to_uint8
 from gan_lab.run.checkpoint_io import LoadedGenerator, load_generator, trusted_packages
 from gan_lab.run.paths import LAST_CKPT_EXAMPLE, RunDir
 from gan_lab.sampling import (
@@ -31,6 +30,7 @@ from gan_lab.sampling import (
     latents,
     seeded,
 )
+from gan_lab.utils.images import to_uint8
 
 log = logging.getLogger("gan_lab.sample")
 # (key, smallest valid value) of the integer settings.

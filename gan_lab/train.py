@@ -14,11 +14,12 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from gan_lab import build, ddp, objective
+from gan_lab import build, objective
 from gan_lab.cli import config_errors_as_one_line, user_errors_as_one_line
+from gan_lab.core.module import GANModule
 from gan_lab.errors import ConfigError, one_line, user_error
 from gan_lab.metrics.registry import register_extra
-from gan_lab.module import GANModule
+from gan_lab.run import ddp
 from gan_lab.run.checkpoint_io import load_checkpoint
 from gan_lab.run.paths import RunDir
 from gan_lab.run.preemption import Preempted, PreemptionCheckpoint

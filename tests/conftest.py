@@ -95,7 +95,7 @@ TINY_RUN = [
 @pytest.fixture
 def tiny_config(tmp_path: Path):
     """compose(*overrides): the real train config shrunk by TINY_RUN, writing into tmp_path."""
-    from gan_lab.config import compose_config
+    from gan_lab.utils.config import compose_config
 
     def compose(*overrides: str):
         return compose_config([*TINY_RUN, *overrides], output_dir=tmp_path / "run")

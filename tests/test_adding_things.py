@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from gan_lab.config import compose_config
 from gan_lab.evaluate import evaluate
 from gan_lab.train import train
+from gan_lab.utils.config import compose_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRUST = "checkpoint.trusted_packages=[gan_lab,torch,my_lab]"

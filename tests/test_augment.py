@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torchvision.transforms.v2.functional import adjust_sharpness
 
-from gan_lab.augment import (
+from gan_lab.core.augment import (
     Augmentations,
     CutMix,
     DiffAugment,
@@ -21,8 +21,8 @@ from gan_lab.augment import (
     saturation,
     translation,
 )
-from gan_lab.config import CONF_DIR, compose_config, config_choices
 from gan_lab.errors import ConfigError, one_line, user_error
+from gan_lab.utils.config import CONF_DIR, compose_config, config_choices
 
 OPS = ["color", "translation", "cutout"]
 CLASSES = {"cutmix": CutMix, "sharpen": Sharpen, "diffaugment": DiffAugment}
@@ -393,8 +393,8 @@ def test_the_removed_hflip_op_names_its_replacement_in_one_line():
             make()
         assert str(raised.value) == expected
     stored = OmegaConf.create(
-        {"hflip": {"_target_": "gan_lab.augment.HFlip", "p": 0.5}}
-    )  # an old run's config
+        {"hflip": {"_target_": "gan_lab.core.augment.HFlip", "p": 0.5}}
+    )  # an old run's config as read: run/checkpoint_io.upgrade_stored_config gives HFlip its new home
     with pytest.raises(Exception) as raised:
         Augmentations(instantiate(stored))
     err = user_error(raised.value)  # what the command line prints, behind Hydra's InstantiationException

@@ -40,10 +40,10 @@ from PIL import Image
 
 from gan_lab import data
 from gan_lab.cli import config_error_line, user_errors_as_one_line
-from gan_lab.config import compose_config, config_choices
 from gan_lab.data import FolderDataModule
 from gan_lab.errors import GanLabError
 from gan_lab.train import train
+from gan_lab.utils.config import compose_config, config_choices
 
 # Files an earlier run left in the run directory: a failing run must leave them as they are.
 EARLIER_RUN = {
@@ -153,7 +153,7 @@ def test_unknown_key_suggests_the_closest(override, expected):
 @pytest.mark.parametrize("overrides", [["augment.hflip.p=0.3"], ["augment=hflip", "augment.hflip.p=0.3"]])
 def test_a_flip_probability_names_dataset_hflip(overrides):
     """augment=hflip is dataset.hflip now (p = 1/2, drawn by the sampler): asking for p says so."""
-    from gan_lab.augment import HFLIP_REPLACED
+    from gan_lab.core.augment import HFLIP_REPLACED
 
     with pytest.raises(ConfigCompositionException) as composed:
         compose_config(overrides)

@@ -249,8 +249,8 @@ def test_plain_loop_computes_what_gan_module_does(tiny_config, overrides: list[s
 
 def test_plain_loop_gets_gan_labs_batches(tmp_path: Path, small_folder: Path) -> None:
     """The plain loop reads the same data module (in memory where gan_lab is) and sees the same tensors."""
-    from gan_lab.config import compose_config
     from gan_lab.train import build_module, build_trainer
+    from gan_lab.utils.config import compose_config
 
     tiny = [o for o in TINY_RUN if not o.startswith("dataset")]
     folder = [

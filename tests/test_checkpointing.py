@@ -15,13 +15,13 @@ import pytest
 import torch
 from conftest import TINY_CLI, TINY_RUN
 
-from gan_lab.config import compose_config
-from gan_lab.losses import NonSaturatingLoss
-from gan_lab.module import Diverged
+from gan_lab.core.guards import Diverged
+from gan_lab.core.losses import NonSaturatingLoss
 from gan_lab.run.checkpoint_io import CheckpointWriteError, load_checkpoint
 from gan_lab.run.checkpoint_io import save_checkpoint as atomic_torch_save
 from gan_lab.train import train
 from gan_lab.utils import io as file_io
+from gan_lab.utils.config import compose_config
 
 
 @pytest.mark.slow

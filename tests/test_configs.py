@@ -16,9 +16,9 @@ from hydra.errors import ConfigCompositionException
 from torch.nn.utils import parametrize
 
 from gan_lab.build import build_module
-from gan_lab.config import compose_config, config_choices
-from gan_lab.regularizers import Regularizer
+from gan_lab.core.regularizers import Regularizer
 from gan_lab.train import train
+from gan_lab.utils.config import compose_config, config_choices
 
 MODELS, LOSSES = config_choices("model"), config_choices("loss")
 NORMS, REGULARIZERS = config_choices("normalization"), config_choices("regularizer")
@@ -149,7 +149,7 @@ def test_default_job_is_sndcgan_bce_on_cifar10(tmp_path):
     cfg = compose_config([], output_dir=tmp_path)
     assert (cfg.model.name, cfg.loss._target_, cfg.dataset._target_) == (
         "sndcgan",
-        "gan_lab.losses.NonSaturatingLoss",
+        "gan_lab.core.losses.NonSaturatingLoss",
         "gan_lab.data.CIFAR10DataModule",
     )
     assert cfg.normalization.discriminator == "spectral"
@@ -211,7 +211,7 @@ def test_every_model_preset_is_one_shape_whose_defaults_yield(tmp_path, model):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from gan_lab.config import CONF_DIR
+    from gan_lab.utils.config import CONF_DIR
 
     assert (CONF_DIR / "model" / f"{model}.yaml").read_text().startswith("# @package _global_\n")
 

@@ -4,8 +4,8 @@ import logging
 
 from conftest import TINY_RUN
 
-from gan_lab.config import compose_config
 from gan_lab.train import train
+from gan_lab.utils.config import compose_config
 from gan_lab.utils.console import quiet_third_party
 
 

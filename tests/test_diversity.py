@@ -16,8 +16,8 @@ from torch import nn
 import gan_lab.build
 import gan_lab.train
 from gan_lab.callbacks.diversity import DiversityMonitor, mean_pairwise_distance, real_batch
+from gan_lab.core.module import GANModule
 from gan_lab.data import FakeDataModule
-from gan_lab.module import GANModule
 
 WARNING = "possible mode collapse"
 

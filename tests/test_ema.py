@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from gan_lab.core.losses import NonSaturatingLoss
+from gan_lab.core.module import GANModule
 from gan_lab.errors import ConfigError
-from gan_lab.losses import NonSaturatingLoss
-from gan_lab.module import GANModule
 from gan_lab.run.checkpoint_io import load_generator
 from gan_lab.train import train
 

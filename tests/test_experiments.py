@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from gan_lab.config import CONF_DIR, config_choices
 from gan_lab.train import train
+from gan_lab.utils.config import CONF_DIR, config_choices
 
 TINY = ["dataset.resolution=32", "metrics=none"]
 
@@ -48,7 +48,7 @@ def test_every_arm_trains(tiny_config, experiment, arm):
 
 
 def test_study_settings_are_in_the_presets(tmp_path):
-    from gan_lab.config import compose_config
+    from gan_lab.utils.config import compose_config
 
     lr = compose_config(["experiment=sndcgan_lr_sweep"], output_dir=tmp_path)
     assert (lr.dataset.resolution, lr.dataset.batch_size, list(lr.optim.betas)) == (64, 128, [0.5, 0.999])
@@ -101,7 +101,7 @@ def test_multirun_of_a_study_runs_every_arm(tmp_path):
 
 def test_metrics_none_wins_over_a_presets_metric_settings(tmp_path):
     from gan_lab.build import build_metrics_callback
-    from gan_lab.config import compose_config
+    from gan_lab.utils.config import compose_config
 
     assert (
         build_metrics_callback(compose_config(["experiment=sn_study", "metrics=none"], output_dir=tmp_path))

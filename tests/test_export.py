@@ -12,7 +12,6 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from test_sample import small
 
-from gan_lab.config import CONF_DIR, compose_config
 from gan_lab.errors import GanLabError
 from gan_lab.export import export_checkpoint
 from gan_lab.run.checkpoint_io import (
@@ -25,6 +24,7 @@ from gan_lab.run.checkpoint_io import (
 )
 from gan_lab.sample import default_out_dir, sample
 from gan_lab.train import train
+from gan_lab.utils.config import CONF_DIR, compose_config
 
 SECRET = "sk-live-0123456789abcdef"  # a W&B-key-like value that must never reach an export
 

@@ -16,7 +16,6 @@ from torchvision.datasets import CIFAR10
 from torchvision.transforms import Normalize, ToTensor
 
 from gan_lab import data
-from gan_lab.config import compose_config
 from gan_lab.data import (
     CIFAR10DataModule,
     FakeDataModule,
@@ -27,6 +26,7 @@ from gan_lab.data import (
     uint8_to_unit_range,
 )
 from gan_lab.errors import ConfigError, DataError
+from gan_lab.utils.config import compose_config
 
 
 @pytest.fixture(autouse=True)

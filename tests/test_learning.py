@@ -16,9 +16,9 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from gan_lab.build import build_module
-from gan_lab.config import compose_config
 from gan_lab.data import FolderDataModule
 from gan_lab.train import train
+from gan_lab.utils.config import compose_config
 
 STEPS = 800
 MARGIN = 0.5  # trained distance must be at most half the untrained one

@@ -22,8 +22,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_lab.config import compose_config
 from gan_lab.train import train
+from gan_lab.utils.config import compose_config
 
 pytestmark = pytest.mark.slow
 

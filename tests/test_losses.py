@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gan_lab.losses import (
+from gan_lab.core.losses import (
     HingeLoss,
     LeastSquaresLoss,
     MinimaxLoss,

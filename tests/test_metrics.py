@@ -17,7 +17,6 @@ from torchvision.utils import save_image
 from gan_lab import metrics
 from gan_lab.data import FolderDataModule, reference_transform
 from gan_lab.errors import GanLabError
-from gan_lab.images import to_uint8
 from gan_lab.metrics import (
     LOGITS,
     POOL,
@@ -29,6 +28,7 @@ from gan_lab.metrics import (
     image_batches,
     metric_names,
 )
+from gan_lab.utils.images import to_uint8
 
 WEIGHTS_SET = {"inception_weights": None}
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from gan_lab.build import build_module
+from gan_lab.core.module import GANModule
 from gan_lab.errors import ConfigError
-from gan_lab.module import GANModule
 from gan_lab.train import train
 
 
@@ -196,7 +196,7 @@ class RecordingOp:
 
 
 def test_augmentations_reach_d_in_both_steps(tiny_config):
-    from gan_lab.augment import Augmentations
+    from gan_lab.core.augment import Augmentations
 
     cfg = tiny_config("steps=1")
     module = build_module(cfg)

@@ -9,12 +9,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from gan_lab.config import compose_config
 from gan_lab.errors import ConfigError
 from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan_lab.nets.layers import NORMS, Norm
 from gan_lab.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from gan_lab.nets.sagan import SAGANDiscriminator, SAGANGenerator
+from gan_lab.utils.config import compose_config
 
 
 def convs(module: nn.Module, kind: type) -> list[nn.Module]:

@@ -14,9 +14,9 @@ from hydra import compose, initialize_config_dir
 
 from gan_lab import objective
 from gan_lab.callbacks import InLoopMetrics
-from gan_lab.config import CONF_DIR, compose_config
 from gan_lab.errors import ConfigError
 from gan_lab.metrics import MetricSettings
+from gan_lab.utils.config import CONF_DIR, compose_config
 
 # In-loop FID on 8 generated vs 8 real images every 2 generator steps: Inception (and FID's 2048² matrix
 # functions) on CPU are slow, so few evaluations.

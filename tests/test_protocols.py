@@ -18,11 +18,11 @@ from PIL import Image
 
 from gan_lab.data import CIFAR10DataModule, FakeDataModule, FolderDataModule
 from gan_lab.errors import ConfigError, GanLabError
-from gan_lab.images import generated_to_uint8, to_uint8
 from gan_lab.metrics import LOGITS, POOL, PROTOCOLS, Evaluator, MetricSettings, compute_metrics, metric_names
 from gan_lab.metrics.features import build_vgg16, inception_on_resized
 from gan_lab.metrics.protocols import metric_resolution
 from gan_lab.metrics.registry import count_name
+from gan_lab.utils.images import generated_to_uint8, to_uint8
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from gan_lab.regularizers import GradientPenalty, R1Penalty
+from gan_lab.core.regularizers import GradientPenalty, R1Penalty
 from gan_lab.train import train
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from gan_lab.core.regularizers import GradientPenalty, R1Penalty, Regularizer, WeightClip
 from gan_lab.errors import ConfigError
-from gan_lab.regularizers import GradientPenalty, R1Penalty, Regularizer, WeightClip
 
 
 class LinearCritic(nn.Module):

@@ -16,11 +16,11 @@ import torch
 from conftest import TINY_CLI, TINY_RUN, run_module
 from omegaconf import OmegaConf
 
-from gan_lab.config import compose_config
 from gan_lab.errors import ConfigError, GanLabError
 from gan_lab.run.checkpoint_io import load_checkpoint
 from gan_lab.run.resume import resume_config, trim_metrics_csv
 from gan_lab.train import train
+from gan_lab.utils.config import compose_config
 
 RESUME_CASES = {
     # data flips drawn per pass, n_critic phase, EMA, per-epoch scheduler, differentiable augmentation
@@ -225,7 +225,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path: Path) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: run `make test` on a GPU machine")
 def test_cuda_rng_state_survives_the_checkpoint_round_trip(tmp_path: Path) -> None:
     """The CUDA generator (noise and GP's weights drawn on the device) continues exactly after a resume."""
-    from gan_lab.module import rng_state, set_rng_state
+    from gan_lab.run.checkpoint_io import rng_state, set_rng_state
 
     torch.cuda.manual_seed_all(3)
     torch.save({"rng": rng_state()}, tmp_path / "rng.pt")
@@ -247,3 +247,99 @@ def test_resume_with_augment_hflip_compares_the_flip_it_sets(tmp_path, stored_fl
     else:
         with pytest.raises(ConfigError, match=r"dataset\.hflip \(checkpoint: False, now: True\)"):
             check_overrides(now, saved, ["augment=hflip"])
+
+
+# --- configs stored by earlier versions name classes where they were then --------------------------------------
+def _current_classes() -> dict[str, type]:
+    """Every `_target_` a config stored by an earlier gan_lab names, with the class it must build now."""
+    from gan_lab.callbacks.diversity import DiversityMonitor
+    from gan_lab.callbacks.progress import GANProgressBar
+    from gan_lab.callbacks.sample_grid import SampleGrid
+    from gan_lab.core import augment, losses, regularizers
+    from gan_lab.run.checkpoint_callback import LastCheckpoint
+
+    moved = {
+        "gan_lab.checkpointing.LastCheckpoint": LastCheckpoint,
+        "gan_lab.diversity.DiversityMonitor": DiversityMonitor,
+        "gan_lab.callbacks.SampleGrid": SampleGrid,
+        "gan_lab.callbacks.GANProgressBar": GANProgressBar,
+    }
+    for module, names in (
+        (losses, ["NonSaturatingLoss", "MinimaxLoss", "HingeLoss", "WassersteinLoss", "LeastSquaresLoss"]),
+        (regularizers, ["Regularizer", "GradientPenalty", "R1Penalty", "WeightClip"]),
+        (augment, ["CutMix", "DiffAugment", "Sharpen", "HFlip"]),  # HFlip: to name its replacement
+    ):
+        old_module = module.__name__.replace("gan_lab.core.", "gan_lab.")
+        moved |= {f"{old_module}.{name}": getattr(module, name) for name in names}
+    return moved
+
+
+def test_stored_configs_naming_old_homes_build_the_current_classes() -> None:
+    from hydra.utils import get_class
+
+    from gan_lab.run.checkpoint_io import upgrade_stored_config
+
+    classes = _current_classes()
+    kept = ["gan_lab.nets.dcgan.DCGANGenerator", "os.system", "gan_lab.lossesque.Loss", "gan_lab.callbacks.X"]
+    stored = {
+        "by_key": {f"k{i}": {"_target_": old, "p": 0.5} for i, old in enumerate(classes)},
+        "in_a_list": [{"_target_": old} for old in [*classes, *kept]],
+        "not_a_target": "gan_lab.losses.HingeLoss",  # only `_target_`s name code
+    }
+    original = str(stored)
+    upgraded = upgrade_stored_config(stored)
+    assert str(stored) == original  # the stored config is not changed in place
+    targets = [node["_target_"] for node in [*upgraded["by_key"].values(), *upgraded["in_a_list"]]]
+    expected = [*classes.values(), *classes.values()]
+    assert [get_class(t) for t in targets[: len(expected)]] == expected
+    assert not set(targets) & set(classes)  # no old home is left for Hydra to import
+    assert targets[len(expected) :] == kept  # current homes, other code and look-alikes are left alone
+    assert upgraded["by_key"]["k0"]["p"] == 0.5 and upgraded["not_a_target"] == "gan_lab.losses.HingeLoss"
+
+
+def test_a_checkpoint_naming_old_homes_resumes_bit_for_bit_and_exports(tmp_path: Path) -> None:
+    """A checkpoint of an earlier version (its config names gan_lab.losses.HingeLoss & co) continues exactly."""
+    from gan_lab.export import export_checkpoint
+    from gan_lab.run.checkpoint_io import load_generator
+
+    base = [*TINY_RUN, "loss=hinge", "regularizer=r1", "augment=cutmix"]
+    full = train(compose_config([*base, "steps=4"], output_dir=tmp_path / "full"))
+    train(compose_config([*base, "steps=2"], output_dir=tmp_path / "half"))
+    ckpt = tmp_path / "half" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)  # as stored, not upgraded
+    stored = checkpoint["hyper_parameters"]
+    old = {
+        ("loss",): "gan_lab.losses.HingeLoss",
+        ("regularizer",): "gan_lab.regularizers.R1Penalty",
+        ("augment", "cutmix"): "gan_lab.augment.CutMix",
+        ("callbacks", "last"): "gan_lab.checkpointing.LastCheckpoint",
+        ("callbacks", "diversity"): "gan_lab.diversity.DiversityMonitor",
+        ("callbacks", "samples"): "gan_lab.callbacks.SampleGrid",
+    }
+    for keys, target in old.items():
+        node = stored
+        for key in keys:
+            node = node[key]
+        node["_target_"] = target
+    torch.save(checkpoint, ckpt)
+
+    exported = export_checkpoint(ckpt, tmp_path / "export")
+    export_config = OmegaConf.load(exported["config"])
+    assert export_config.loss._target_ == "gan_lab.core.losses.HingeLoss"
+    export_config.regularizer._target_ = "gan_lab.regularizers.R1Penalty"  # an export of an earlier version
+    OmegaConf.save(export_config, exported["config"])
+    assert (
+        load_generator(tmp_path / "export").config.regularizer._target_
+        == "gan_lab.core.regularizers.R1Penalty"
+    )
+    assert load_generator(ckpt).config.augment.cutmix._target_ == "gan_lab.core.augment.CutMix"
+    # The command line names the same choices, now under their new homes: the same settings, not a change.
+    resume = ["loss=hinge", "regularizer=r1", "augment=cutmix", "steps=4", f"resume={tmp_path / 'half'}"]
+    resumed = train(compose_config([*base, *resume], output_dir=tmp_path / "unused"), overrides=resume)
+    assert (resumed.g_steps, resumed.d_steps) == (full.g_steps, full.d_steps) == (4, 4)
+    _assert_identical(_weights(full), _weights(resumed))
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)[
+        "hyper_parameters"
+    ]  # rewritten by the resume
+    assert saved["callbacks"]["last"]["_target_"] == "gan_lab.run.checkpoint_callback.LastCheckpoint"
+    assert saved["loss"]["_target_"] == "gan_lab.core.losses.HingeLoss"

@@ -7,12 +7,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from gan_lab.config import compose_config
 from gan_lab.errors import ConfigError
 from gan_lab.nets.layers import SelfAttention
 from gan_lab.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from gan_lab.nets.sagan import SAGANDiscriminator, SAGANGenerator
 from gan_lab.train import train
+from gan_lab.utils.config import compose_config
 
 Z = 16
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import TINY_RUN
 
-from gan_lab import precision
-from gan_lab.config import compose_config
-from gan_lab.module import build_optimizer
-from gan_lab.precision import resolve_precision
+from gan_lab.core.optim import build_optimizer
 from gan_lab.train import train
+from gan_lab.utils import precision
+from gan_lab.utils.config import compose_config
+from gan_lab.utils.precision import resolve_precision
 
 FP32 = [*TINY_RUN, "trainer.precision=32-true", "model.width=8"]
 # bf16-mixed against fp32 from the same seed, D and G losses of every step (losses are ~0.7-1.5). Measured

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from conftest import TINY_RUN, run_module
 
-from gan_lab.config import compose_config
 from gan_lab.errors import ConfigError, GanLabError
 from gan_lab.export import export_checkpoint
 from gan_lab.run.checkpoint_io import load_generator, trusted_package_prefixes
 from gan_lab.train import train
+from gan_lab.utils.config import compose_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OWN_GENERATOR = "model.generator._target_=my_lab.nets.MyGenerator"

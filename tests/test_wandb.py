@@ -160,7 +160,7 @@ def test_name_and_group_of_a_hydra_multirun_job(tmp_path, hydra_restore_singleto
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
-    from gan_lab.config import CONF_DIR
+    from gan_lab.utils.config import CONF_DIR
 
     sweep_dir = tmp_path / "multirun" / "2024-05-01" / "12-00-00"
     sweep_dir.mkdir(parents=True)
@@ -269,7 +269,7 @@ def test_tiny_training_writes_an_offline_run(no_credentials, tiny_config, tmp_pa
 
     assert run.config["optim.lr"] == pytest.approx(3e-4)
     assert run.config["model.name"] == "sndcgan"
-    assert run.config["loss._target_"] == "gan_lab.losses.NonSaturatingLoss"
+    assert run.config["loss._target_"] == "gan_lab.core.losses.NonSaturatingLoss"
     assert not any(isinstance(v, dict) for k, v in run.config.items() if k != "_wandb")  # flat
     assert not [k for k in run.config if any(w in k.lower() for w in ("key", "token", "secret", "password"))]
     assert "hunter2" not in run.file.read_bytes().decode("latin-1")

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gan_lab.bench.loops import Speed, StepTimer, timer_config
-from gan_lab.config import CONF_DIR, compose_config
+from gan_lab.utils.config import CONF_DIR, compose_config
 
 CLASSIC_NZ = 100
 

@@ -106,8 +106,8 @@ def train_arm(arm: Arm, opts: ReproduceOptions, run_dir: Path) -> dict[str, Any]
     from omegaconf import open_dict
 
     from gan_lab.bench.loops import timer_config
-    from gan_lab.config import compose_config
     from gan_lab.train import train
+    from gan_lab.utils.config import compose_config
 
     budget = ["steps=null", f"trainer.max_epochs={opts.epochs}"] if opts.epochs else ["steps=1000000000"]
     overrides = [
@@ -133,8 +133,8 @@ def train_arm(arm: Arm, opts: ReproduceOptions, run_dir: Path) -> dict[str, Any]
 
 def score_arm(run_dir: Path, opts: ReproduceOptions, resolution: str) -> dict[str, Any]:
     """gan_lab.evaluate on the arm's last checkpoint at metrics.resolution=`resolution`."""
-    from gan_lab.config import compose_config
     from gan_lab.evaluate import evaluate
+    from gan_lab.utils.config import compose_config
 
     metrics = [f"metrics.protocol={opts.protocol}"] if opts.protocol else [
         f"metrics.num_fake={opts.num_fake}", f"metrics.num_real={opts.num_real}",

@@ -51,7 +51,7 @@ from gan_lab.bench.measure import (
     step_intervals,
     summarize,
 )
-from gan_lab.config import compose_config
+from gan_lab.utils.config import compose_config
 
 log = logging.getLogger("gan_lab.bench")
 

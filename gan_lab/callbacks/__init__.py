@@ -1,9 +1,10 @@
 """Lightning callbacks of gan_lab: sample grids, in-loop FID/KID/IS, a mode-collapse monitor, a progress bar.
 
-Each lives in its own module; the names are re-exported here, where configs stored with earlier runs'
-checkpoints name them (`gan_lab.callbacks.SampleGrid`, `gan_lab.callbacks.GANProgressBar`). They load on
-first use: gan_lab.module imports gan_lab.callbacks.base (through LastCheckpoint), and SampleGrid & co
-import gan_lab.module.
+Each lives in its own module; the names are re-exported here (`from gan_lab.callbacks import InLoopMetrics`).
+Configs stored with earlier runs' checkpoints name some of them here (`gan_lab.callbacks.SampleGrid`): reading
+one renames those to their modules (run/checkpoint_io.MOVED_TARGETS). They load on first use:
+gan_lab.core.guards imports gan_lab.callbacks.base (through LastCheckpoint), and SampleGrid & co import
+gan_lab.core.module.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gan_lab.callbacks.base import EveryNGeneratorSteps
+from gan_lab.core.module import GANModule
 from gan_lab.errors import ConfigError
-from gan_lab.module import GANModule
 from gan_lab.run.paths import BEST_CKPT, CHECKPOINTS_DIR, LAST_CKPT
 from gan_lab.sampling import cycled_labels, latents, seeded
 

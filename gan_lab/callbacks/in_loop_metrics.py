@@ -14,9 +14,9 @@ import torch
 from matplotlib.figure import Figure
 
 from gan_lab.callbacks.base import EveryNGeneratorSteps
+from gan_lab.core.module import GANModule
 from gan_lab.errors import ConfigError, WeightsUnavailable, one_line
 from gan_lab.metrics import KINDS, RNG_SEED, Evaluator, MetricSettings, better, higher_is_better
-from gan_lab.module import GANModule
 
 # The logger name its lines had when gan_lab.callbacks was one module.
 log = logging.getLogger("gan_lab.callbacks")

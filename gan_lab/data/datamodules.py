@@ -24,7 +24,7 @@ from gan_lab.data.folder import (
 from gan_lab.data.memory import _TensorImages
 from gan_lab.data.transforms import reference_transform
 from gan_lab.errors import ConfigError, DataError
-from gan_lab.images import generated_to_uint8
+from gan_lab.utils.images import generated_to_uint8
 
 
 class CIFAR10DataModule(ImageDataModule):

@@ -20,7 +20,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gan_lab.errors import ConfigError
-from gan_lab.images import generated_to_uint8
 from gan_lab.metrics import protocols
 from gan_lab.metrics.features import (
     LOGITS,
@@ -37,6 +36,7 @@ from gan_lab.metrics.reference import ReferenceFeatures, dataset_identity, image
 from gan_lab.metrics.registry import FEATURE_KEYS, MetricKind, metric_name, register_extra
 from gan_lab.metrics.scores import PRDC_MAX, RNG_SEED, compute_metrics
 from gan_lab.sampling import latents, seeded, uniform_labels
+from gan_lab.utils.images import generated_to_uint8
 
 log = logging.getLogger("gan_lab.metrics")
 

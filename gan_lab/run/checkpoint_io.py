@@ -1,14 +1,20 @@
-"""Checkpoint and export files: atomic durable saves, and loads that run no code (tensors, gan_lab targets)."""
+"""Checkpoint and export files: atomic durable saves, and loads that run no code (tensors, gan_lab targets).
+
+What a checkpoint holds beyond Lightning's own: the global RNG states (rng_state, as types a weights-only load
+reads), and a stored run config that is read back with the `_target_`s of moved classes upgraded.
+"""
 
 from __future__ import annotations
 
 import os
 import pickle
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -37,6 +43,38 @@ TRUSTED_TARGETS = {"model.generator": "gan_lab.nets.", "dataset": "gan_lab.data.
 # gan_lab and torch are always trusted (within the prefixes above); checkpoint.trusted_packages adds a
 # researcher's own packages, e.g. [gan_lab, torch, my_lab], so that my_lab.nets.MyGenerator loads.
 BUILT_IN_PACKAGES = ("gan_lab", "torch")
+# Where the classes that earlier gan_lab versions stored in run configs live now: a checkpoint's or export's
+# config names the home a class had when it was written. A key ending in "." moves every class of a module.
+MOVED_TARGETS = {
+    "gan_lab.losses.": "gan_lab.core.losses.",
+    "gan_lab.regularizers.": "gan_lab.core.regularizers.",
+    "gan_lab.augment.": "gan_lab.core.augment.",  # HFlip too: it names its replacement (dataset.hflip)
+    "gan_lab.checkpointing.LastCheckpoint": "gan_lab.run.checkpoint_callback.LastCheckpoint",
+    "gan_lab.diversity.DiversityMonitor": "gan_lab.callbacks.diversity.DiversityMonitor",
+    "gan_lab.callbacks.SampleGrid": "gan_lab.callbacks.sample_grid.SampleGrid",
+    "gan_lab.callbacks.GANProgressBar": "gan_lab.callbacks.progress.GANProgressBar",
+}
+
+
+def upgraded_target(target: str) -> str:
+    """The current dotted name of a `_target_` that a stored config may name by an old home (MOVED_TARGETS)."""
+    for old, new in MOVED_TARGETS.items():
+        if target == old or (old.endswith(".") and target.startswith(old)):
+            return new + target[len(old) :]
+    return target
+
+
+def upgrade_stored_config(config: Any) -> Any:
+    """A plain copy of a stored run config (checkpoint or export) with every moved `_target_` renamed; the one
+    step between reading a stored config and using it, so old checkpoints resume, sample and export."""
+    if isinstance(config, Mapping):
+        return {
+            k: upgraded_target(v) if k == "_target_" and isinstance(v, str) else upgrade_stored_config(v)
+            for k, v in config.items()
+        }
+    if isinstance(config, (list, tuple)):
+        return type(config)(upgrade_stored_config(v) for v in config)
+    return config
 
 
 def trusted_package_prefixes(packages: Sequence[str] | None) -> tuple[str, ...]:
@@ -72,6 +110,32 @@ _ZIP_MAGIC = b"PK\x03\x04"
 # No torch.serialization.add_safe_globals: a gan_lab checkpoint (weights, Adam and LR-scheduler states, EMA,
 # callback states, the run config as a plain dict) holds only tensors, str, int, float, bool, None, dict, list
 # and tuple, which weights_only=True accepts as is (tests/test_export.py loads one from a real run).
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state (torch CPU and CUDA, numpy, python), as types `torch.load(weights_only=True)` reads."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+                  "cached_gaussian": cached},
+    }  # fmt: skip
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what rng_state() returned."""
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class CheckpointWriteError(GanLabError):
@@ -110,7 +174,8 @@ def _refusal_reason(err: Exception) -> str:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict of a gan_lab run, on the CPU; refuses files that need arbitrary code to unpickle."""
+    """The checkpoint dict of a gan_lab run, on the CPU, its run config upgraded (upgrade_stored_config);
+    refuses files that need arbitrary code to unpickle."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise GanLabError(f"checkpoint {path} not found; pass ckpt={LAST_CKPT_EXAMPLE}")
@@ -138,6 +203,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         or not isinstance(checkpoint.get("hyper_parameters"), dict)
     ):
         raise GanLabError(f"{path} is not a gan_lab training checkpoint (no state_dict / run config in it)")
+    checkpoint["hyper_parameters"] = upgrade_stored_config(checkpoint["hyper_parameters"])
     return checkpoint
 
 
@@ -247,7 +313,7 @@ def find_export_weights(path: Path) -> Path:
 
 
 def load_export(path: str | Path) -> tuple[DictConfig, dict[str, Tensor], int]:
-    """(run config, generator weights, g_steps) of an export: a .safetensors file or its directory."""
+    """(run config, upgraded, generator weights, g_steps) of an export: a .safetensors file or its directory."""
     weights_path = find_export_weights(Path(path).expanduser())
     try:
         with safe_open(str(weights_path), framework="pt", device="cpu") as file:
@@ -277,6 +343,7 @@ def load_export(path: str | Path) -> tuple[DictConfig, dict[str, Tensor], int]:
         ) from err
     if not isinstance(config, DictConfig):
         raise GanLabError(f"{config_path} is not a gan_lab run config (not a mapping)")
+    config = OmegaConf.create(upgrade_stored_config(OmegaConf.to_container(config)))
     g_steps = metadata.get("g_steps", "0")
     return config, weights, int(g_steps) if g_steps.isdigit() else 0
 

@@ -1,11 +1,33 @@
-"""Plain (resolved, container) run configs: secret-looking keys redacted or dropped, nesting flattened."""
+"""Run configs: composed from Python (notebooks, tests) exactly as the command line does; plain (resolved,
+container) ones with secret-looking keys redacted or dropped, and nesting flattened."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def compose_config(
+    overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_name: str = "train"
+) -> DictConfig:
+    """The config `python -m gan_lab.<config_name> <overrides>` would run; output_dir replaces the run directory."""
+    overrides = list(overrides)
+    if output_dir is not None:
+        overrides.append(f"paths.output_dir={Path(output_dir).as_posix()}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def config_choices(group: str) -> list[str]:
+    """The options a config group offers, from the YAML files in conf/<group>/."""
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
 def is_secret(key: object) -> bool:

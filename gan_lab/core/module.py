@@ -13,104 +13,25 @@ and G optimizer steps together, so gan_lab keeps its own counters (`g_steps`, `d
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
-import random
 from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
-from hydra.utils import get_class, instantiate
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from gan_lab.augment import Augmentations
-from gan_lab.errors import ConfigError, GanLabError
-from gan_lab.losses import GANLoss, WassersteinLoss, discriminator_accuracy
-from gan_lab.regularizers import Regularizer, WeightClip
-from gan_lab.run.checkpoint_callback import LastCheckpoint
+from gan_lab.core.augment import Augmentations
+from gan_lab.core.ema import build_ema, update_ema
+from gan_lab.core.guards import FiniteWatch, check_finite
+from gan_lab.core.losses import GANLoss, WassersteinLoss, discriminator_accuracy
+from gan_lab.core.optim import build_optimizer, build_scheduler, learning_rates
+from gan_lab.core.regularizers import Regularizer, WeightClip
+from gan_lab.errors import ConfigError
+from gan_lab.run.checkpoint_io import rng_state, set_rng_state
 
-log = logging.getLogger(__name__)
-
-_LR_KEYS = ("lr", "lr_g", "lr_d")
-# Scheduler arguments that mean "the whole run" when left null in conf/scheduler/.
-_RUN_LENGTH_KEYS = ("T_max", "total_iters")
-
-
-def learning_rates(optim: Mapping[str, Any]) -> tuple[float, float]:
-    """(lr_g, lr_d): `lr` for both networks unless `lr_g` / `lr_d` override it (two time-scale update rule)."""
-    rates = []
-    for key in ("lr_g", "lr_d"):
-        name, value = (
-            (f"optim.{key}", optim[key]) if optim.get(key) is not None else ("optim.lr", optim.get("lr"))
-        )
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigError(f"{name} must be a number > 0, got {value!r}; e.g. {name}=2e-4")
-        rates.append(float(value))
-    return rates[0], rates[1]
-
-
-class Diverged(GanLabError):
-    """A loss or a weight became NaN or infinite."""
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG state (torch CPU and CUDA, numpy, python), as types `torch.load(weights_only=True)` reads."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
-                  "cached_gaussian": cached},
-    }  # fmt: skip
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what rng_state() returned."""
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    numpy = state["numpy"]
-    keys = numpy["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def build_optimizer(optim: Mapping[str, Any], params: Any, lr: float) -> torch.optim.Optimizer:
-    """Instantiate conf/optim's `_target_` for one network with its own learning rate.
-
-    `fused: null` picks the fused (single-kernel) implementation when every parameter is a float tensor on
-    a device that has one (CPU and CUDA in current torch): it is the fastest, and equal to the per-parameter
-    loop up to rounding.
-    """
-    kwargs = {k: v for k, v in optim.items() if k not in _LR_KEYS}
-    params = list(params)
-    if "fused" in kwargs and kwargs["fused"] is None:
-        kwargs["fused"] = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
-    accepted = inspect.signature(get_class(kwargs["_target_"])).parameters
-    unknown = sorted(k for k in kwargs if k != "_target_" and k not in accepted)
-    if unknown:  # e.g. a preset's Adam betas after optim=rmsprop
-        raise ConfigError(
-            f"{kwargs['_target_']} takes no {', '.join(unknown)}; drop it with "
-            + " ".join(f"~optim.{k}" for k in unknown)
-        )
-    return instantiate(kwargs, params=params, lr=lr, _convert_="all")
-
-
-def build_scheduler(scheduler: Mapping[str, Any], optimizer: torch.optim.Optimizer, run_length: int) -> Any:
-    """Instantiate conf/scheduler's `_target_`; null T_max / total_iters become the run length in intervals."""
-    kwargs = {k: v for k, v in scheduler.items() if k != "interval"}
-    for key in _RUN_LENGTH_KEYS:
-        if key in kwargs and kwargs[key] is None:
-            kwargs[key] = run_length
-    return instantiate(kwargs, optimizer=optimizer, _convert_="all")
+log = logging.getLogger("gan_lab.module")  # the logger name its lines had before it moved to core/
 
 
 class GANModule(pl.LightningModule):
@@ -159,7 +80,7 @@ class GANModule(pl.LightningModule):
         self.z_dim = z_dim
         self.num_classes = num_classes
         self.augment = augment or Augmentations(None)
-        self.generator_ema = self._build_ema(ema_decay)
+        self.generator_ema = build_ema(self.generator, ema_decay)
         self.ema_start_step = ema_start_step
         if compile:
             # In place (nn.Module.compile): parameter names, and so checkpoints, stay those of the plain nets.
@@ -172,9 +93,7 @@ class GANModule(pl.LightningModule):
         self.g_steps = 0
         self.d_steps = 0
         self._log_sums: dict[str, tuple[Tensor | float, int]] = {}
-        # The first non-finite loss as (seen, is_generator, g_step, d_step, value), kept on the device so
-        # watching costs no host sync; checked when metrics are written and before every checkpoint.
-        self._first_nonfinite: Tensor | None = None
+        self._finite = FiniteWatch()  # the first NaN / infinite loss, checked by check_finite
         self._rng_to_restore: Mapping[str, Any] | None = None  # set on resume, applied at the next batch
         if isinstance(self.regularizer, WeightClip) and not isinstance(self.loss, WassersteinLoss):
             log.warning(
@@ -183,28 +102,10 @@ class GANModule(pl.LightningModule):
                 type(self.loss).__name__,
             )
 
-    def _build_ema(self, decay: float | None) -> AveragedModel | None:
-        """An exponential moving average of G's parameters (buffers are copied, see _update_ema), or None."""
-        if decay is None:
-            return None
-        if not 0.0 < decay < 1.0:
-            raise ConfigError(f"ema.decay must be in (0, 1) (e.g. 0.999) or null for no EMA, got {decay}")
-        ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
-        return ema.requires_grad_(False)
-
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        if self.generator_ema is None:
-            return
-        if self.g_steps <= self.ema_start_step:
-            self.generator_ema.n_averaged.zero_()  # until averaging starts, the average is a copy of G
-        self.generator_ema.update_parameters(self.generator)
-        # Buffers are copied, never averaged: BN statistics belong to the current weights, and averaged
-        # spectral-norm power-iteration vectors would no longer be singular vectors.
-        for ema_buffer, buffer in zip(
-            self.generator_ema.module.buffers(), self.generator.buffers(), strict=True
-        ):
-            ema_buffer.copy_(buffer)
+        """Average G into generator_ema after a G step (a copy of G until ema_start_step); no-op without EMA."""
+        if self.generator_ema is not None:
+            update_ema(self.generator_ema, self.generator, self.g_steps, self.ema_start_step)
 
     @property
     def sampling_generator(self) -> nn.Module:
@@ -308,7 +209,7 @@ class GANModule(pl.LightningModule):
         self.untoggle_optimizer(opt_d)
         self.regularizer.after_d_step(self.discriminator)
         self.d_steps += 1
-        self._watch_finite(d_loss + penalty, is_generator=False)
+        self._finite.watch(d_loss + penalty, is_generator=False, g_step=self.g_steps, d_step=self.d_steps)
         real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
         self._accumulate(
             d_loss=d_loss,
@@ -329,7 +230,7 @@ class GANModule(pl.LightningModule):
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         self.g_steps += 1
-        self._watch_finite(g_loss, is_generator=True)
+        self._finite.watch(g_loss, is_generator=True, g_step=self.g_steps, d_step=self.d_steps)
         self._update_ema()
         if self._scheduler_interval() == "step":
             for scheduler in self._schedulers():
@@ -371,42 +272,10 @@ class GANModule(pl.LightningModule):
         self._log_sums.clear()
 
     # --- divergence guard ---------------------------------------------------------------------------------
-    def _watch_finite(self, loss: Tensor, is_generator: bool) -> None:
-        """Remember the first step whose loss is NaN or infinite, without a host sync."""
-        loss = loss.detach().double()
-        record = torch.stack(
-            [torch.ones_like(loss), torch.full_like(loss, float(is_generator)),
-             torch.full_like(loss, self.g_steps), torch.full_like(loss, self.d_steps), loss]
-        )  # fmt: skip
-        if self._first_nonfinite is None:
-            self._first_nonfinite = torch.zeros_like(record)
-        keep = (self._first_nonfinite[0] > 0) | torch.isfinite(loss)
-        self._first_nonfinite = torch.where(keep, self._first_nonfinite, record)
-
     def check_finite(self) -> None:
         """Raise Diverged, naming the step and values, if a loss or a weight has become NaN or infinite."""
-        problems = []
-        if self._first_nonfinite is not None and self._first_nonfinite[0] > 0:
-            _, is_generator, g_step, d_step, value = self._first_nonfinite.tolist()
-            which = "g_loss" if is_generator else "d_loss (with penalty)"
-            problems.append(
-                f"{which}={value} at generator step {int(g_step)} (discriminator step {int(d_step)})"
-            )
-        for name, net in (("generator", self.generator), ("discriminator", self.discriminator)):
-            bad = [n for n, p in net.named_parameters() if not torch.isfinite(p).all()]
-            if bad:
-                problems.append(
-                    f"non-finite {name} weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
-                )
-        if not problems:
-            return
-        saved = [c.path for c in getattr(self._trainer, "callbacks", []) if isinstance(c, LastCheckpoint)]
-        last = next((str(p) for p in saved if p.is_file()), None)
-        kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint was saved before it"
-        raise Diverged(
-            f"training diverged: {'; '.join(problems)}; {kept}; lower optim.lr or stabilise D "
-            "(normalization=spectral, regularizer=gradient_penalty), then resume=<checkpoint> or start again"
-        )
+        nets = {"generator": self.generator, "discriminator": self.discriminator}
+        check_finite(self._finite, nets, getattr(self._trainer, "callbacks", []))
 
     # --- checkpoints --------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,0 +1,65 @@
+"""The divergence guard: a NaN or infinite loss or weight stops the run, naming the step, and is never saved."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gan_lab.errors import GanLabError
+from gan_lab.run.checkpoint_callback import LastCheckpoint
+
+
+class Diverged(GanLabError):
+    """A loss or a weight became NaN or infinite."""
+
+
+class FiniteWatch:
+    """The first non-finite loss of a run as (seen, is_generator, g_step, d_step, value), kept on the device so
+    watching costs no host sync; read when metrics are written and before every checkpoint."""
+
+    def __init__(self) -> None:
+        self.first: Tensor | None = None
+
+    def watch(self, loss: Tensor, is_generator: bool, g_step: int, d_step: int) -> None:
+        """Remember the first step whose loss (a scalar) is NaN or infinite, without a host sync."""
+        loss = loss.detach().double()
+        record = torch.stack(
+            [torch.ones_like(loss), torch.full_like(loss, float(is_generator)),
+             torch.full_like(loss, g_step), torch.full_like(loss, d_step), loss]
+        )  # fmt: skip
+        if self.first is None:
+            self.first = torch.zeros_like(record)
+        keep = (self.first[0] > 0) | torch.isfinite(loss)
+        self.first = torch.where(keep, self.first, record)
+
+    def problem(self) -> str | None:
+        """The first non-finite loss and its step, or None (one host sync)."""
+        if self.first is None or not self.first[0] > 0:
+            return None
+        _, is_generator, g_step, d_step, value = self.first.tolist()
+        which = "g_loss" if is_generator else "d_loss (with penalty)"
+        return f"{which}={value} at generator step {int(g_step)} (discriminator step {int(d_step)})"
+
+
+def check_finite(watch: FiniteWatch, nets: Mapping[str, nn.Module], callbacks: Iterable[Any]) -> None:
+    """Raise Diverged, naming the step and values, if a loss or a weight of `nets` ({name: net}) has become NaN
+    or infinite; the message names the last checkpoint a LastCheckpoint of `callbacks` kept."""
+    problems = [problem] if (problem := watch.problem()) else []
+    for name, net in nets.items():
+        bad = [n for n, p in net.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            problems.append(
+                f"non-finite {name} weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+            )
+    if not problems:
+        return
+    saved = [c.path for c in callbacks if isinstance(c, LastCheckpoint)]
+    last = next((str(p) for p in saved if p.is_file()), None)
+    kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint was saved before it"
+    raise Diverged(
+        f"training diverged: {'; '.join(problems)}; {kept}; lower optim.lr or stabilise D "
+        "(normalization=spectral, regularizer=gradient_penalty), then resume=<checkpoint> or start again"
+    )

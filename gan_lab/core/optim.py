@@ -1,0 +1,59 @@
+"""Optimizers and learning-rate schedulers of G and D, built from conf/optim and conf/scheduler."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from hydra.utils import get_class, instantiate
+
+from gan_lab.errors import ConfigError
+
+_LR_KEYS = ("lr", "lr_g", "lr_d")
+# Scheduler arguments that mean "the whole run" when left null in conf/scheduler/.
+_RUN_LENGTH_KEYS = ("T_max", "total_iters")
+
+
+def learning_rates(optim: Mapping[str, Any]) -> tuple[float, float]:
+    """(lr_g, lr_d): `lr` for both networks unless `lr_g` / `lr_d` override it (two time-scale update rule)."""
+    rates = []
+    for key in ("lr_g", "lr_d"):
+        name, value = (
+            (f"optim.{key}", optim[key]) if optim.get(key) is not None else ("optim.lr", optim.get("lr"))
+        )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{name} must be a number > 0, got {value!r}; e.g. {name}=2e-4")
+        rates.append(float(value))
+    return rates[0], rates[1]
+
+
+def build_optimizer(optim: Mapping[str, Any], params: Any, lr: float) -> torch.optim.Optimizer:
+    """Instantiate conf/optim's `_target_` for one network with its own learning rate.
+
+    `fused: null` picks the fused (single-kernel) implementation when every parameter is a float tensor on
+    a device that has one (CPU and CUDA in current torch): it is the fastest, and equal to the per-parameter
+    loop up to rounding.
+    """
+    kwargs = {k: v for k, v in optim.items() if k not in _LR_KEYS}
+    params = list(params)
+    if "fused" in kwargs and kwargs["fused"] is None:
+        kwargs["fused"] = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
+    accepted = inspect.signature(get_class(kwargs["_target_"])).parameters
+    unknown = sorted(k for k in kwargs if k != "_target_" and k not in accepted)
+    if unknown:  # e.g. a preset's Adam betas after optim=rmsprop
+        raise ConfigError(
+            f"{kwargs['_target_']} takes no {', '.join(unknown)}; drop it with "
+            + " ".join(f"~optim.{k}" for k in unknown)
+        )
+    return instantiate(kwargs, params=params, lr=lr, _convert_="all")
+
+
+def build_scheduler(scheduler: Mapping[str, Any], optimizer: torch.optim.Optimizer, run_length: int) -> Any:
+    """Instantiate conf/scheduler's `_target_`; null T_max / total_iters become the run length in intervals."""
+    kwargs = {k: v for k, v in scheduler.items() if k != "interval"}
+    for key in _RUN_LENGTH_KEYS:
+        if key in kwargs and kwargs[key] is None:
+            kwargs[key] = run_length
+    return instantiate(kwargs, optimizer=optimizer, _convert_="all")
