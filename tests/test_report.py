@@ -14,16 +14,8 @@ from PIL import Image
 
 from gan_lab.errors import GanLabError
 from gan_lab.metrics import KINDS
-from gan_lab.report import (
-    heatmap_grid,
-    load_jobs,
-    metric_columns,
-    metric_kind,
-    pick_metric,
-    training_figure,
-    varying_override_keys,
-    write_report,
-)
+from gan_lab.report import heatmap_grid, training_figure, write_report
+from gan_lab.run.sweep import load_jobs, metric_columns, metric_kind, pick_metric, varying_override_keys
 
 COMMON = ["model=sndcgan", "dataset=fake", "steps=300"]
 FID, KID, IS = "val/fid500_train", "val/kid500_train", "val/is500"  # names before the resolution was in them

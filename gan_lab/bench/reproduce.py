@@ -182,7 +182,8 @@ def reproduce(opts: ReproduceOptions, out_dir: Path, workdir: Path) -> dict[str,
 
 def plot_curves(results: dict[str, Any], path: Path) -> Path | None:
     """The training curves of every arm (losses, D accuracy, D logits) in one figure, by report.py's plotter."""
-    from gan_lab.report import Job, plot_training_curves, read_series
+    from gan_lab.report import plot_training_curves
+    from gan_lab.run.sweep import Job, read_series
 
     jobs = [
         Job(name=str(i), overrides={"arm": name}, status="completed", series=read_series(RunDir(r["run_dir"]).metrics))
