@@ -123,3 +123,29 @@ def test_noise_for_outputs_is_only_drawn_in_sampling() -> None:
 def test_the_randn_check_catches_a_stray_draw() -> None:
     files = {**sources(), "callbacks/sample_grid.py": "z = torch.randn(4, 8, generator=gen)\n"}
     assert outside(RANDN_ALLOWED, holders("torch.randn(", files)) == ["callbacks/sample_grid.py"]
+
+
+def _meaningful_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, stripped line) of the code lines that carry logic: no blanks, comments, docstring quotes,
+    lone brackets, imports or decorators."""
+    skip = re.compile(r"^(#|\"\"\"|'''|[)\]}],?$|from |import |@)")
+    return [
+        (i, s) for i, line in enumerate(text.splitlines(), 1) if (s := line.strip()) and not skip.match(s)
+    ]
+
+
+def test_no_block_of_logic_is_written_twice() -> None:
+    """No run of 6 identical code lines stands in two places of gan_lab/ (write it once and call it)."""
+    size, seen, twice, lines_of = 6, {}, [], {}
+    for path, text in sources().items():
+        lines = lines_of[path] = _meaningful_lines(text)
+        for k in range(len(lines) - size + 1):
+            window = tuple(s for _, s in lines[k : k + size])
+            if sum(len(s) for s in window) < 120:  # thin runs (keyword arguments, returns) are not logic
+                continue
+            if window in seen:
+                first_path, first_k = seen[window]
+                if first_path != path or k - first_k >= size:  # not the same lines seen again
+                    twice.append(f"{first_path}:{lines_of[first_path][first_k][0]} ~ {path}:{lines[k][0]}")
+            seen.setdefault(window, (path, k))
+    assert twice == []
