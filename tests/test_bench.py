@@ -217,7 +217,7 @@ def test_plain_loop_computes_what_gan_module_does(tiny_config, overrides: list[s
     This is what makes the overhead ratio fair: both contenders do the same arithmetic, so any difference
     in time is the framework's.
     """
-    from gan_lab.train import build_module, build_trainer
+    from gan_lab.build import build_module, build_trainer
 
     steps = 3
     kept, _ = check_overrides(overrides)
@@ -249,7 +249,7 @@ def test_plain_loop_computes_what_gan_module_does(tiny_config, overrides: list[s
 
 def test_plain_loop_gets_gan_labs_batches(tmp_path: Path, small_folder: Path) -> None:
     """The plain loop reads the same data module (in memory where gan_lab is) and sees the same tensors."""
-    from gan_lab.train import build_module, build_trainer
+    from gan_lab.build import build_module, build_trainer
     from gan_lab.utils.config import compose_config
 
     tiny = [o for o in TINY_RUN if not o.startswith("dataset")]
