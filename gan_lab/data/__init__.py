@@ -3,6 +3,7 @@
 - ``ImageDataModule``: shared settings, validation, the training dataloader and the in-memory mode
   (``dataset.in_memory``): images decoded once into a uint8 tensor, cached on disk, served as uint8 batches
   that ``on_after_batch_transfer`` turns into the very floats the file pipeline gives, on the device.
+  With ``dataset.on_device``, the images themselves are held on the device and the loader yields only indices.
 - ``CIFAR10DataModule``: torchvision CIFAR-10 (train split, 10 classes), downloaded by ``prepare_data``.
 - ``LSUNChurchDataModule``: LSUN church_outdoor from its lmdb folder (unconditional).
 - ``FolderDataModule``: any folder of images; top-level subfolders become class labels.
@@ -10,7 +11,9 @@
 
 Modules, one concept each: ``transforms`` (PIL -> RGB -> square crop, uint8 -> [-1, 1]), ``folder`` (image
 files: scanning, header checks, unreadable files), ``memory`` (decoded images in memory and their cache file),
-``sampler`` (StreamSampler, Mirrored), ``base`` (ImageDataModule), ``datamodules`` (the four datamodules).
+``sampler`` (StreamSampler, Mirrored), ``device`` (``dataset.on_device``: the in-memory images on the training
+device, batches gathered there from the loader's indices), ``base`` (ImageDataModule), ``datamodules`` (the four
+datamodules).
 """
 
 from gan_lab.data.base import DECODE_BATCH, IN_MEMORY_MAX_BYTES, MIN_CACHED_IMAGES, ImageDataModule

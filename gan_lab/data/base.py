@@ -1,4 +1,4 @@
-"""ImageDataModule: the datasets' shared settings, training dataloader and in-memory mode."""
+"""ImageDataModule: the datasets' shared settings, training dataloader, in-memory and on-device modes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from gan_lab.data.device import DeviceImages, IndexBatches, as_collated, choose_device_images
 from gan_lab.data.memory import (
     DECODED_FORMAT,
     InMemoryImages,
@@ -68,13 +69,21 @@ class ImageDataModule(pl.LightningDataModule):
         hflip: bool,
         order_seed: int = 0,
         in_memory: bool | str | None = None,
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
-        if in_memory not in (None, True, False, "auto"):
-            raise ConfigError(
-                f"dataset.in_memory={in_memory!r} must be auto, true or false; set dataset.in_memory=auto"
-            )
-        self.in_memory = in_memory  # None: not applicable (the images are generated in memory)
+        for key, value, allowed in (
+            ("in_memory", in_memory, (None, True, False, "auto")),  # None: the images are generated in memory
+            ("on_device", on_device, (True, False, "auto")),
+        ):
+            if value not in allowed:
+                raise ConfigError(
+                    f"dataset.{key}={value!r} must be auto, true or false; set dataset.{key}=auto"
+                )
+        self.in_memory = in_memory
+        self.on_device = on_device  # hold the in-memory images on the training device (data/device.py)
+        self.device_images: DeviceImages | None = None  # set by train_dataloader where on_device is chosen
+        self._on_device_for: torch.device | None = None  # the device that on_device was resolved for
         self.root = Path(root).expanduser() if root is not None else None
         self.resolution = _positive_int("dataset.resolution", resolution, 64)
         self.batch_size = _positive_int("dataset.batch_size", batch_size, 64)
@@ -226,7 +235,12 @@ class ImageDataModule(pl.LightningDataModule):
         )
 
     def on_after_batch_transfer(self, batch: object, dataloader_idx: int) -> object:
-        """Turn the in-memory loader's uint8 images into the file pipeline's floats, after the device transfer."""
+        """Turn the in-memory loader's uint8 images into the file pipeline's floats, after the device transfer.
+
+        On the device path the batch is the sampler's indices (B,): the images are gathered first, there.
+        """
+        if self.device_images is not None and isinstance(batch, torch.Tensor):
+            batch = self.device_images.batch(batch)
         if isinstance(batch, (list, tuple)) and len(batch) == 2 and isinstance(batch[0], torch.Tensor):
             if batch[0].dtype == torch.uint8:
                 return [uint8_to_unit_range(batch[0]), batch[1]]
@@ -237,14 +251,46 @@ class ImageDataModule(pl.LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         return int(getattr(module, "d_steps", 0))
 
+    def use_on_device(self) -> DeviceImages | None:
+        """Resolve dataset.on_device for the trainer's device (CPU without one) once per device, and log it."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self._on_device_for != device:
+            self.device_images, line = choose_device_images(
+                self.on_device, self.train_set, self.in_memory, device, self.hflip
+            )
+            self._on_device_for = device
+            if line is not None:
+                _info_once("%s", line)
+        return self.device_images
+
+    def _sampler(self, dataset: Dataset) -> StreamSampler:
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        return StreamSampler(
+            dataset, self.batch_size, self.trained_batches, self.order_seed, self.hflip, world, rank
+        )
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches of ``batch_size`` (a pass's incomplete last batch is dropped), resumable mid-pass.
 
         In memory, the images come as uint8: `on_after_batch_transfer` (which Lightning calls after moving a
-        batch to the device) turns them into the floats that the file pipeline yields.
+        batch to the device) turns them into the floats that the file pipeline yields. On the device
+        (dataset.on_device), the loader yields only the sampler's indices and that hook gathers the images.
         """
         self.setup("fit")
-        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        if self.use_on_device() is not None:
+            # Only the sampler's indices, int64 (B,): nothing for workers or pinned memory to speed up.
+            quiet_worker_advice()
+            indices = IndexBatches(len(self.train_set))  # type: ignore[arg-type]
+            return DataLoader(
+                indices,
+                batch_size=self.batch_size,
+                sampler=self._sampler(indices),
+                drop_last=True,
+                collate_fn=as_collated,
+                generator=torch.Generator().manual_seed(
+                    self.order_seed
+                ),  # its base seed: not the global RNG's
+            )
         if isinstance(self.train_set, InMemoryImages):
             # uint8 batches straight from memory in this process: one index + one flip per batch, no workers.
             quiet_worker_advice()
@@ -252,9 +298,7 @@ class ImageDataModule(pl.LightningDataModule):
             return DataLoader(
                 batches,
                 batch_size=self.batch_size,
-                sampler=StreamSampler(
-                    batches, self.batch_size, self.trained_batches, self.order_seed, self.hflip, world, rank
-                ),
+                sampler=self._sampler(batches),
                 drop_last=True,
                 collate_fn=_whole_batch,
                 pin_memory=torch.cuda.is_available(),
@@ -262,13 +306,10 @@ class ImageDataModule(pl.LightningDataModule):
                 generator=torch.Generator().manual_seed(self.order_seed),
             )
         dataset = Mirrored(self.train_set) if self.hflip else self.train_set
-        sampler = StreamSampler(
-            dataset, self.batch_size, self.trained_batches, self.order_seed, self.hflip, world, rank
-        )
         return DataLoader(
             dataset,  # type: ignore[arg-type]
             batch_size=self.batch_size,
-            sampler=sampler,
+            sampler=self._sampler(dataset),
             drop_last=True,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),

@@ -42,8 +42,9 @@ class CIFAR10DataModule(ImageDataModule):
         order_seed: int = 0,
         download: bool = True,
         in_memory: bool | str = "auto",
+        on_device: bool | str = "auto",
     ) -> None:
-        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed, in_memory)
+        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed, in_memory, on_device)
         self.download = download
         self.num_classes = 10
         self.class_names = list(self.CLASS_NAMES)
@@ -112,9 +113,10 @@ class LSUNChurchDataModule(ImageDataModule):
         hflip: bool = False,
         order_seed: int = 0,
         in_memory: bool | str = "auto",
+        on_device: bool | str = "auto",
     ) -> None:
         # auto never picks memory here (num_images is unknown): 126k images at 128² take ~5.8 GiB.
-        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed, in_memory)
+        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed, in_memory, on_device)
 
     def source_files(self) -> list[Path]:
         return [self.root / "church_outdoor_train_lmdb" / "data.mdb"]  # type: ignore[operator]
@@ -154,8 +156,9 @@ class FolderDataModule(ImageDataModule):
         test_root: str | None = None,
         crop: int | None = None,
         in_memory: bool | str = "auto",
+        on_device: bool | str = "auto",
     ) -> None:
-        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed, in_memory)
+        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed, in_memory, on_device)
         self.crop = _positive_int("dataset.crop", crop, 108) if crop is not None else None
         self.skip_corrupt = skip_corrupt
         self.test_root = Path(test_root).expanduser() if test_root else None
@@ -287,8 +290,10 @@ class FakeDataModule(ImageDataModule):
         num_samples: int = 256,
         num_classes: int = 0,
         seed: int = 0,
+        on_device: bool | str = "auto",
     ) -> None:
-        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed)
+        # Its images are generated in memory (no dataset.in_memory); on the device only with on_device=true.
+        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed, None, on_device)
         self.num_samples = _positive_int("dataset.num_samples", num_samples, 256)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ConfigError(f"dataset.num_classes={num_classes!r} must be >= 0 (0 = unconditional)")

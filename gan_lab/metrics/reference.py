@@ -102,7 +102,16 @@ class ReferenceFeatures:
 # Dataset settings that do not change which real images the reference holds. The training resolution stays in
 # the identity although the images are taken at the metric resolution: generated datasets (dataset=fake) draw
 # different images at each resolution, and a shared cache entry would be a silently wrong FID.
-_NOT_IDENTITY = {"batch_size", "num_workers", "hflip", "order_seed", "skip_corrupt", "download", "in_memory"}
+_NOT_IDENTITY = {
+    "batch_size",
+    "num_workers",
+    "hflip",
+    "order_seed",
+    "skip_corrupt",
+    "download",
+    "in_memory",
+    "on_device",
+}
 
 
 def dataset_identity(dataset_cfg: Mapping[str, Any]) -> str:
