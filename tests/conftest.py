@@ -159,3 +159,14 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(autouse=True)
+def _metric_kinds_of_this_test_only():
+    """Kinds a test registers (metrics.extra) are unregistered after it: the registry lives as long as the process."""
+    from gan_lab.metrics.registry import KINDS, unregister
+
+    before = set(KINDS)
+    yield
+    for name in set(KINDS) - before:
+        unregister(name)
