@@ -5,12 +5,14 @@ The entry points (train, the bench, tests) compose a config and call these; noth
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ProgressBar, Timer
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.callbacks import InLoopMetrics
@@ -23,7 +25,7 @@ from gan_lab.run.paths import RunDir
 from gan_lab.run.preemption import PreemptionCheckpoint
 from gan_lab.utils.config import redact_secrets
 from gan_lab.utils.console import ModelSize
-from gan_lab.utils.precision import resolve_precision
+from gan_lab.utils.precision import resolve_precision, set_tf32
 
 
 def absolutize_data_paths(cfg: DictConfig) -> None:
@@ -77,6 +79,7 @@ def build_module(cfg: DictConfig) -> GANModule:
         ema_start_step=cfg.ema.start_step,
         channels_last=bool(speed.get("channels_last", False)),
         compile=bool(speed.get("compile", False)),
+        capture=bool(speed.get("capture", False)),
         config=redact_secrets(OmegaConf.to_container(cfg, resolve=True)),
     )
 
@@ -102,13 +105,34 @@ def build_metrics_callback(cfg: DictConfig) -> InLoopMetrics | None:
     )
 
 
-def build_trainer(cfg: DictConfig) -> pl.Trainer:
-    """The Lightning Trainer; a `steps` budget replaces trainer.max_epochs (GANModule stops the run).
+def time_budget(cfg: DictConfig) -> float | None:
+    """`budget`: minutes of training (a number > 0), or None; ConfigError otherwise."""
+    budget = cfg.get("budget")
+    if budget is None:
+        return None
+    number = isinstance(budget, (int, float)) and not isinstance(budget, bool)
+    if not (number and math.isfinite(budget) and budget > 0):
+        raise ConfigError(
+            f"budget must be a number of minutes > 0 (or null: none), got {budget!r}; e.g. budget=30"
+        )
+    return float(budget)
 
-    Checkpoints are written atomically, and SIGTERM / Ctrl+C save a resumable one (PreemptionCheckpoint).
+
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    """The Lightning Trainer; a `steps` or `budget` budget replaces trainer.max_epochs.
+
+    GANModule stops the run at `steps` generator steps; a Timer at `budget` minutes of training, counted over the
+    whole run: the Timer is always there, so every checkpoint holds the training time so far and a resumed run
+    goes on counting from it (`budget` replaces trainer.max_time). Checkpoints are written atomically, and
+    SIGTERM / Ctrl+C save a resumable one (PreemptionCheckpoint). Sets speed.tf32 (process-wide).
     """
-    overrides = {"max_epochs": -1} if cfg.steps else {}
+    budget = time_budget(cfg)
+    set_tf32((cfg.get("speed") or {}).get("tf32"))
+    overrides: dict[str, Any] = {"max_epochs": -1} if cfg.steps or budget else {}
+    max_time = timedelta(minutes=budget) if budget else cfg.trainer.get("max_time")
     callbacks = _instantiate_named(cfg.get("callbacks"))
+    # Lightning adds a Timer only for max_time; this one also records the time of runs without a budget.
+    callbacks.append(Timer(duration=max_time, interval="step"))
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag alone turns gan_lab's bar off too
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     metrics_callback = build_metrics_callback(cfg)
@@ -124,6 +148,7 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         logger=_instantiate_named(cfg.get("logger")),  # logger=[] leaves no key: no logger
         plugins=[AtomicCheckpointIO()],
         precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
+        max_time=None,  # the Timer above
         **overrides,
     )
 

@@ -7,8 +7,15 @@ Schedule (manual optimization), per training batch of real images:
      generator step on a fresh noise batch of the same size, minimising loss.g_loss(D(G(z))).
 So each D step uses a fresh real batch, and an epoch (one pass over the data) has len(data) D steps and about
 len(data) / n_critic G steps. Per-step schedulers advance with each G step, per-epoch ones each epoch.
-The run's budget is `max_g_steps` generator steps or trainer.max_epochs: Lightning's `global_step` counts D
-and G optimizer steps together, so gan_lab keeps its own counters (`g_steps`, `d_steps`, saved in checkpoints).
+The run's budget is `max_g_steps` generator steps, trainer.max_epochs, or minutes (`budget`, Lightning's Timer, see
+build.build_trainer): Lightning's `global_step` counts D and G optimizer steps together, so gan_lab keeps its own
+counters (`g_steps`, `d_steps`, saved in checkpoints).
+
+speed.compile compiles G and D in place (nn.Module.compile: parameter names, and so checkpoints, stay those of the
+plain nets). speed.capture does the same when fitting starts, once the device is known: mode "reduce-overhead" on
+CUDA, so that each G and D call (forward and backward, BN statistics and spectral norm's power iteration included)
+replays as a CUDA graph; the default mode elsewhere. A penalty (regularizer.penalty: GP, R1) differentiates D's
+input gradient again, which a compiled D cannot do, so it calls D uncompiled, on the same weights.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ class GANModule(pl.LightningModule):
         ema_start_step: int = 0,
         channels_last: bool = False,
         compile: bool = False,
+        capture: bool = False,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -82,7 +90,11 @@ class GANModule(pl.LightningModule):
         self.augment = augment or Augmentations(None)
         self.generator_ema = build_ema(self.generator, ema_decay)
         self.ema_start_step = ema_start_step
-        if compile:
+        # speed.capture includes speed.compile: with both set, capture decides (it compiles in on_fit_start).
+        self.capture = capture
+        self._cuda_graphs = False  # set in on_fit_start: capture on a CUDA device
+        self._said_penalty_is_eager = False
+        if compile and not capture:
             # In place (nn.Module.compile): parameter names, and so checkpoints, stay those of the plain nets.
             # G and D separately, not the LightningModule, whose step has Python control flow.
             self.generator.compile()
@@ -130,14 +142,17 @@ class GANModule(pl.LightningModule):
         was_training = generator.training
         generator.eval()
         try:
-            return generator(z, labels)
+            # Captured: a CUDA graph's output is overwritten by its next replay, and eval mode would compile
+            # another graph; samples and metrics are rare enough to run G uncompiled.
+            return (uncompiled(generator) if self.capture else generator)(z, labels)
         finally:
             generator.train(was_training)
 
     # --- optimizers ---------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        opt_g = build_optimizer(self.optim, self.generator.parameters(), self.lr_g)
-        opt_d = build_optimizer(self.optim, self.discriminator.parameters(), self.lr_d)
+        fused = self.capture  # the single-kernel step where the optimizer has one (see build_optimizer)
+        opt_g = build_optimizer(self.optim, self.generator.parameters(), self.lr_g, prefer_fused=fused)
+        opt_d = build_optimizer(self.optim, self.discriminator.parameters(), self.lr_d, prefer_fused=fused)
         if not self.scheduler:
             return [opt_g, opt_d]
         length = self._run_length(self.scheduler.get("interval", "step"))
@@ -153,7 +168,10 @@ class GANModule(pl.LightningModule):
             return self.max_g_steps if interval == "step" else epochs
         max_epochs = self.trainer.max_epochs
         if max_epochs is None or max_epochs < 1:
-            raise ConfigError("this scheduler needs a finite run: set steps=N or trainer.max_epochs=N")
+            raise ConfigError(
+                "this scheduler needs a finite run: set steps=N or trainer.max_epochs=N (a time budget alone "
+                "cannot size it)"
+            )
         return max_epochs * batches // self.n_critic if interval == "step" else max_epochs
 
     def _batches_per_epoch(self) -> int:
@@ -186,6 +204,25 @@ class GANModule(pl.LightningModule):
     def _scheduler_interval(self) -> str | None:
         return self.scheduler.get("interval", "step") if self.scheduler else None
 
+    def on_fit_start(self) -> None:
+        if self.capture and not is_compiled(self.generator):
+            cuda = self.device.type == "cuda"
+            for net in (self.generator, self.discriminator):
+                net.compile(mode="reduce-overhead" if cuda else None)
+            self._cuda_graphs = cuda
+        if (
+            is_compiled(self.discriminator)
+            and has_penalty(self.regularizer)
+            and not self._said_penalty_is_eager
+        ):
+            self._said_penalty_is_eager = True
+            log.info(
+                "%s: the %s penalty calls D uncompiled (eagerly), on the same weights: its double backward "
+                "cannot go through a compiled D; the rest of the step stays compiled",
+                "speed.capture" if self.capture else "speed.compile",
+                type(self.regularizer).__name__,
+            )
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._rng_to_restore is not None:
             # Restored here, not when the checkpoint is read: Lightning draws random numbers while setting up.
@@ -193,6 +230,9 @@ class GANModule(pl.LightningModule):
             self._rng_to_restore = None
 
     def _discriminator_step(self, opt_d: Any, real: Tensor, labels: Tensor | None) -> None:
+        if self._cuda_graphs:
+            # A new iteration of the CUDA graphs: the last step's graph outputs may be overwritten now.
+            torch.compiler.cudagraph_mark_step_begin()
         n = real.shape[0]
         fake_labels = labels  # conditional D compares real and fake of the same classes
         with torch.no_grad():
@@ -202,10 +242,14 @@ class GANModule(pl.LightningModule):
         real_logits = self.discriminator(real, labels)
         fake_logits = self.discriminator(fake, fake_labels)
         d_loss = self.loss.d_loss(real_logits, fake_logits)
-        penalty = self.regularizer.penalty(self.discriminator, real, fake, labels)
+        penalty_d = self.discriminator
+        if has_penalty(self.regularizer) and is_compiled(penalty_d):
+            penalty_d = uncompiled(penalty_d)  # double backward: see on_fit_start
+        penalty = self.regularizer.penalty(penalty_d, real, fake, labels)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss + penalty)
         opt_d.step()
+        self._drop_graph_gradients(opt_d)
         self.untoggle_optimizer(opt_d)
         self.regularizer.after_d_step(self.discriminator)
         self.d_steps += 1
@@ -220,7 +264,15 @@ class GANModule(pl.LightningModule):
         )
         self.log("train/d_loss", d_loss.detach(), prog_bar=True, logger=False)
 
+    def _drop_graph_gradients(self, optimizer: Any) -> None:
+        """Under CUDA graphs, gradients live in the graphs' memory, which the next step's replays overwrite (and
+        reading them after that raises): drop them once the optimizer has used them."""
+        if self._cuda_graphs:
+            optimizer.zero_grad(set_to_none=True)
+
     def _generator_step(self, opt_g: Any, n: int) -> None:
+        if self._cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad: no D gradients are computed
         fake_labels = self.sample_labels(n)
         fake = self.augment.fake(self.generator(self.sample_noise(n), fake_labels))
@@ -228,6 +280,7 @@ class GANModule(pl.LightningModule):
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()
+        self._drop_graph_gradients(opt_g)
         self.untoggle_optimizer(opt_g)
         self.g_steps += 1
         self._finite.watch(g_loss, is_generator=True, g_step=self.g_steps, d_step=self.d_steps)
@@ -237,7 +290,8 @@ class GANModule(pl.LightningModule):
                 scheduler.step()
         self._accumulate(g_loss=g_loss)
         self.log("train/g_loss", g_loss.detach(), prog_bar=True, logger=False)
-        self.log("train/g_step", float(self.g_steps), prog_bar=True, logger=False)
+        # A CPU tensor: a Python number would be copied to the GPU with a host sync at every step.
+        self.log("train/g_step", torch.tensor(float(self.g_steps)), prog_bar=True, logger=False)
         if self.g_steps % self.trainer.log_every_n_steps == 0 or self.g_steps == self.max_g_steps:
             self._write_training_metrics()
         if self.max_g_steps and self.g_steps >= self.max_g_steps:
@@ -287,3 +341,33 @@ class GANModule(pl.LightningModule):
         self.g_steps = state.get("g_steps", 0)
         self.d_steps = state.get("d_steps", 0)
         self._rng_to_restore = state.get("rng")
+
+
+# --- compiled nets ----------------------------------------------------------------------------------------------
+# torch 2.2-2.14: nn.Module.compile() keeps the compiled call in `_compiled_call_impl` and `_call_impl` is the
+# plain one (also read by bench/loops.resolved_speed).
+def is_compiled(module: nn.Module) -> bool:
+    """Whether nn.Module.compile() was applied to `module` in place."""
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
+def has_penalty(regularizer: Regularizer) -> bool:
+    """Whether the regularizer adds a penalty term (which may differentiate through D twice)."""
+    return type(regularizer).penalty is not Regularizer.penalty
+
+
+class _Uncompiled(nn.Module):
+    """`module` called without its in-place compilation: same parameters, buffers and hooks."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.training = module.training  # this flag only: train() would reset every submodule of `module`
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module._call_impl(*args, **kwargs)
+
+
+def uncompiled(module: nn.Module) -> nn.Module:
+    """`module`, or a view of it that skips the torch.compile nn.Module.compile() put in place."""
+    return _Uncompiled(module) if is_compiled(module) else module

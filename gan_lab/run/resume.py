@@ -26,10 +26,11 @@ _ABSENT = object()
 # is an error. Everything else that makes the continuation exact lives with its owner: GANModule saves counters
 # and RNG states, data.StreamSampler positions the data stream, Lightning restores optimizers and schedulers.
 CHANGEABLE = (
-    "resume", "steps", "paths", "logger", "callbacks", "metrics", "hydra", "objective", "checkpoint",
+    "resume", "steps", "budget", "paths", "logger", "callbacks", "metrics", "hydra", "objective", "checkpoint",
     "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.default_root_dir",
     "dataset.root", "dataset.test_root", "dataset.num_workers", "dataset.download",
+    "dataset.in_memory", "dataset.on_device",  # where the same batches are gathered: bit-identical either way
 )  # fmt: skip
 
 

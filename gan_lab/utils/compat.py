@@ -13,7 +13,9 @@ Also used, not patched (plain calls or reads of private names, where they are us
 - lightning `LightningModule._trainer` (core/module.py, GANModule.check_finite: read, may be unset);
 - wandb `wandb._attach` (loggers.GANWandbLogger.experiment: a spawned DDP worker attaches to the parent's run);
 - torch `torch.cpu._is_amx_tile_supported` / `_is_avx512_bf16_supported` (utils/precision.fast_bf16_available);
-- torch.compile's `_compiled_call_impl` / `_orig_mod` (bench/loops.resolved_speed: whether a net is compiled).
+- torch.compile's `_compiled_call_impl` / `_orig_mod` (bench/loops.resolved_speed: whether a net is compiled),
+  and `nn.Module._compiled_call_impl` / `_call_impl` (core/module.py: the eager call of a net compiled in place,
+  for penalties and samples under speed.capture).
 """
 
 from __future__ import annotations

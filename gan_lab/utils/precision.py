@@ -1,4 +1,4 @@
-"""trainer.precision=auto: bf16 autocast where the hardware runs bf16 fast, full fp32 elsewhere.
+"""trainer.precision=auto: bf16 autocast where the hardware runs bf16 fast, full fp32 elsewhere; speed.tf32.
 
 (Kept out of train.py: `python -m gan_lab.train` runs that file as __main__, whose functions launchers such as
 submitit pickle by value, and torch.backends' module objects cannot be pickled.)
@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from gan_lab.errors import ConfigError
 
 
 def fast_bf16_available(accelerator: str = "auto") -> bool:
@@ -26,3 +28,17 @@ def resolve_precision(precision: Any, accelerator: str = "auto") -> Any:
     if precision != "auto":
         return precision
     return "bf16-mixed" if fast_bf16_available(str(accelerator)) else "32-true"
+
+
+def set_tf32(enabled: bool | None) -> None:
+    """speed.tf32: fp32 matmuls and convolutions on CUDA use TF32 tensor cores (True) or full fp32 (False).
+
+    Process-wide torch.backends flags, read only by CUDA kernels: no effect on CPU, nor on the ops bf16 autocast
+    runs in bf16. None (a config from before the key existed) leaves torch's own defaults.
+    """
+    if enabled is None:
+        return
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"speed.tf32 must be true or false, got {enabled!r}")
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
