@@ -59,3 +59,28 @@ def test_ema_generator_samples_and_is_saved(tiny_config, tmp_path):
     loaded = load_generator(tmp_path / "run" / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(loaded.generator(z), module.generate(z))  # the EMA weights were loaded
     assert not torch.allclose(module.generator.eval()(z), module.generate(z))
+
+
+@pytest.mark.parametrize("start_step", [0, 1, 3])
+def test_ema_update_equals_torchs_averaged_model_without_a_sync(start_step) -> None:
+    """update_ema computes what AveragedModel.update_parameters does, step by step, n_averaged included."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from gan_lab.core.ema import build_ema, update_ema
+    from gan_lab.nets.dcgan import DCGANGenerator
+
+    torch.manual_seed(0)
+    generator = DCGANGenerator(z_dim=8, resolution=32, width=4, norm="spectral_batch")
+    ours = build_ema(generator, 0.9)
+    reference = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=False)
+    for g_steps in range(1, 7):
+        with torch.no_grad():
+            for p in generator.parameters():
+                p.add_(torch.randn_like(p))
+        generator(torch.randn(4, 8))  # moves BN statistics and spectral norm's vectors
+        update_ema(ours, generator, g_steps, start_step)
+        if g_steps <= start_step:
+            reference.n_averaged.zero_()
+        reference.update_parameters(generator)
+        for (name, a), b in zip(ours.state_dict().items(), reference.state_dict().values(), strict=True):
+            assert torch.equal(a, b), (g_steps, name)

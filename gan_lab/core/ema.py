@@ -25,10 +25,20 @@ def build_ema(generator: nn.Module, decay: float | None) -> AveragedModel | None
 
 @torch.no_grad()
 def update_ema(ema: AveragedModel, generator: nn.Module, g_steps: int, start_step: int) -> None:
-    """Average G's parameters into `ema` after generator step `g_steps`; a copy of G until `start_step`."""
-    if g_steps <= start_step:
-        ema.n_averaged.zero_()  # until averaging starts, the average is a copy of G
-    ema.update_parameters(generator)
+    """Average G's parameters into `ema` after generator step `g_steps`; a copy of G until `start_step`.
+
+    The arithmetic of AveragedModel.update_parameters (the same foreach lerp), without its two host syncs
+    (`n_averaged == 0`, `n_averaged > 0`): whether this step copies follows from the step counters instead.
+    """
+    averaged = list(ema.module.parameters())
+    current = [p.detach() for p in generator.parameters()]
+    if g_steps <= max(start_step, 1):  # until averaging starts (and at a fresh run's first step): a copy of G
+        for a, c in zip(averaged, current, strict=True):
+            a.copy_(c)
+        ema.n_averaged.fill_(1)
+    else:
+        ema.multi_avg_fn(averaged, current, ema.n_averaged)
+        ema.n_averaged.add_(1)
     # Buffers are copied, never averaged: BN statistics belong to the current weights, and averaged
     # spectral-norm power-iteration vectors would no longer be singular vectors.
     for ema_buffer, buffer in zip(ema.module.buffers(), generator.buffers(), strict=True):
