@@ -131,16 +131,19 @@ def main(cfg: DictConfig) -> float:
     """Train one run; returns its objective (see run_objective), which Hydra's Optuna sweeper optimizes."""
     from hydra.core.hydra_config import HydraConfig
 
-    ddp.install()  # DDP ranks re-run this job, not the whole command line (multirun)
-    register_extra((cfg.get("metrics") or {}).get("extra"))  # before the objective, which may name one
-    objective.resolve(cfg.get("objective"))  # a misspelt objective stops before training
+    environment = ddp.install()  # DDP ranks re-run this job, not the whole command line (multirun)
     try:
-        module = train(cfg, overrides=list(HydraConfig.get().overrides.task))
-    except Exception as exc:
-        if not objective.in_search() or isinstance(user_error(exc), Preempted):
-            raise  # outside a search, and when the whole search is being stopped (SIGTERM, Ctrl+C)
-        return failed_trial(cfg, exc)
-    return run_objective(cfg, module)
+        register_extra((cfg.get("metrics") or {}).get("extra"))  # before the objective, which may name one
+        objective.resolve(cfg.get("objective"))  # a misspelt objective stops before training
+        try:
+            module = train(cfg, overrides=list(HydraConfig.get().overrides.task))
+        except Exception as exc:
+            if not objective.in_search() or isinstance(user_error(exc), Preempted):
+                raise  # outside a search, and when the whole search is being stopped (SIGTERM, Ctrl+C)
+            return failed_trial(cfg, exc)
+        return run_objective(cfg, module)
+    finally:
+        ddp.restore_environment(environment)  # the next job in this process starts its own DDP ranks
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from gan_lab.bench.contenders import PlainBatches, check_overrides
+from gan_lab.bench.jobs import steady_together
 from gan_lab.bench.loops import (
     ClassicDiscriminator,
     ClassicGenerator,
@@ -398,3 +400,91 @@ def test_quick_reproduce_trains_scores_and_writes_the_report(tmp_path: Path, sma
         "`cgan_study/cgan`" in report and "`fid8_train32`" in report and "conditional DCGAN beats" in report
     )
     assert "--epochs 100" in report  # the GPU command with the studies' budget
+
+
+# --- the GPU command (`gpu`), its jobs sharing a machine and the GPU machine's script --------------------------
+
+
+def _clock(start: float, rate: float, steps: int, exact_every: int = 1) -> StepClock:
+    clock = StepClock()
+    clock.start = start
+    clock.times = [start + (i + 1) / rate for i in range(steps)]
+    clock.exact = [(i + 1) % exact_every == 0 for i in range(steps)]
+    return clock
+
+
+def test_steady_together_sums_the_rates_while_all_jobs_train() -> None:
+    # 10 and 20 steps/s; the second starts 1 s later and both train past 2 warm-up steps: 30 steps/s together.
+    a, b = _clock(0.0, 10.0, 100, exact_every=5), _clock(1.0, 20.0, 100, exact_every=5)
+    rate, window = steady_together([a, b], warmup=5)
+    assert rate == pytest.approx(30.0)
+    assert window == pytest.approx(min(a.times[-1], b.times[-1]) - max(a.times[4], b.times[4]))
+    # One job done before the other is past its warm-up: no window in which both train.
+    assert steady_together([_clock(0.0, 10.0, 10), _clock(5.0, 10.0, 10)], warmup=2) is None
+    # A warm-up edge without an exact timestamp cannot be timed.
+    assert steady_together([_clock(0.0, 10.0, 20, exact_every=5)], warmup=3) is None
+
+
+def test_step_clock_on_the_cpu_marks_every_timestamp_exact() -> None:
+    clock = StepClock(max_steps=4, sync_at=(2,))
+    assert [clock.tick() for _ in range(4)] == [False, False, False, True]
+    assert clock.exact == [True] * 4  # a CPU step's work is done when it returns
+
+
+@pytest.mark.slow  # ~1 minute on 2 cores: four multirun commands start Python, torch and Lightning each
+def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: Path) -> None:
+    """`python -m gan_lab.bench gpu --quick` runs every part on the CPU (the CUDA-only branches are the device,
+    the classic design's worker count and where timestamps wait for the GPU) and writes all of it."""
+    out = tmp_path / "out"
+    proc = run_module(
+        "gan_lab.bench", "gpu", "--quick", f"--data-root={small_folder}", f"--out={out}", cwd=tmp_path, timeout=600
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["quick"] is True and results["settings"]["device"] == "cpu"
+    assert {"machine", "matmul", "dcgan", "best_settings", "preset", "jobs", "sweep"} <= results.keys()
+    assert {"gpu", "torch", "lightning", "gan_lab_commit", "date"} <= results["machine"].keys()
+    repeats, batch = results["settings"]["repeats"], results["settings"]["batch_size"]
+
+    contenders = results["dcgan"]["contenders"]
+    variants = ["gan_lab", "gan_lab_capture", "gan_lab_on_device", "gan_lab_capture_on_device"]
+    assert list(contenders) == [*variants, "plain", "classic"]
+    for name in ("gan_lab", "plain", "classic"):
+        c = contenders[name]
+        assert "error" not in c, c["error"]
+        _check_summary(c["images_per_s"], repeats)
+        _check_summary(c["bf16_limit_fraction"], repeats)
+        assert c["images_per_s"]["median"] == pytest.approx(batch * c["g_steps_per_s"]["median"])
+        assert c["flops_per_step"] > 0
+    for name in variants[1:]:  # measured, or why not: a setting this gan_lab lacks, or skipped in quick mode
+        c = contenders[name]
+        assert "images_per_s" in c or "unavailable" in c or "skipped" in c, c
+    assert results["best_settings"]["contender"] in variants
+
+    preset = results["preset"]
+    _check_summary(preset["contender"]["images_per_s"], repeats)
+    assert preset["contender"]["flops_per_step"] > 0 and preset["speedup_vs_classic"] > 0
+    assert "not available offline" in preset["baseline_note"]
+
+    runs = results["jobs"]["runs"]
+    assert list(runs) == ["1", "2"] and results["jobs"]["per_job"] == ["steps=4"]
+    for n, run in runs.items():
+        assert run["returncode"] == 0, run.get("log_tail")
+        assert run["completed"] == int(n) == len(run["jobs"])
+        assert [job["g_steps"] for job in run["jobs"]] == [4] * int(n)
+        assert run["images"] == 4 * batch * int(n) and run["images_per_s"] > 0
+    sweep = results["sweep"]
+    assert sweep["arms"] == ["1e-4", "1e-5"] and list(sweep["runs"]) == ["1", "2"]
+    assert all(run["completed"] == 2 for run in sweep["runs"].values())
+    assert sweep["time_ratio"] > 0
+
+    table = (out / "results.md").read_text()
+    for text in ("Quick mode", "DCGAN 64²", "SN-DCGAN study preset", "Jobs sharing the GPU", "Lr sweep"):
+        assert text in table
+
+
+def test_gpu_check_script_parses() -> None:
+    scripts = Path(__file__).resolve().parents[1] / "benchmarks"
+    for name in ("gpu_check.sh", "gpu_prepare.sh"):
+        done = subprocess.run(["bash", "-n", str(scripts / name)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr

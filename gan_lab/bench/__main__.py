@@ -1,4 +1,4 @@
-"""`python -m gan_lab.bench [throughput]`, `... quality --minutes 20` and `... reproduce --minutes 4`.
+"""`python -m gan_lab.bench [throughput]`, `... quality --minutes 20`, `... reproduce --minutes 4` and `... gpu`.
 
 Throughput (~9 minutes on a 2-core CPU with the defaults): framework overhead against a plain loop, end to end
 against the classic DCGAN design, FID features against torch-fidelity. Quality (1-1.5 hours: 2 x 20 minutes
@@ -6,6 +6,7 @@ of training, then Inception on 5k + 5k generated and 10k real images, the real o
 run): FID-5k of gan_lab's SN-DCGAN preset against the classic design after the same training time. Both write benchmarks/results.json,
 benchmarks/results.md and README.md's section between `<!-- bench:start -->` and `<!-- bench:end -->`.
 `--quick` runs tiny settings in seconds (for tests), writing to benchmarks/quick/ and leaving README.md alone.
+`gpu` (under 6 minutes on an H100; gan_lab/bench/gpu.py) writes benchmarks/gpu/results.json and results.md.
 """
 
 from __future__ import annotations
@@ -110,8 +111,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     rp.add_argument("--num-real", type=int, help="real training images for FID (default 1000, cached)")
     rp.add_argument("--protocol", help="a named protocol instead of the counts, e.g. fid10k_test")
     rp.add_argument("--cache-dir", help="real-feature cache (default ~/.cache/gan_lab/metrics)")
+    gp = sub.add_parser("gpu", help="speed on one CUDA GPU: settings, preset, jobs sharing it (< 6 min)")
+    gp.add_argument("--quick", action="store_true", help="every part on the CPU, tiny sizes (tests; ~1 min)")
+    gp.add_argument("--data-root", type=Path, help="training images (default: the shared CIFAR-10's train/)")
+    gp.add_argument(
+        "--out", type=Path, help="results folder (default benchmarks/gpu/, --quick: benchmarks/quick/gpu/)"
+    )
+    gp.add_argument("--time-limit", type=float, help="seconds for the whole command (default 360)")
+    gp.add_argument("--repeats", type=int)
+    gp.add_argument("--batch-size", type=int)
+    gp.add_argument("--width", type=int, help="model.width, and the classic nets' ngf/ndf (default 64)")
+    gp.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a gan_lab override (repeatable)"
+    )
+    gp.add_argument("--threads", type=int, help="torch threads of this process (default: one per core)")
+    gp.add_argument("--workdir", type=Path, help="scratch folder for runs and sweeps (default: a temp dir)")
+    gp.add_argument("-v", "--verbose", action="store_true", help="show Lightning's and gan_lab's logs")
     argv = list(argv)
-    if not argv or argv[0] not in ("throughput", "quality", "reproduce", "-h", "--help"):
+    if not argv or argv[0] not in ("throughput", "quality", "reproduce", "gpu", "-h", "--help"):
         argv = ["throughput", *argv]
     return parser.parse_args(argv)
 
@@ -169,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Tiny tensors on cores shared with other work: more threads than free cores stall at every barrier.
         torch.set_num_threads(threads)
     data_root = _data_root(args)
+    if args.command == "gpu":
+        return _gpu(args, data_root)
     # Paths are relative to where the command runs (the repository root, like `python -m gan_lab.train`).
     out = args.out or Path("benchmarks", "quick" if args.quick else "")
     readme = None if args.no_readme else args.readme or (None if args.quick else Path("README.md"))
@@ -217,6 +236,20 @@ def _reproduce(args: argparse.Namespace, data_root: Path, out: Path, workdir: Pa
     results = reproduce(opts, out, workdir)
     print(render(results))
     print(f"wrote {out / 'reproduction.md'}, {out / 'reproduction.json'} and {out / 'reproduction'}/")
+    return 0
+
+
+def _gpu(args: argparse.Namespace, data_root: Path) -> int:
+    from gan_lab.bench.gpu import QUICK, GPUOptions, gpu_bench
+
+    out = args.out or Path("benchmarks", "quick" if args.quick else "", "gpu")
+    chosen = _options(args, ("repeats", "batch_size", "width"), QUICK)
+    if args.time_limit is not None:
+        chosen["time_limit_s"] = args.time_limit
+    with tempfile.TemporaryDirectory(prefix="gan_lab_bench_gpu_") as tmp:
+        gpu_bench(GPUOptions(data_root, overrides=args.set, **chosen), args.workdir or Path(tmp), out)
+    print((out / "results.md").read_text())
+    print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
     return 0
 
 

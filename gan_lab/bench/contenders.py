@@ -8,7 +8,7 @@ same images (`load_images`). Their loops are in `loops`; `suite` runs and summar
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +73,18 @@ def run_gan_lab(
     output_dir: Path,
     steps: int,
     budget_s: float | None = None,
+    sync_at: Collection[int] | None = None,
 ) -> tuple[Any, StepTimer]:
-    """`gan_lab.train.train` on the composed config, with a StepTimer callback; (module, timer)."""
+    """`gan_lab.train.train` on the composed config, with a StepTimer callback; (module, timer).
+
+    `sync_at`: the generator steps whose timestamps wait for the GPU (see StepClock); default every step.
+    """
     from gan_lab.train import train
 
     cfg = compose_config([*overrides, f"steps={steps}"], output_dir=output_dir)
     key = StepTimer.new_key()
     with open_dict(cfg):
-        cfg.callbacks.bench_timer = timer_config(key, budget_s)
+        cfg.callbacks.bench_timer = timer_config(key, budget_s, sync_at)
     try:
         module = train(cfg)
     finally:
@@ -94,19 +98,24 @@ def run_gan_lab(
 
 
 class PlainBatches:
-    """The batches gan_lab trains on, outside Lightning: the data module's loader and its after-transfer hook.
+    """The batches gan_lab trains on, outside Lightning: the data module's loader, the move to `device` and
+    the after-transfer hook, in Lightning's order.
 
-    The hook is what Lightning calls on every batch (the in-memory loader's uint8 -> [-1, 1] floats), so
-    the plain loop gets exactly gan_lab's tensors and the comparison leaves data loading out of the ratio.
+    The hook is what Lightning calls on every batch (the in-memory loader's uint8 -> [-1, 1] floats, on the
+    device), so the plain loop gets exactly gan_lab's tensors and the comparison leaves data loading out of
+    the ratio.
     """
 
-    def __init__(self, datamodule: Any) -> None:
+    def __init__(self, datamodule: Any, device: str = "cpu") -> None:
         datamodule.setup("fit")
         self.datamodule, self.loader = datamodule, datamodule.train_dataloader()
+        self.device = torch.device(device)
 
     def __iter__(self) -> Iterator[Any]:
+        from lightning.fabric.utilities.apply_func import move_data_to_device
+
         for batch in self.loader:
-            yield self.datamodule.on_after_batch_transfer(batch, 0)
+            yield self.datamodule.on_after_batch_transfer(move_data_to_device(batch, self.device), 0)
 
 
 def speed_text(speed: Speed) -> str:

@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,28 +32,52 @@ from torchvision import datasets, transforms
 
 
 class StepClock:
-    """Timestamps (perf_counter) after each generator step; `tick` says when the step/time budget is spent."""
+    """Timestamps (perf_counter) after each generator step; `tick` says when the step/time budget is spent.
+
+    On a GPU a timestamp waits for the queued work at every step, or only at the steps (1-based) in `sync_at`,
+    every `sync_every` steps and the last: between them the host queues work ahead as real training does, and
+    only those timestamps (`exact`) are completion times, as steady_rate needs at its window's edges.
+    """
 
     def __init__(
-        self, max_steps: int | None = None, budget_s: float | None = None, device: str = "cpu"
+        self,
+        max_steps: int | None = None,
+        budget_s: float | None = None,
+        device: str = "cpu",
+        sync_at: Collection[int] | None = None,
+        sync_every: int | None = None,
     ) -> None:
         self.max_steps, self.budget_s, self.device = max_steps, budget_s, torch.device(device)
+        self.sync_at = None if sync_at is None else frozenset(sync_at)
+        self.sync_every = sync_every
         self.start: float | None = None  # when the first training batch began (time budgets count from here)
         self.times: list[float] = []
+        self.exact: list[bool] = []  # whether each timestamp waited for the device's work
 
     def begin(self) -> None:
         """Mark the start of training (idempotent): the first batch, after every set-up."""
         if self.start is None:
             self.start = time.perf_counter()
 
+    def _sync(self, count: int) -> bool:
+        """Wait for the device's work after step `count` where the policy says so; whether it waited."""
+        every_step = self.sync_at is None and self.sync_every is None
+        chosen = count in (self.sync_at or ()) or bool(self.sync_every and count % self.sync_every == 0)
+        if self.device.type == "cuda" and (every_step or chosen or count == self.max_steps):
+            torch.cuda.synchronize(self.device)  # GPU work is queued: time its completion, not its launch
+        return self.device.type != "cuda" or every_step or chosen or count == self.max_steps
+
     def tick(self) -> bool:
         """Record one generator step; True once the run should stop."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # GPU work is queued: time its completion, not its launch
+        exact = self._sync(len(self.times) + 1)
         now = time.perf_counter()
         if self.start is None:
             self.start = now
+        if not exact and self.budget_s is not None and now - self.start >= self.budget_s:
+            torch.cuda.synchronize(self.device)  # the last step: time its completion
+            now, exact = time.perf_counter(), True
         self.times.append(now)
+        self.exact.append(exact)
         over_budget = self.budget_s is not None and now - self.start >= self.budget_s
         return over_budget or (self.max_steps is not None and len(self.times) >= self.max_steps)
 
@@ -105,11 +130,20 @@ _TIMERS: dict[str, StepTimer] = {}  # instances built by Hydra from the config, 
 class StepTimer(pl.Callback):
     """A StepClock inside gan_lab's training: timestamps each generator step, stops at a time budget.
 
-    Built by Hydra (`callbacks.bench_timer._target_`), so `StepTimer.find(key)` hands the instance back.
+    Built by Hydra (`callbacks.bench_timer._target_`), so `StepTimer.find(key)` hands the instance back; a job
+    in another process writes its clock to `path` at the end instead (jobs.read_timer_file).
     """
 
-    def __init__(self, key: str, budget_s: float | None = None) -> None:
-        self.key, self.budget_s = key, budget_s
+    def __init__(
+        self,
+        key: str,
+        budget_s: float | None = None,
+        sync_at: Collection[int] | None = None,
+        sync_every: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.key, self.budget_s, self.path = key, budget_s, path
+        self.sync_at, self.sync_every = sync_at, sync_every
         self.clock: StepClock | None = None
         self.speed: Speed | None = None
         self._g_steps = 0
@@ -126,7 +160,9 @@ class StepTimer(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.speed = resolved_speed(trainer, pl_module)
-        self.clock = StepClock(budget_s=self.budget_s, device=self.speed.device)
+        self.clock = StepClock(
+            budget_s=self.budget_s, device=self.speed.device, sync_at=self.sync_at, sync_every=self.sync_every
+        )
         # Time budgets count from here, before the first batch is fetched, as the plain loops' do.
         self.clock.begin()
 
@@ -140,10 +176,28 @@ class StepTimer(pl.Callback):
             if self.clock.tick():  # type: ignore[union-attr]
                 trainer.should_stop = True
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.path is None or self.clock is None or not trainer.is_global_zero:
+            return
+        from gan_lab.utils.io import atomic_write_text
 
-def timer_config(key: str, budget_s: float | None = None) -> dict[str, Any]:
+        # perf_counter has no fixed origin: add this process's offset, so files of several processes compare.
+        offset = time.time() - time.perf_counter()
+        start, times = self.clock.start, [t + offset for t in self.clock.times]
+        record = {
+            "start": None if start is None else start + offset,
+            "times": times,
+            "exact": self.clock.exact,
+        }
+        atomic_write_text(Path(self.path), json.dumps(record) + "\n")
+
+
+def timer_config(
+    key: str, budget_s: float | None = None, sync_at: Collection[int] | None = None
+) -> dict[str, Any]:
     """The `callbacks.bench_timer` entry that makes gan_lab build a StepTimer."""
-    return {"_target_": f"{StepTimer.__module__}.StepTimer", "key": key, "budget_s": budget_s}
+    sync = None if sync_at is None else sorted(sync_at)
+    return dict(_target_=f"{StepTimer.__module__}.StepTimer", key=key, budget_s=budget_s, sync_at=sync)
 
 
 # --- the plain loop: GANModule's computation without the framework ---------------------------------------

@@ -62,6 +62,16 @@ def step_intervals(times: Sequence[float], warmup: int, steps: int) -> list[floa
     return [times[i] - times[i - 1] for i in range(warmup, warmup + steps)]
 
 
+class Deadline:
+    """Seconds left of a time limit started now."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.perf_counter() + seconds
+
+    def left(self) -> float:
+        return self.end - time.perf_counter()
+
+
 # --- FLOPs --------------------------------------------------------------------------------------------------
 
 

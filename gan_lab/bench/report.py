@@ -238,3 +238,140 @@ def _quality_details(q: dict[str, Any], same_machine: bool) -> list[str]:
     lines += [""] if same_machine else ["", f"Quality measured on: {machine_line(q['machine'])}.", ""]
     lines += [f"- {note}" for note in q.get("notes", [])]
     return lines + ([""] if q.get("notes") else [])
+
+
+# --- `python -m gan_lab.bench gpu` --------------------------------------------------------------------------
+
+
+def write_gpu_results(results: dict[str, Any], out_dir: Path) -> None:
+    """out_dir/results.json (the whole run, replaced) and results.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    atomic_write_text(out_dir / "results.md", render_gpu_markdown(results))
+
+
+def _gpu_line(m: dict[str, Any], device: str) -> str:
+    where = m.get("gpu") if device == "cuda" else f"the CPU ({m['cpu']}, {m['usable_cores']} cores)"
+    cores = f"; {m['usable_cores']} CPU cores ({m['cpu']})" if device == "cuda" else ""
+    return (
+        f"{where}; torch {m['torch']}, lightning {m['lightning']}; gan_lab {m['gan_lab_commit']}; "
+        f"{m['date']}{cores}"
+    )
+
+
+def _rate(c: dict[str, Any], key: str = "images_per_s", digits: int = 0) -> str:
+    return _range(c[key], digits) if key in c else "—"
+
+
+def _status(c: dict[str, Any]) -> str:
+    if "unavailable" in c or "skipped" in c:
+        return f"unavailable: {c['unavailable']}" if "unavailable" in c else f"skipped: {c['skipped']}"
+    return f"failed: {c['error']}" if "error" in c else c.get("note", "")
+
+
+def render_gpu_markdown(results: dict[str, Any]) -> str:
+    """results.md of the gpu command: one table per part, each figure with the machine it was measured on."""
+    s, lines = results["settings"], []
+    if results.get("quick"):
+        lines += [
+            "**Quick mode (tiny settings on the CPU, for tests): these numbers say nothing about speed.**",
+            "",
+        ]
+    lines += [
+        f"Written by `python -m gan_lab.bench gpu` on {_gpu_line(results['machine'], s['device'])}. Raw numbers in "
+        "results.json.",
+        "",
+    ]
+    shape = f"{s['resolution']}², batch {s['batch_size']}"
+    bf16 = (results.get("matmul") or {}).get("bf16_flops_per_s")
+    if bf16:
+        m = results["matmul"]
+        lines += [f"Matmul (best of n = {', '.join(m['sizes'])}): bf16 {m['bf16_flops_per_s'] / 1e12:.1f} TFLOP/s, "
+                  f"fp32 {m['fp32_flops_per_s'] / 1e12:.1f} TFLOP/s.", ""]  # fmt: skip
+    dcgan = results.get("dcgan")
+    if dcgan:
+        c = dcgan["contenders"]
+        ref = c["gan_lab"].get("images_per_s", {}).get("median")
+        lines += [
+            f"**a, c. DCGAN {shape}: steady-state images/s** ({s['repeats']} repeats, contenders in turn; "
+            f"{s['steps']} G steps after {s['warmup']} warm-up, classic {s['classic_steps']} after "
+            f"{s['classic_warmup']}); share of the bf16 limit = FLOPs per D+G step × G steps/s ÷ bf16 matmul FLOP/s.",
+            "",
+            "| contender | images/s | × gan_lab | G steps/s | GFLOP per step | share of bf16 limit | note |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, x in c.items():
+            ratio = f"{x['images_per_s']['median'] / ref:.2f}×" if ref and "images_per_s" in x else "—"
+            share = _range(x["bf16_limit_fraction"], 1, 100, " %") if "bf16_limit_fraction" in x else "—"
+            gflop = f"{x['flops_per_step'] / 1e9:.1f}" if "flops_per_step" in x else "—"
+            steps = f"{x['g_steps_per_s']['median']:.1f}" if "g_steps_per_s" in x else "—"
+            lines.append(f"| {name}: {x['description']} | {_rate(x)} | {ratio} | {steps} | {gflop} | {share} | "
+                         f"{_status(x)} |")  # fmt: skip
+        lines += ["", f"gan_lab resolved: {_speed(dcgan.get('speed'))}.", ""]
+    preset = results.get("preset")
+    if preset:
+        x, classic = preset["contender"], (dcgan or {}).get("contenders", {}).get("classic", {})
+        best = results.get("best_settings", {})
+        share = _range(x["bf16_limit_fraction"], 1, 100, " %") if "bf16_limit_fraction" in x else "—"
+        speedup = f"{preset['speedup_vs_classic']:.2f}×" if "speedup_vs_classic" in preset else "—"
+        lines += [
+            f"**b. SN-DCGAN study preset, {shape}** with the fastest settings of a (`{best.get('contender')}`: "
+            f"{' '.join(best.get('overrides') or []) or 'defaults'}), against the classic design. "
+            f"{preset['baseline_note'].capitalize()}.",
+            "",
+            "| contender | images/s | × classic | share of bf16 limit | note |",
+            "|---|---|---|---|---|",
+            f"| gan_lab {x['description']} | {_rate(x)} | {speedup} | {share} | {_status(x)} |",
+            f"| classic: {classic.get('description', '—')} | {_rate(classic)} | 1.00× | "
+            f"{_range(classic['bf16_limit_fraction'], 1, 100, ' %') if 'bf16_limit_fraction' in classic else '—'} | |",
+            "",
+        ]
+    jobs = results.get("jobs")
+    if jobs:
+        lines += [
+            f"**d. Jobs sharing the GPU** (`-m hydra/launcher=joblib hydra.launcher.n_jobs=N`, DCGAN with the settings "
+            f"of b, each job `{' '.join(jobs['per_job'])}`): aggregate = images of all jobs ÷ time from the first "
+            f"job's first batch to the last job's last step; steady = the sum of the jobs' rates while all of them "
+            f"train past their first {s['warmup']} steps (compilation, graph capture, autotuning).",
+            "",
+            "| jobs at once | aggregate images/s | × 1 job | steady aggregate images/s | per-job images/s | completed "
+            "| command s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for n, run in jobs["runs"].items():
+            lines.append(_job_row(n, run))
+        lines.append("")
+    sweep = results.get("sweep")
+    if sweep:
+        runs = sweep["runs"]
+        cells = [f"n_jobs={n}: {r['command_s']:.0f} s ({r.get('completed', 0)} of {len(sweep['arms'])} completed)"
+                 if "command_s" in r else f"n_jobs={n}: {r.get('skipped') or r.get('error')}" for n, r in runs.items()]  # fmt: skip
+        ratio = sweep.get("time_ratio")
+        verdict = (
+            f"{ratio:.2f}× (target ≤ {sweep['target_max']}×: {_check(ratio <= sweep['target_max'])})"
+            if ratio
+            else "—"
+        )
+        lines += [
+            f"**Lr sweep** (the preset's arms {', '.join(sweep['arms'])}; {sweep['steps_per_arm']} G steps each; whole "
+            f"command, start-up included): {'; '.join(cells)}; time ratio {verdict}.",
+            "",
+        ]
+    lines += [f"- {note}" for note in results.get("notes", [])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _job_row(n: str, run: dict[str, Any]) -> str:
+    if "images_per_s" not in run:
+        return (
+            f"| {n} | — | — | — | — | {run.get('completed', 0)} | {run.get('skipped') or run.get('error')} |"
+        )
+    per_job = ", ".join(f"{j['images_per_s']:.0f}" for j in run["jobs"] if "images_per_s" in j)
+    vs = f"{run['images_per_s_vs_one_job']:.2f}×" if "images_per_s_vs_one_job" in run else "—"
+    steady = f"{run['steady_images_per_s']:,.0f}" if "steady_images_per_s" in run else "—"
+    if "steady_images_per_s_vs_one_job" in run:
+        steady += f" ({run['steady_images_per_s_vs_one_job']:.2f}×)"
+    return (
+        f"| {n} | {run['images_per_s']:,.0f} | {vs} | {steady} | {per_job} | {run['completed']} of "
+        f"{len(run['jobs'])} | {run['command_s']:.0f} |"
+    )

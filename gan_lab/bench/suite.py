@@ -182,7 +182,7 @@ def _training_throughput(opts: ThroughputOptions, overrides: list[str], workdir:
 
         # The plain loop: same config, gan_lab's resolved speed settings, gan_lab's batches.
         cfg = compose_config([*overrides, f"steps={total}"], run_dir)
-        plain_batches = plain_batches or PlainBatches(instantiate(cfg.dataset))
+        plain_batches = plain_batches or PlainBatches(instantiate(cfg.dataset), device)
         torch.manual_seed(opts.seed + repeat)
         gan = build_plain(cfg, speed)
         clock = StepClock(max_steps=total, device=device)
@@ -225,16 +225,31 @@ def _training_throughput(opts: ThroughputOptions, overrides: list[str], workdir:
 def _step_flops(
     opts: ThroughputOptions, overrides: list[str], workdir: Path, speed: dict[str, Any]
 ) -> dict[str, int]:
-    """Model FLOPs of one D + G step of each contender (fp32, uncompiled: the count is the same in bf16)."""
-    cfg = compose_config([*overrides, "steps=1"], workdir / "flops")
-    real = torch.randn(opts.batch_size, 3, opts.resolution, opts.resolution)
-    batches = [(real, torch.zeros(opts.batch_size, dtype=torch.long))]
-    count_speed = Speed(fused=speed.get("fused"))
-    plain = count_flops(lambda: plain_loop(build_plain(cfg, count_speed), batches, StepClock(max_steps=1)))
-    net_g, net_d = classic_nets(CLASSIC_NZ, opts.width or 64)
-    classic = count_flops(lambda: classic_loop(net_g, net_d, batches, StepClock(max_steps=1)))  # type: ignore
+    """Model FLOPs of one D + G step of each contender."""
+    plain = step_flops(overrides, opts.batch_size, opts.resolution, workdir, speed.get("fused"))
+    classic = classic_step_flops(opts.batch_size, opts.resolution, opts.width or 64)
     # gan_lab runs the plain loop's computation (tests/test_bench.py checks equal weights after training).
     return {"gan_lab": plain, "plain": plain, "classic": classic}
+
+
+def step_flops(
+    overrides: list[str], batch_size: int, resolution: int, workdir: Path, fused: bool | None = None
+) -> int:
+    """Model FLOPs of one D + G step of a gan_lab config, as the plain loop runs it (fp32 on the CPU,
+    uncompiled: the count is the same in bf16)."""
+    cfg = compose_config([*overrides, "steps=1"], workdir / "flops")
+    real = torch.randn(batch_size, 3, resolution, resolution)
+    batches = [(real, torch.zeros(batch_size, dtype=torch.long))]
+    gan = build_plain(cfg, Speed(fused=fused))
+    return count_flops(lambda: plain_loop(gan, batches, StepClock(max_steps=1)))
+
+
+def classic_step_flops(batch_size: int, resolution: int, width: int = 64) -> int:
+    """Model FLOPs of one D + G step of the classic DCGAN design."""
+    net_g, net_d = classic_nets(CLASSIC_NZ, width)
+    real = torch.randn(batch_size, 3, resolution, resolution)
+    batches = [(real, torch.zeros(batch_size, dtype=torch.long))]
+    return count_flops(lambda: classic_loop(net_g, net_d, batches, StepClock(max_steps=1)))  # type: ignore
 
 
 # --- FID features -------------------------------------------------------------------------------------------

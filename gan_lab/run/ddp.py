@@ -7,6 +7,7 @@ in the wrong directory. gan_lab replaces that command with this job's own overri
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,8 +27,29 @@ def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
     return command, get_original_cwd()
 
 
-def install() -> None:
-    """Make Lightning's subprocess launcher start DDP ranks with job_subprocess_cmd."""
+# What Lightning's DDP launcher leaves in os.environ: the next job of a multirun in the same process (joblib
+# launcher, n_jobs > 1) would otherwise join the previous job's process group and hang.
+DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def install() -> dict[str, str | None]:
+    """Make Lightning's subprocess launcher start DDP ranks with job_subprocess_cmd; returns the DDP variables
+    of os.environ as they are now, for restore_environment after the job."""
+    import multiprocessing
+
     from gan_lab.utils import compat
 
     compat.set_ddp_subprocess_command(job_subprocess_cmd)
+    # A joblib (loky) worker makes "loky" the default start method, with which DataLoader workers cannot start.
+    if multiprocessing.get_start_method(allow_none=True) in ("loky", "loky_init_main"):
+        multiprocessing.set_start_method(None, force=True)
+    return {name: os.environ.get(name) for name in DDP_ENVIRONMENT}
+
+
+def restore_environment(saved: dict[str, str | None]) -> None:
+    """Put the DDP variables of os.environ back as install() found them."""
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

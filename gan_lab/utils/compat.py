@@ -51,10 +51,13 @@ def hydra_steps_run_through(step: Callable[[Callable[[], Any]], Any]) -> Iterato
 
 def set_ddp_subprocess_command(command: Callable[[int], tuple[Sequence[str], str]]) -> None:
     """Make Lightning's subprocess launcher start DDP rank `local_rank` under Hydra with `command(local_rank)`."""
-    # lightning 2.6.6: lightning.fabric.strategies.launchers.subprocess_script._hydra_subprocess_cmd.
+    # lightning 2.6.6: lightning.fabric.strategies.launchers.subprocess_script._hydra_subprocess_cmd, which
+    # lightning.pytorch's launcher imports by name: both modules' names are replaced.
     from lightning.fabric.strategies.launchers import subprocess_script
+    from lightning.pytorch.strategies.launchers import subprocess_script as pl_subprocess_script
 
     subprocess_script._hydra_subprocess_cmd = command
+    pl_subprocess_script._hydra_subprocess_cmd = command
 
 
 @contextmanager

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Run HERE, on the development machine (it has the package registry), before a GPU session: fills the
+# git-ignored .device/ of this checkout with what the GPU machine lacks and has no network to fetch.
+#   1. ../shared/gpu/prepare.sh: wheels of hydra-core, omegaconf, antlr4, torch-fidelity; CIFAR-10's training
+#      JPEGs (.device/cifar_train.tar.gz, 16 MB); setup.sh, which installs the wheels there;
+#   2. the wheels `python -m gan_lab.bench gpu` needs besides: hydra-joblib-launcher and joblib, at the versions
+#      installed here (the ones the tests passed with; both pure Python);
+#   3. checks that .device/ stays under the device tool's 64 MiB for carried paths.
+# Then, with the device tool: carry [".device"], command `bash benchmarks/gpu_check.sh`, timeout_s 540.
+set -euo pipefail
+root=$(git rev-parse --show-toplevel)
+cd "$root"
+shared=${GAN_LAB_SHARED:-$root/../shared}
+py=${PYTHON:-$root/.venv/bin/python}
+
+bash "$shared/gpu/prepare.sh"
+
+version() { "$py" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1"; }
+rm -f .device/hydra_joblib_launcher-*.whl .device/joblib-*.whl
+"$py" -m pip download -q --no-deps --only-binary=:all: -d .device \
+  "hydra-joblib-launcher==$(version hydra-joblib-launcher)" "joblib==$(version joblib)"
+
+ls -l .device
+bytes=$(du -sb .device | cut -f1)
+limit=$((64 * 1024 * 1024))
+echo ".device: $((bytes / 1024 / 1024)) MiB of the $((limit / 1024 / 1024)) MiB that may be carried"
+if [ "$bytes" -ge "$limit" ]; then
+  echo "gpu_prepare.sh: error: .device/ holds $bytes bytes, over the 64 MiB the device tool carries" >&2
+  exit 1
+fi

@@ -1,0 +1,413 @@
+"""`python -m gan_lab.bench gpu [--quick] [--out DIR]`: gan_lab's speed on one CUDA GPU, in under 6 minutes.
+
+At 64², batch 128, on CIFAR-10's training JPEGs as a folder (`--data-root`; on the GPU machine /tmp/cifar/train):
+
+a. DCGAN images/s in steady state (G steps x batch / time; each contender run once per repeat, in turn): gan_lab
+   with its speed defaults of before issue 14 (batches from host memory: `dataset.on_device=false`), with
+   `speed.capture=true`, with `dataset.on_device=true`, with both; the plain PyTorch loop on gan_lab's batches
+   (`loops.plain_loop`); the classic DCGAN design with one loader worker per core (its best case; 1 worker on a
+   CPU, as the throughput command). A setting this gan_lab lacks makes its contender "unavailable"; a run that
+   fails is recorded with its error and the others go on.
+b. The SN-DCGAN study preset (`experiment=sndcgan_lr_sweep`, its first arm, callbacks on, metrics=none) with the
+   fastest of a's gan_lab settings, against the classic design (a's runs), which stands in for the
+   pytorch/examples DCGAN script: the unmodified script is not available offline.
+c. Each contender's share of the bf16 limit: FLOPs of one D+G step (FlopCounterMode) x G steps/s / the best bf16
+   matmul FLOP/s measured on this GPU.
+d. Aggregate images/s of 1, 2 and 4 DCGAN jobs training at once on the GPU (one joblib-launcher multirun each,
+   with b's settings; every job trains a `budget` where gan_lab has that key, else a step count: its warm-up as
+   long as a's runs took (capped at 30 s), then 8 s): all jobs' images / the time from the first batch to the
+   last step, and in steady state (the sum of the jobs' rates while all train past their warm-up steps); and
+   the wall time of the preset's 3-arm lr sweep (30 warm-up steps + 3 s of steps each) with
+   hydra.launcher.n_jobs=3 against n_jobs=1, whole commands (target <= 0.5x).
+
+Timestamps wait for the GPU only where a rate is read (StepClock `sync_at` / `sync_every`), so the host queues
+work ahead as in real training. Time plan on an H100 (under 6 min; `--time-limit`, default 360 s, skips what
+would not fit and says so; results.json and results.md are rewritten after every part):
+    start-up, matmul FLOP/s (n = 4096, 8192)       ~15 s
+    a. 6 contenders x 2-3 repeats                  budget 120 s: no run starts that would pass it (30 warm-up
+       + 150 timed G steps, classic 10 + 60; set-up ~3-5 s a run; speed.capture compiles in its first run,
+       ~30-60 s, then from the on-disk caches; the images are first decoded into gan_lab's cache, ~10 s)
+    c. FLOP counts (on the CPU)                    ~10 s
+    b. the preset, 1-3 repeats                     budget 30 s (its first run compiles its nets)
+    d. 1, 2 and 4 jobs at once                     ~25-35 s each: start-up ~10 s + warm-up + 8 s
+       lr sweep, n_jobs=1 and n_jobs=3             ~50 s and ~30 s
+       each command is stopped at 90 s or at the time limit.
+`--quick` runs all of it on the CPU with tiny sizes (1 and 2 jobs, a 2-arm sweep; the speed.capture contenders
+are skipped: compiling on a CPU takes minutes) in about a minute, for the tests.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+
+from gan_lab.bench.contenders import CLASSIC_NZ, PlainBatches, check_overrides, gan_lab_overrides, run_gan_lab
+from gan_lab.bench.jobs import jobs_at_once, run_multirun, sweep_times
+from gan_lab.bench.loops import (
+    Speed,
+    StepClock,
+    build_plain,
+    classic_dataset,
+    classic_loader,
+    classic_loop,
+    classic_nets,
+    plain_loop,
+)
+from gan_lab.bench.measure import Deadline, machine, matmul_flops_per_s, steady_rate, summarize
+from gan_lab.bench.report import write_gpu_results
+from gan_lab.bench.suite import classic_step_flops, step_flops
+from gan_lab.utils.config import compose_config
+
+log = logging.getLogger("gan_lab.bench")
+
+PRESET = "experiment=sndcgan_lr_sweep"
+# gan_lab's contenders: (overrides the contender is about, overrides applied where this gan_lab has the key).
+HOST_BATCHES, CAPTURE, ON_DEVICE = "dataset.on_device=false", "speed.capture=true", "dataset.on_device=true"
+VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "gan_lab": ((), (HOST_BATCHES,)),
+    "gan_lab_capture": ((CAPTURE,), (HOST_BATCHES,)),
+    "gan_lab_on_device": ((ON_DEVICE,), ()),
+    "gan_lab_capture_on_device": ((CAPTURE, ON_DEVICE), ()),
+}
+
+
+@dataclass
+class GPUOptions:
+    data_root: Path
+    quick: bool = False
+    repeats: int = 3
+    warmup: int = 30  # G steps before the timed window: cuDNN autotuning, graph capture, allocator warm-up
+    steps: int = 150  # timed G steps of gan_lab, the plain loop and the preset
+    classic_warmup: int = 10
+    classic_steps: int = 60
+    batch_size: int = 128
+    resolution: int = 64
+    width: int | None = None
+    overrides: list[str] = field(default_factory=list)  # --set: every gan_lab run and job
+    classic_workers: int | None = None  # None: one per usable core on a GPU, 1 on a CPU
+    concurrency: tuple[int, ...] = (1, 2, 4)
+    job_s: float = 8.0  # each concurrent job's training after its warm-up (`budget`, or steps at a's rate)
+    job_steps: int | None = None  # a fixed step count instead (quick)
+    sweep_lrs: tuple[str, ...] = ("1e-4", "1e-5", "1e-6")  # the preset's arms
+    sweep_s: float = 3.0  # training time of each sweep arm alone after its warm-up (steps at b's rate)
+    sweep_steps: int | None = None
+    matmul_sizes: tuple[int, ...] = (4096, 8192)
+    matmul_time_s: float = 0.25
+    time_limit_s: float = 360.0
+    contenders_budget_s: float = 120.0
+    preset_budget_s: float = 30.0
+    multirun_timeout_s: float = 90.0
+    seed: int = 0
+    device: str | None = None  # default: "cuda", "cpu" with --quick
+
+
+QUICK = dict(
+    quick=True, repeats=2, warmup=1, steps=2, classic_warmup=1, classic_steps=2, batch_size=8, width=8,
+    concurrency=(1, 2), job_steps=4, sweep_lrs=("1e-4", "1e-5"), sweep_steps=2, matmul_sizes=(128, 256),
+    matmul_time_s=0.05, multirun_timeout_s=240.0, time_limit_s=900.0,
+)  # fmt: skip
+
+
+def _why(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
+
+
+def _free(device: str) -> None:
+    # Compiled code of a finished run's nets (speed.capture) goes too: Dynamo caps recompilations per function,
+    # and every run builds new nets. Later runs recompile from the on-disk caches, as a new process would.
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
+    """Every part (see the module docstring); results written to `out` after each."""
+    device = opts.device or ("cpu" if opts.quick else "cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gan_lab.bench gpu: error: no CUDA GPU here; --quick runs tiny settings on the CPU")
+    deadline = Deadline(opts.time_limit_s)
+    workers = opts.classic_workers or (len(os.sched_getaffinity(0)) if device == "cuda" else 1)
+    shape = (opts.data_root, opts.resolution, opts.batch_size, opts.width)
+    common = ["trainer.accelerator=cpu"] if opts.quick else []
+    extra, notes = check_overrides(
+        opts.overrides, [*gan_lab_overrides(shape[0], "dcgan", *shape[1:], ()), *common]
+    )
+    common += extra  # every gan_lab run and job: the device in quick mode, then --set
+    base = gan_lab_overrides(shape[0], "dcgan", *shape[1:], common)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "quick": opts.quick,
+        "settings": {
+            **asdict(opts),
+            "data_root": str(opts.data_root),
+            "classic_workers": workers,
+            "device": device,
+            "gan_lab_overrides": base,
+        },
+        "notes": notes,
+    }
+    write_gpu_results(results, out)
+
+    log.info("matmul FLOP/s on %s (n = %s)", device, ", ".join(map(str, opts.matmul_sizes)))
+    by_size = {str(n): {name: matmul_flops_per_s(dtype, n, opts.matmul_time_s, device=device)
+                        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+               for n in opts.matmul_sizes}  # fmt: skip
+    results["matmul"] = {
+        "sizes": by_size,
+        "bf16_flops_per_s": max(v["bf16"] for v in by_size.values()),
+        "fp32_flops_per_s": max(v["fp32"] for v in by_size.values()),
+    }
+    bf16 = results["matmul"]["bf16_flops_per_s"]
+    write_gpu_results(results, out)
+
+    dcgan = _dcgan(opts, base, device, workers, workdir, deadline)
+    results["dcgan"] = dcgan
+    write_gpu_results(results, out)
+    best = _best_variant(dcgan["contenders"])
+    best_extra = list(dcgan["contenders"][best]["overrides"][len(base) :]) if best else []
+    results["best_settings"] = {"contender": best, "overrides": best_extra}
+
+    # c. FLOPs of one D+G step (fp32 on the CPU: the count is the same in bf16), for every contender
+    fused = (dcgan.get("speed") or {}).get("fused")
+
+    def count(overrides: list[str] | None) -> int | None:
+        try:
+            if overrides is None:
+                return classic_step_flops(opts.batch_size, opts.resolution, opts.width or 64)
+            return step_flops(overrides, opts.batch_size, opts.resolution, workdir, fused)
+        except Exception as exc:
+            results["notes"].append(f"FLOPs not counted: {_why(exc)}")
+            return None
+
+    flops = {"dcgan": count(base), "classic": count(None)}
+    for name, contender in dcgan["contenders"].items():
+        _add_share(contender, flops["classic" if name == "classic" else "dcgan"], bf16)
+    write_gpu_results(results, out)
+
+    preset_overrides = gan_lab_overrides(shape[0], "sndcgan", *shape[1:], [PRESET, *common, *best_extra])
+    classic = dcgan["contenders"]["classic"]
+    results["preset"] = _preset(opts, preset_overrides, device, workdir, deadline, classic)
+    _add_share(results["preset"]["contender"], count(preset_overrides), bf16)
+    write_gpu_results(results, out)
+
+    # d. jobs sharing the GPU, then the lr sweep: the preset with b's settings, each arm its warm-up + sweep_s
+    launch = _launcher(opts, workdir, deadline)
+    results["jobs"] = _jobs(opts, [*base, *best_extra], dcgan["contenders"].get(best or "", {}), launch)
+    write_gpu_results(results, out)
+    preset_rate = results["preset"]["contender"].get("g_steps_per_s", {}).get("median", 20.0)
+    steps = opts.sweep_steps or opts.warmup + max(20, round(preset_rate * opts.sweep_s))
+    results["sweep"] = sweep_times(launch, preset_overrides, opts.sweep_lrs, steps)
+    results["duration_s"] = round(opts.time_limit_s - deadline.left(), 1)
+    write_gpu_results(results, out)
+    return results
+
+
+# --- a: DCGAN contenders ------------------------------------------------------------------------------------
+
+
+def _dcgan(
+    opts: GPUOptions, base: list[str], device: str, workers: int, workdir: Path, deadline: Deadline
+) -> dict[str, Any]:
+    """Each repeat runs every available contender once, in turn; later repeats stop at the part's budget."""
+    window = (opts.warmup, opts.steps)
+    contenders: dict[str, dict[str, Any]] = {}
+    for name, (about, optional) in VARIANTS.items():
+        kept, missing = check_overrides(list(about), base)
+        kept_optional, _ = check_overrides(list(optional), base)
+        description = " ".join(about) or f"speed defaults{', ' + HOST_BATCHES if kept_optional else ''}"
+        contenders[name] = {"description": description, "overrides": base + kept + kept_optional}
+        if missing:
+            contenders[name]["unavailable"] = "; ".join(missing)
+        elif opts.quick and CAPTURE in about:
+            contenders[name]["skipped"] = "--quick: speed.capture compiles G and D, minutes on a CPU"
+    contenders["plain"] = {
+        "description": "plain PyTorch loop: gan_lab's nets, loss, optimizers, batches, precision"
+    }
+    plural = "s" * (workers != 1)
+    contenders["classic"] = {
+        "description": f"classic DCGAN design: fp32, ImageFolder, {workers} loader worker{plural}"
+    }
+    speeds: dict[str, Speed] = {}
+    state: dict[str, Any] = {}
+    try:  # gan_lab's batches for the plain loop; decodes the images into gan_lab's cache before any timing
+        state["cfg"] = compose_config([*contenders["gan_lab"]["overrides"], "steps=1"], workdir / "plain")
+        state["batches"] = PlainBatches(instantiate(state["cfg"].dataset), device)
+    except Exception as exc:
+        contenders["plain"]["error"] = _why(exc)
+
+    def gan_lab(name: str) -> Callable[[int], list[float]]:
+        def run(repeat: int) -> list[float]:
+            run_dir = workdir / f"{name}_{repeat}"
+            sync = (opts.warmup, opts.warmup + opts.steps)
+            module, timer = run_gan_lab(contenders[name]["overrides"], run_dir, sum(window) + 1, sync_at=sync)
+            speeds[name] = timer.speed or Speed()
+            _record_warmup(contenders[name], timer.clock, opts.warmup)
+            del module
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return timer.clock.times  # type: ignore[union-attr]
+
+        return run
+
+    def plain(repeat: int) -> list[float]:
+        speed = speeds.get("gan_lab")
+        if speed is None:
+            raise RuntimeError("needs the settings gan_lab resolved, and its run failed")
+        torch.manual_seed(opts.seed + repeat)
+        clock = StepClock(sum(window) + 1, device=speed.device, sync_at=(opts.warmup, sum(window)))
+        plain_loop(build_plain(state["cfg"], speed), state["batches"], clock)
+        return clock.times
+
+    def classic(repeat: int) -> list[float]:
+        if "classic_data" not in state:
+            state["classic_data"] = classic_dataset(opts.data_root, opts.resolution)
+        torch.manual_seed(opts.seed + repeat)
+        net_g, net_d = (net.to(device) for net in classic_nets(CLASSIC_NZ, opts.width or 64))
+        loader = classic_loader(state["classic_data"], opts.batch_size, workers)
+        w, s = opts.classic_warmup, opts.classic_steps
+        clock = StepClock(w + s + 1, device=device, sync_at=(w, w + s))
+        classic_loop(net_g, net_d, loader, clock, CLASSIC_NZ)
+        return clock.times
+
+    runners = {name: gan_lab(name) for name in VARIANTS} | {"plain": plain, "classic": classic}
+    windows = {name: window for name in runners} | {"classic": (opts.classic_warmup, opts.classic_steps)}
+    budget = Deadline(opts.contenders_budget_s)
+    _repeat_all(contenders, runners, opts.repeats, budget, deadline, device)
+    for name, contender in contenders.items():
+        _summarize(contender, windows[name], opts.batch_size)
+    base_speed = speeds.get("gan_lab")
+    for name, speed in speeds.items():
+        contenders[name]["speed"] = speed.as_dict()
+    return {"contenders": contenders, "speed": base_speed.as_dict() if base_speed else None}
+
+
+def _repeat_all(
+    contenders: dict[str, dict[str, Any]],
+    runners: dict[str, Callable[[int], list[float]]],
+    repeats: int,
+    budget: Deadline,
+    deadline: Deadline,
+    device: str,
+) -> None:
+    """Run every contender (not unavailable, skipped or failed) once per repeat, in turn; after its first run a
+    contender runs again only while its quickest run so far fits in the time left (the first may compile)."""
+    for repeat in range(repeats):
+        for name, run in runners.items():
+            contender = contenders[name]
+            if {"unavailable", "skipped", "error"} & contender.keys():
+                continue
+            if repeat and min(budget.left(), deadline.left()) < min(contender.get("wall_s") or [0.0]):
+                contender["note"] = (
+                    f"{len(contender.get('wall_s', []))} of {repeats} repeats: the time budget ran out"
+                )
+                continue
+            began = time.perf_counter()
+            try:
+                contender.setdefault("runs", []).append(run(repeat))
+                contender.setdefault("wall_s", []).append(round(time.perf_counter() - began, 1))
+                log.info("repeat %d %s: %.0f s", repeat, name, time.perf_counter() - began)
+            except Exception as exc:  # one contender's failure must not cost the others their numbers
+                contender["error"] = _why(exc)
+                log.warning("%s failed: %s", name, contender["error"])
+            finally:
+                _free(device)
+
+
+def _record_warmup(contender: dict[str, Any], clock: Any, warmup: int) -> None:
+    """Seconds from the first batch to the end of the warm-up steps (compilation, graph capture, autotuning)."""
+    contender.setdefault("warmup_s", []).append(round(clock.times[warmup - 1] - clock.start, 2))
+
+
+def _summarize(contender: dict[str, Any], window: tuple[int, int], batch_size: int) -> None:
+    runs = contender.pop("runs", [])
+    rates = [steady_rate(times, *window) for times in runs if len(times) >= sum(window)]
+    if rates:
+        contender["g_steps_per_s"] = summarize(rates)
+        contender["images_per_s"] = summarize([r * batch_size for r in rates])
+        contender["window"] = {"warmup": window[0], "steps": window[1]}
+
+
+def _add_share(contender: dict[str, Any], flops: int | None, bf16_flops_per_s: float) -> None:
+    if flops is None:
+        return
+    contender["flops_per_step"] = flops
+    if "g_steps_per_s" in contender:
+        rates = contender["g_steps_per_s"]["values"]
+        contender["bf16_limit_fraction"] = summarize([flops * r / bf16_flops_per_s for r in rates])
+
+
+def _best_variant(contenders: dict[str, dict[str, Any]]) -> str | None:
+    measured = [n for n in VARIANTS if "images_per_s" in contenders[n]]
+    return max(measured, key=lambda n: contenders[n]["images_per_s"]["median"], default=None)
+
+
+# --- b: the study preset ------------------------------------------------------------------------------------
+
+
+def _preset(
+    opts: GPUOptions, overrides: list[str], device: str, workdir: Path, deadline: Deadline, classic: dict
+) -> dict[str, Any]:
+    """The study preset's steady-state images/s, against the classic design's (a's runs)."""
+    description = "experiment=sndcgan_lr_sweep (lr 1e-4 arm), callbacks on, metrics=none"
+    contender: dict[str, Any] = {"description": description, "overrides": overrides}
+    window = (opts.warmup, opts.steps)
+
+    def run(repeat: int) -> list[float]:
+        run_dir = workdir / f"preset_{repeat}"
+        sync = (opts.warmup, sum(window))
+        module, timer = run_gan_lab(overrides, run_dir, sum(window) + 1, sync_at=sync)
+        _record_warmup(contender, timer.clock, opts.warmup)
+        del module
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return timer.clock.times  # type: ignore[union-attr]
+
+    _repeat_all(
+        {"preset": contender}, {"preset": run}, opts.repeats, Deadline(opts.preset_budget_s), deadline, device
+    )
+    _summarize(contender, window, opts.batch_size)
+    note = ("the classic design (gan_lab/bench/loops.py) stands in for pytorch/examples' dcgan/main.py: the "
+            "unmodified script is not available offline")  # fmt: skip
+    result: dict[str, Any] = {"contender": contender, "baseline": "classic", "baseline_note": note}
+    if "images_per_s" in contender and "images_per_s" in classic:
+        result["speedup_vs_classic"] = contender["images_per_s"]["median"] / classic["images_per_s"]["median"]
+    return result
+
+
+# --- d: jobs sharing the GPU --------------------------------------------------------------------------------
+
+
+def _launcher(opts: GPUOptions, workdir: Path, deadline: Deadline) -> Callable[[list[str], str, int], dict]:
+    """run_multirun within the time left (each command at most multirun_timeout_s), in workdir/<name>."""
+
+    def launch(overrides: list[str], name: str, n_jobs: int) -> dict[str, Any]:
+        left = deadline.left() - 5
+        if left < 20:
+            return {"n_jobs": n_jobs, "skipped": "time limit reached"}
+        # quick: one thread a process, as the bench's own (tiny nets on busy cores stall at every thread barrier)
+        threads = 1 if opts.quick else None
+        timeout = min(opts.multirun_timeout_s, left)
+        return run_multirun(overrides, workdir / name, n_jobs, opts.batch_size, timeout, opts.warmup, threads)
+
+    return launch
+
+
+def _jobs(opts: GPUOptions, overrides: list[str], best: dict[str, Any], launch: Callable) -> dict[str, Any]:
+    """1, 2, 4 jobs at once, each trains its warm-up as long as `best` (a's fastest gan_lab) took in a, capped
+    at 30 s, then job_s seconds: a `budget` where gan_lab has one, else the steps best's rate gives."""
+    rate = best.get("g_steps_per_s", {}).get("median", 20.0)
+    warm_s = min(30.0, statistics.median(best.get("warmup_s") or [5.0]))
+    steps = [f"steps={opts.job_steps or opts.warmup + max(20, round(rate * opts.job_s))}"]
+    budget, _ = check_overrides([f"budget={(warm_s + opts.job_s) / 60:.4f}"], overrides)
+    amount = budget if budget and not opts.quick else steps  # quick: steps, a time budget would vary
+    return jobs_at_once(launch, overrides, opts.concurrency, amount, steps)

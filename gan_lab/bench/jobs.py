@@ -1,0 +1,185 @@
+"""Training jobs that share one machine: a gan_lab multirun through Hydra's joblib launcher, timed by the jobs.
+
+`run_multirun` starts `python -m gan_lab.train -m hydra/launcher=joblib hydra.launcher.n_jobs=N ...` as a user
+does, with the bench's StepTimer added to every job (`+callbacks.bench_timer`), which writes the job's generator
+step times to `bench_steps.json` in its run directory; the jobs' status files say how each ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gan_lab
+from gan_lab.bench.loops import StepClock, StepTimer
+from gan_lab.run.sweep import load_jobs
+
+log = logging.getLogger("gan_lab.bench")
+
+TIMER_FILE = "bench_steps.json"
+# Inside a joblib (loky) worker a DataLoader cannot start worker processes: Python made "loky" that process's
+# default start method, and loky's Popen starts only loky's Process ("'Process' object has no attribute 'env'").
+# The bench's jobs read images held in memory (decoded and cached by the runs before them): no workers needed.
+NO_WORKERS = "dataset.num_workers=0"
+Launch = Callable[[list[str], str, int], dict[str, Any]]  # (overrides, name, n_jobs) -> run_multirun's result
+SYNC_EVERY = 5  # a job's step times wait for its GPU every this many steps (and at its last step)
+
+
+def timer_overrides(sync_every: int = SYNC_EVERY) -> list[str]:
+    """Overrides that add the StepTimer to a job, writing its clock into the job's run directory."""
+    entry = "+callbacks.bench_timer"
+    return [
+        f"{entry}._target_={StepTimer.__module__}.StepTimer",
+        f"{entry}.key=job",
+        f"{entry}.sync_every={sync_every}",
+        f"{entry}.path=${{paths.output_dir}}/{TIMER_FILE}",
+    ]
+
+
+def read_timer_file(path: Path) -> StepClock:
+    """The clock a job's StepTimer wrote to `path`: seconds since the epoch, comparable across processes."""
+    record = json.loads(Path(path).read_text())
+    clock = StepClock()
+    clock.start, clock.times, clock.exact = record["start"], record["times"], record["exact"]
+    return clock
+
+
+def run_multirun(
+    overrides: Sequence[str],
+    sweep_dir: Path,
+    n_jobs: int,
+    batch_size: int,
+    timeout_s: float,
+    warmup: int = 1,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Run one multirun (its sweep in `overrides`) with n_jobs jobs at once; what each job and all did.
+
+    `command_s`: the whole command's wall time (start-up included: what a user waits for). `images_per_s`: the
+    jobs' images over the time from the first job's first batch to the last job's last step. `steady_images_per_s`:
+    the sum of the jobs' rates while all of them train past their first `warmup` steps (compilation, graph
+    capture and cuDNN autotuning left out). `threads`: OMP_NUM_THREADS of the command (default: joblib's, one
+    share of the cores per job).
+    """
+    command = [sys.executable, "-m", "gan_lab.train", "-m", "hydra/launcher=joblib",
+               f"hydra.launcher.n_jobs={n_jobs}", *overrides, NO_WORKERS, *timer_overrides(),
+               f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+    sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = sweep_dir.parent / f"{sweep_dir.name}.log"
+    # The checkout that runs this bench, whether installed or on PYTHONPATH (the GPU machine's setup).
+    package_root = str(Path(gan_lab.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
+    env |= {"OMP_NUM_THREADS": str(threads)} if threads else {}
+    log.info("multirun, %d at once: %s", n_jobs, " ".join(command[3:]))
+    started = time.perf_counter()
+    with log_path.open("w") as out:
+        # Its own session, so a timeout ends the joblib workers with it.
+        proc = subprocess.Popen(command, cwd=sweep_dir.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+        try:
+            returncode: int | None = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            returncode = None
+    result: dict[str, Any] = {"n_jobs": n_jobs, "returncode": returncode,
+                              "command_s": round(time.perf_counter() - started, 2)}  # fmt: skip
+    if returncode != 0:
+        tail = log_path.read_text(errors="replace")[-1500:] if log_path.is_file() else ""
+        result["error"] = f"timed out after {timeout_s:.0f} s" if returncode is None else f"exit {returncode}"
+        result["log_tail"] = tail
+        log.warning("multirun %s: %s\n%s", sweep_dir.name, result["error"], tail[-600:])
+    result.update(read_jobs(sweep_dir, batch_size, warmup))
+    log.info(
+        "multirun %s: %.0f s, %s images/s", sweep_dir.name, result["command_s"], result.get("images_per_s")
+    )
+    return result
+
+
+def read_jobs(sweep_dir: Path, batch_size: int, warmup: int = 1) -> dict[str, Any]:
+    """Per job: status, generator steps and images/s; together: images/s whole and in steady state."""
+    jobs, clocks = [], []
+    for job in load_jobs(sweep_dir) if sweep_dir.is_dir() else []:
+        entry: dict[str, Any] = {"job": job.name, "status": job.status, "g_steps": job.g_steps}
+        timer = sweep_dir / job.name / TIMER_FILE
+        if timer.is_file():
+            clock = read_timer_file(timer)
+            # Steps up to the last timestamp that waited for the device: their work is done.
+            n = max((i + 1 for i, exact in enumerate(clock.exact) if exact), default=0)
+            if n and clock.start is not None:
+                clock.times, clock.exact = clock.times[:n], clock.exact[:n]
+                clocks.append(clock)
+                entry.update(start=clock.start, end=clock.times[-1], timed_steps=n,
+                             images_per_s=n * batch_size / max(clock.elapsed_s, 1e-9))  # fmt: skip
+        jobs.append(entry)
+    summary: dict[str, Any] = {"jobs": jobs, "completed": sum(j["status"] == "completed" for j in jobs)}
+    if clocks:
+        first, last = min(c.start for c in clocks), max(c.times[-1] for c in clocks)
+        images = sum(len(c.times) for c in clocks) * batch_size
+        summary.update(
+            images=images, train_s=round(last - first, 3), images_per_s=images / max(last - first, 1e-9)
+        )
+        steady = steady_together(clocks, warmup)
+        if steady is not None:
+            summary["steady_images_per_s"], summary["steady_s"] = steady[0] * batch_size, round(steady[1], 3)
+    return summary
+
+
+def steady_together(clocks: Sequence[Any], warmup: int) -> tuple[float, float] | None:
+    """(sum of the clocks' steps/s, window s) over the window where every clock is past `warmup` steps and not
+    yet done; each rate is taken between its exact timestamps inside the window. None without such a window."""
+    if any(len(c.times) <= warmup or not c.exact[warmup - 1] for c in clocks):
+        return None
+    t0, t1 = max(c.times[warmup - 1] for c in clocks), min(c.times[-1] for c in clocks)
+    total = 0.0
+    for c in clocks:
+        inside = [
+            i for i, (t, exact) in enumerate(zip(c.times, c.exact, strict=True)) if exact and t0 <= t <= t1
+        ]
+        if len(inside) < 2 or c.times[inside[-1]] <= c.times[inside[0]]:
+            return None
+        total += (inside[-1] - inside[0]) / (c.times[inside[-1]] - c.times[inside[0]])
+    return total, t1 - t0
+
+
+def jobs_at_once(
+    launch: Launch, overrides: list[str], levels: Sequence[int], amount: list[str], fallback: list[str]
+) -> dict[str, Any]:
+    """For each n in `levels`, n jobs training `amount` each (e.g. ["budget=0.3"]) at once; `fallback` (e.g.
+    ["steps=900"]) replaces `amount` once a command with it completes no job. Ratios to the first level."""
+    result: dict[str, Any] = {"per_job": amount, "runs": {}}
+    for n in levels:
+        seeds = f"seed={','.join(str(i) for i in range(n))}"
+        run = launch([*overrides, *amount, seeds], f"jobs{n}", n)
+        if amount != fallback and not run.get("completed") and "skipped" not in run:
+            result["failed_with"], result["failed_run"], amount = amount, run, fallback
+            result["per_job"] = amount
+            run = launch([*overrides, *amount, seeds], f"jobs{n}_fallback", n)
+        result["runs"][str(n)] = run
+    for key in ("images_per_s", "steady_images_per_s"):
+        first = result["runs"].get(str(levels[0]), {}).get(key)
+        for run in result["runs"].values():
+            if first and run.get(key):
+                run[f"{key}_vs_one_job"] = run[key] / first
+    return result
+
+
+def sweep_times(launch: Launch, overrides: list[str], lrs: Sequence[str], steps: int) -> dict[str, Any]:
+    """A sweep over optim.lr run one job at a time, then all arms at once: each whole command's wall time."""
+    result: dict[str, Any] = {"arms": list(lrs), "steps_per_arm": steps, "runs": {}, "target_max": 0.5}
+    for n in (1, len(lrs)):
+        sweep = [*overrides, f"steps={steps}", f"optim.lr={','.join(lrs)}"]
+        result["runs"][str(n)] = launch(sweep, f"sweep{n}", n)
+    one, many = (result["runs"][str(n)] for n in (1, len(lrs)))
+    if one.get("returncode") == 0 and many.get("returncode") == 0:
+        result["time_ratio"] = many["command_s"] / one["command_s"]
+    return result
