@@ -461,6 +461,11 @@ def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: P
         assert "images_per_s" in c or "unavailable" in c or "skipped" in c, c
     assert results["best_settings"]["contender"] in variants
 
+    profiled = results["profile"]["gan_lab"]  # torch.profiler's per-step summary of gan_lab eager
+    assert profiled["g_steps"] == 5 and profiled["wall_ms_per_step"] > 0
+    assert profiled["top_by_host_time"] and all(t["calls_per_step"] > 0 for t in profiled["top_by_host_time"])
+    assert "torch.profiler, per generator step" in (out / "results.md").read_text()
+
     preset = results["preset"]
     _check_summary(preset["contender"]["images_per_s"], repeats)
     assert preset["contender"]["flops_per_step"] > 0 and preset["speedup_vs_classic"] > 0
@@ -488,3 +493,19 @@ def test_gpu_check_script_parses() -> None:
     for name in ("gpu_check.sh", "gpu_prepare.sh"):
         done = subprocess.run(["bash", "-n", str(scripts / name)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+def test_step_profiler_counts_what_the_steps_run(tmp_path: Path) -> None:
+    """The profile of 3 generator steps (one D step each) of the tiny DCGAN: D's and G's convolutions are called
+    a known number of times per step, and the step's time is positive."""
+    from gan_lab.bench.profile import profile_run
+
+    summary = profile_run([*TINY_RUN, "trainer.precision=32-true"], tmp_path / "run", warmup=2, steps=3)
+    assert summary["g_steps"] == 3 and summary["wall_ms_per_step"] > 0
+    calls = summary["calls_per_step"]
+    # Per G step at 32² (4 layers in G, 4 in D): D on real and on fake in the D step, on fake in the G step
+    # (12 convolutions) and G in both steps (8); backward: D twice in the D step, D and G in the G step (16).
+    assert calls["aten::_convolution"] == 20 and calls["aten::convolution_backward"] == 16
+    assert calls["Optimizer.step#Adam.step"] == 2  # one D and one G optimizer step
+    assert summary["aten_ops_per_step"] > 36
+    assert summary["kernel_launches_per_step"] == 0  # the CPU launches no CUDA kernels

@@ -28,6 +28,7 @@ would not fit and says so; results.json and results.md are rewritten after every
        + 150 timed G steps, classic 10 + 60; set-up ~3-5 s a run; speed.capture compiles in its first run,
        ~30-60 s, then from the on-disk caches; the images are first decoded into gan_lab's cache, ~10 s)
     c. FLOP counts (on the CPU)                    ~10 s
+    torch.profiler: 5 steps of gan_lab eager and of the fastest settings, after a's warm-up   ~20-40 s
     b. the preset, 1-3 repeats                     budget 30 s (its first run compiles its nets)
     d. 1, 2 and 4 jobs at once                     ~25-35 s each: start-up ~10 s + warm-up + 8 s
        lr sweep, n_jobs=1 and n_jobs=3             ~50 s and ~30 s
@@ -65,6 +66,7 @@ from gan_lab.bench.loops import (
     plain_loop,
 )
 from gan_lab.bench.measure import Deadline, machine, matmul_flops_per_s, steady_rate, summarize
+from gan_lab.bench.profile import profile_contenders
 from gan_lab.bench.report import write_gpu_results
 from gan_lab.bench.suite import classic_step_flops, step_flops
 from gan_lab.utils.config import compose_config
@@ -194,6 +196,12 @@ def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
     flops = {"dcgan": count(base), "classic": count(None)}
     for name, contender in dcgan["contenders"].items():
         _add_share(contender, flops["classic" if name == "classic" else "dcgan"], bf16)
+    write_gpu_results(results, out)
+
+    # The trace the issue asks for: launches and host/device time per step, eager and with the best settings.
+    traced = {"gan_lab": [*base, HOST_BATCHES], **({best: [*base, *best_extra]} if best != "gan_lab" else {})}
+    warm, need = (1, 0.0) if opts.quick else (opts.warmup, 60.0)
+    results["profile"] = profile_contenders(traced, workdir, warm, 5, deadline.left, need)
     write_gpu_results(results, out)
 
     preset_overrides = gan_lab_overrides(shape[0], "sndcgan", *shape[1:], [PRESET, *common, *best_extra])

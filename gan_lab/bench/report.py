@@ -308,6 +308,7 @@ def render_gpu_markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {name}: {x['description']} | {_rate(x)} | {ratio} | {steps} | {gflop} | {share} | "
                          f"{_status(x)} |")  # fmt: skip
         lines += ["", f"gan_lab resolved: {_speed(dcgan.get('speed'))}.", ""]
+    lines += _profile_lines(results.get("profile") or {})
     preset = results.get("preset")
     if preset:
         x, classic = preset["contender"], (dcgan or {}).get("contenders", {}).get("classic", {})
@@ -375,3 +376,22 @@ def _job_row(n: str, run: dict[str, Any]) -> str:
         f"| {n} | {run['images_per_s']:,.0f} | {vs} | {steady} | {per_job} | {run['completed']} of "
         f"{len(run['jobs'])} | {run['command_s']:.0f} |"
     )
+
+
+def _profile_lines(profiles: dict[str, Any]) -> list[str]:
+    """torch.profiler's summary per contender: launches and time per generator step, the top operators."""
+    if not profiles:
+        return []
+    lines = ["torch.profiler, per generator step (one D + one G step), after the warm-up:", "",
+             "| contender | kernel launches | CUDA graph launches | wall ms | device busy ms | top by device time |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, p in profiles.items():
+        if "g_steps" not in p:
+            lines.append(f"| {name} | {p.get('skipped') or p.get('error')} | | | | |")
+            continue
+        top = ", ".join(f"{t['name']} {t['self_device_ms_per_step']} ms" for t in p["top_by_device_time"][:3])
+        lines.append(
+            f"| {name} | {p['kernel_launches_per_step']} | {p['graph_launches_per_step']} | "
+            f"{p['wall_ms_per_step']} | {p['device_busy_ms_per_step']} | {top or '—'} |"
+        )
+    return [*lines, ""]
