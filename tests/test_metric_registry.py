@@ -44,12 +44,8 @@ MLS = {"_target_": "my_lab.metrics.MeanLogitSpread"}
 
 @pytest.fixture
 def my_lab(monkeypatch):
-    """tests/fixtures importable as a researcher's package is; the kinds a test registers are forgotten after."""
+    """tests/fixtures importable as a researcher's package is (conftest forgets the kinds a test registers)."""
     monkeypatch.syspath_prepend(str(FIXTURES))
-    before = dict(KINDS)
-    yield
-    KINDS.clear()
-    KINDS.update(before)
 
 
 @dataclass

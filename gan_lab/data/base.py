@@ -289,7 +289,7 @@ class ImageDataModule(pl.LightningDataModule):
                 collate_fn=as_collated,
                 generator=torch.Generator().manual_seed(
                     self.order_seed
-                ),  # its base seed: not the global RNG's
+                ),  # its base seed, not the global RNG's
             )
         if isinstance(self.train_set, InMemoryImages):
             # uint8 batches straight from memory in this process: one index + one flip per batch, no workers.
