@@ -36,10 +36,13 @@ py=$(command -v python3 || command -v python)
 # 2. The GPU tests (names with gpu or cuda; they skip on a CPU).
 say "GPU tests: pytest -k 'gpu or cuda'"
 if "$py" -c "import pytest" 2>/dev/null; then
-  timeout 150 "$py" -m pytest -q -k "gpu or cuda" -p no:cacheprovider --continue-on-collection-errors tests/ \
-    > "$work/pytest.txt" 2>&1
+  # Four at once when pytest-xdist is there: most of these tests wait for torch.compile, on the CPU.
+  parallel=$("$py" -c "import xdist" 2>/dev/null && echo "-n 4")
+  # shellcheck disable=SC2086
+  timeout 150 "$py" -m pytest -q -rs --durations=15 $parallel -k "gpu or cuda" -p no:cacheprovider \
+    --continue-on-collection-errors tests/ > "$work/pytest.txt" 2>&1
   rc=$?
-  tail -n 25 "$work/pytest.txt"
+  tail -n 45 "$work/pytest.txt"
   [ "$rc" -eq 124 ] && say "pytest timed out after 150 s"
   [ "$rc" -eq 0 ] || { say "pytest exit $rc"; failed=1; }
 else

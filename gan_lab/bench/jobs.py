@@ -20,6 +20,7 @@ from typing import Any
 
 import gan_lab
 from gan_lab.bench.loops import StepClock, StepTimer
+from gan_lab.errors import GanLabError
 from gan_lab.run.sweep import load_jobs
 
 log = logging.getLogger("gan_lab.bench")
@@ -108,7 +109,11 @@ def run_multirun(
 def read_jobs(sweep_dir: Path, batch_size: int, warmup: int = 1) -> dict[str, Any]:
     """Per job: status, generator steps and images/s; together: images/s whole and in steady state."""
     jobs, clocks = [], []
-    for job in load_jobs(sweep_dir) if sweep_dir.is_dir() else []:
+    try:
+        found = load_jobs(sweep_dir) if sweep_dir.is_dir() else []
+    except GanLabError:  # a multirun that failed before its first job: its error is already in the result
+        found = []
+    for job in found:
         entry: dict[str, Any] = {"job": job.name, "status": job.status, "g_steps": job.g_steps}
         timer = sweep_dir / job.name / TIMER_FILE
         if timer.is_file():
