@@ -11,7 +11,7 @@
 # when a step failed, after the copy.
 set -u
 cd "$(dirname "$0")/.."
-limit=${GPU_CHECK_LIMIT:-525} # seconds for all of it (the device tool's timeout_s: 540)
+limit=${GPU_CHECK_LIMIT:-525} # seconds for all of it (the device tool's timeout_s: 540); less for a shorter check
 results=benchmarks/gpu
 work=$(mktemp -d)
 exec 3>&1 > >(tee "$work/gpu_check.log") 2>&1
@@ -36,8 +36,8 @@ py=$(command -v python3 || command -v python)
 # 2. The GPU tests (names with gpu or cuda; they skip on a CPU).
 say "GPU tests: pytest -k 'gpu or cuda'"
 if "$py" -c "import pytest" 2>/dev/null; then
-  # Four at once when pytest-xdist is there: most of these tests wait for torch.compile, on the CPU.
-  parallel=$("$py" -c "import xdist" 2>/dev/null && echo "-n 4")
+  # Six at once when pytest-xdist is there: most of these tests wait for torch.compile, on the CPU.
+  parallel=$("$py" -c "import xdist" 2>/dev/null && echo "-n 6")
   # shellcheck disable=SC2086
   timeout 150 "$py" -m pytest -q -rs --durations=15 $parallel -k "gpu or cuda" -p no:cacheprovider \
     --continue-on-collection-errors tests/ > "$work/pytest.txt" 2>&1
@@ -55,7 +55,9 @@ left=$((limit - SECONDS - 20))
 budget=$((left - 30 < 360 ? left - 30 : 360))
 say "python -m gan_lab.bench gpu --time-limit $budget"
 if [ "$budget" -ge 60 ]; then
-  timeout "$left" "$py" -m gan_lab.bench gpu --data-root /tmp/cifar/train --out "$results" --time-limit "$budget"
+  # shellcheck disable=SC2086 # GPU_BENCH_ARGS: more options for the bench, e.g. "--repeats 2"
+  timeout "$left" "$py" -m gan_lab.bench gpu --data-root /tmp/cifar/train --out "$results" --time-limit "$budget" \
+    ${GPU_BENCH_ARGS:-}
   rc=$?
   [ "$rc" -eq 0 ] || { say "bench exit $rc"; failed=1; }
 else

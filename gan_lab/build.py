@@ -25,7 +25,7 @@ from gan_lab.run.paths import RunDir
 from gan_lab.run.preemption import PreemptionCheckpoint
 from gan_lab.utils.config import redact_secrets
 from gan_lab.utils.console import ModelSize
-from gan_lab.utils.precision import resolve_precision, set_tf32
+from gan_lab.utils.precision import resolve_precision, set_tf32, use_channels_last
 
 
 def absolutize_data_paths(cfg: DictConfig) -> None:
@@ -77,7 +77,7 @@ def build_module(cfg: DictConfig) -> GANModule:
         augment=Augmentations(instantiate(cfg.get("augment"))),
         ema_decay=cfg.ema.decay,
         ema_start_step=cfg.ema.start_step,
-        channels_last=bool(speed.get("channels_last", False)),
+        channels_last=use_channels_last(speed, cfg.trainer.get("accelerator", "auto")),
         compile=bool(speed.get("compile", False)),
         capture=bool(speed.get("capture", False)),
         config=redact_secrets(OmegaConf.to_container(cfg, resolve=True)),

@@ -15,6 +15,7 @@ from gan_lab.core.augment import (
     DiffAugment,
     HFlip,
     Sharpen,
+    _adjust_sharpness,
     brightness,
     contrast,
     cutout,
@@ -180,6 +181,15 @@ def test_cutmix_box_area_follows_beta():
     assert 0.25 < pasted.mean() < 0.45
     small = (CutMix(p=1.0, alpha=100.0)(x) != x)[:, 0].flatten(1).float().mean(1)
     assert small.std() < pasted.std()  # a peaked Beta(100, 100) gives boxes of nearly one size
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.5, 1.0, 2.0, 3.7])
+@pytest.mark.parametrize("shape", [(4, 3, 16, 16), (3, 1, 5, 7), (2, 3, 2, 9)])
+def test_sharpen_kernel_is_torchvisions_adjust_sharpness(factor: float, shape: tuple[int, ...]):
+    """Our sync-free adjust_sharpness against torchvision's (the reference), clamping and tiny images included."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1
+    x = x.clamp(0, 1)
+    torch.testing.assert_close(_adjust_sharpness(x, factor), adjust_sharpness(x, factor), rtol=0, atol=1e-6)
 
 
 def test_sharpen_matches_torchvision_and_stays_in_range():

@@ -200,8 +200,8 @@ class _Capture(pl.Callback):
         self.batches.append((batch[0].clone(), batch[1].clone()))
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: Any, *args: Any) -> None:
-        metrics = trainer.callback_metrics
-        self.losses.append((float(metrics["train/d_loss"]), float(metrics["train/g_loss"])))
+        losses = module.last_losses
+        self.losses.append((float(losses["d_loss"]), float(losses["g_loss"])))
 
 
 @pytest.mark.parametrize(

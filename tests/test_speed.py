@@ -266,6 +266,30 @@ def test_capture_includes_compile_and_compiles_when_fitting_starts(tiny_config) 
     assert not is_compiled(build_module(tiny_config("speed.compile=false")).generator)
 
 
+def test_capture_on_cuda_leaves_the_layout_to_the_compiler(
+    tiny_config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """channels_last weights broke the captured step on an H200 (torch 2.11): under capture on CUDA the nets
+    stay NCHW, with one log line; elsewhere speed.channels_last holds."""
+    from gan_lab.utils import precision
+
+    def channels_last(module) -> bool:
+        weight = module.discriminator.main[0].weight if hasattr(module.discriminator, "main") else None
+        weights = [p for p in module.discriminator.parameters() if p.dim() == 4] if weight is None else [weight]
+        return weights[0].is_contiguous(memory_format=torch.channels_last) and not weights[0].is_contiguous()
+
+    settings = ("speed.capture=true", "speed.channels_last=true")
+    assert channels_last(build_module(tiny_config(*settings)))  # the tiny config trains on the CPU
+    monkeypatch.setattr(precision, "trains_on_cuda", lambda accelerator="auto": True)
+    with caplog.at_level(logging.INFO, logger="gan_lab.utils.precision"):
+        module = build_module(tiny_config(*settings))
+    assert not channels_last(module) and module.memory_format == torch.contiguous_format
+    assert [r.getMessage() for r in caplog.records] == [
+        "speed.capture on CUDA: channels_last is left to the compiler, which lays out the convolutions itself"
+    ]
+    assert channels_last(build_module(tiny_config("speed.capture=false", "speed.channels_last=true")))
+
+
 def test_capture_prefers_the_fused_optimizer() -> None:
     weights = [torch.randn(4, requires_grad=True)]
     adamw = {"_target_": "torch.optim.AdamW", "lr": 1e-3}  # a config without `fused`

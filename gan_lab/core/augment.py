@@ -23,7 +23,6 @@ from typing import ClassVar, Protocol
 
 import torch
 from torch import Tensor
-from torchvision.transforms.v2.functional import adjust_sharpness
 
 from gan_lab.errors import ConfigError
 
@@ -122,9 +121,26 @@ class Sharpen(_Op):
         self.factor = _positive("sharpen", "factor", factor)
 
     def __call__(self, x: Tensor) -> Tensor:
-        # adjust_sharpness expects [0, 1] and clamps to it, so the result stays in [-1, 1].
-        sharp = adjust_sharpness((x + 1) / 2, self.factor) * 2 - 1
+        # In [0, 1], clamped there as adjust_sharpness does, so the result stays in [-1, 1].
+        sharp = _adjust_sharpness((x + 1) / 2, self.factor) * 2 - 1
         return torch.where(_chosen(x, self.p), sharp, x)
+
+
+def _adjust_sharpness(x: Tensor, factor: float) -> Tensor:
+    """torchvision's adjust_sharpness for float images (N, C, H, W) in [0, 1], without its host sync.
+
+    torchvision builds its smoothing kernel with torch.tensor(..., device=x.device): a copy from host memory that
+    waits for the GPU at every call. Here the kernel is filled on the device. Tested equal to torchvision's.
+    """
+    channels, height, width = x.shape[1:]
+    if height <= 2 or width <= 2:
+        return x  # no inner pixels to smooth (torchvision returns such images unchanged too)
+    kernel = torch.full((3, 3), 1.0 / 13.0, dtype=x.dtype, device=x.device)
+    kernel[1, 1] = 5.0 / 13.0  # the 3x3 smoothing filter of PIL's ImageFilter.SMOOTH
+    smooth = torch.nn.functional.conv2d(x, kernel.expand(channels, 1, 3, 3), groups=channels)
+    degenerate = x.clone()
+    degenerate[..., 1:-1, 1:-1] = smooth  # borders keep their pixels
+    return (x * factor + degenerate * (1.0 - factor)).clamp_(0.0, 1.0)
 
 
 # --- DiffAugment (Zhao et al. 2020): differentiable, per-image random ops with the original's ranges -------------

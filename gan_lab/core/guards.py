@@ -49,7 +49,10 @@ def check_finite(watch: FiniteWatch, nets: Mapping[str, nn.Module], callbacks: I
     or infinite; the message names the last checkpoint a LastCheckpoint of `callbacks` kept."""
     problems = [problem] if (problem := watch.problem()) else []
     for name, net in nets.items():
-        bad = [n for n, p in net.named_parameters() if not torch.isfinite(p).all()]
+        weights = list(net.named_parameters())
+        # One host sync per net, not one per weight.
+        finite = torch.stack([torch.isfinite(p).all() for _, p in weights]).tolist() if weights else []
+        bad = [n for (n, _), ok in zip(weights, finite, strict=True) if not ok]
         if bad:
             problems.append(
                 f"non-finite {name} weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"

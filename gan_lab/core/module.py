@@ -105,6 +105,9 @@ class GANModule(pl.LightningModule):
         self.g_steps = 0
         self.d_steps = 0
         self._log_sums: dict[str, tuple[Tensor | float, int]] = {}
+        # The last D and G losses, on the device: the progress bar reads them when it redraws. Not self.log:
+        # Lightning reads every prog_bar value back from the GPU after every batch, a host sync per value.
+        self.last_losses: dict[str, Tensor] = {}
         self._finite = FiniteWatch()  # the first NaN / infinite loss, checked by check_finite
         self._rng_to_restore: Mapping[str, Any] | None = None  # set on resume, applied at the next batch
         if isinstance(self.regularizer, WeightClip) and not isinstance(self.loss, WassersteinLoss):
@@ -262,7 +265,7 @@ class GANModule(pl.LightningModule):
             d_fake=fake_logits.mean(),
             d_accuracy=discriminator_accuracy(self.loss, real_logits, fake_logits),
         )
-        self.log("train/d_loss", d_loss.detach(), prog_bar=True, logger=False)
+        self.last_losses["d_loss"] = d_loss.detach()
 
     def _drop_graph_gradients(self, optimizer: Any) -> None:
         """Under CUDA graphs, gradients live in the graphs' memory, which the next step's replays overwrite (and
@@ -289,9 +292,7 @@ class GANModule(pl.LightningModule):
             for scheduler in self._schedulers():
                 scheduler.step()
         self._accumulate(g_loss=g_loss)
-        self.log("train/g_loss", g_loss.detach(), prog_bar=True, logger=False)
-        # A CPU tensor: a Python number would be copied to the GPU with a host sync at every step.
-        self.log("train/g_step", torch.tensor(float(self.g_steps)), prog_bar=True, logger=False)
+        self.last_losses["g_loss"] = g_loss.detach()
         if self.g_steps % self.trainer.log_every_n_steps == 0 or self.g_steps == self.max_g_steps:
             self._write_training_metrics()
         if self.max_g_steps and self.g_steps >= self.max_g_steps:

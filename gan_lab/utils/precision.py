@@ -8,14 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import logging
+
 import torch
 
 from gan_lab.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
+
+def trains_on_cuda(accelerator: str = "auto") -> bool:
+    """Whether trainer.accelerator puts training on a CUDA GPU here."""
+    return str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
 
 def fast_bf16_available(accelerator: str = "auto") -> bool:
     """Whether bf16 matrix products are fast here: a CUDA GPU with bf16, or a CPU with AMX / AVX-512 bf16."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    if trains_on_cuda(accelerator):
         return torch.cuda.is_bf16_supported()
     cpu = torch.backends.cpu.get_cpu_capability()  # e.g. "AVX512", "AVX2", "DEFAULT"
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
@@ -42,3 +51,17 @@ def set_tf32(enabled: bool | None) -> None:
         raise ConfigError(f"speed.tf32 must be true or false, got {enabled!r}")
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
+
+
+def use_channels_last(speed: Any, accelerator: str = "auto") -> bool:
+    """speed.channels_last, except under speed.capture on CUDA, where the compiler chooses the layout.
+
+    There, with channels_last weights, torch 2.11's compiled convolution_backward expects a channels_last weight
+    gradient where cuDNN returns a contiguous one (G's first layer, whose input is 1x1): the captured step fails
+    its stride check (seen on an H200). Inductor lays convolutions out itself (its layout optimisation).
+    """
+    wanted = bool(speed.get("channels_last", False))
+    if wanted and bool(speed.get("capture", False)) and trains_on_cuda(accelerator):
+        log.info("speed.capture on CUDA: channels_last is left to the compiler, which lays out the convolutions itself")
+        return False
+    return wanted
