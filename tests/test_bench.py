@@ -21,11 +21,15 @@ from hydra.utils import instantiate
 from PIL import Image
 from torch import nn
 
+from gan_lab.bench import graphed
 from gan_lab.bench.contenders import PlainBatches, check_overrides
+from gan_lab.bench.graphed import graphed_loop
 from gan_lab.bench.jobs import steady_together
 from gan_lab.bench.loops import (
     ClassicDiscriminator,
     ClassicGenerator,
+    PlainGAN,
+    Speed,
     StepClock,
     build_plain,
     plain_loop,
@@ -249,6 +253,61 @@ def test_plain_loop_computes_what_gan_module_does(tiny_config, overrides: list[s
             torch.testing.assert_close(value, theirs_state[name], **tol, msg=f"{name} differs")
 
 
+def _graphed_against_plain(cfg, device: str, capture) -> tuple[list, list, PlainGAN, PlainGAN]:
+    """The graphed loop (with `capture`) and a reference from the same weights, RNG state and batches: the
+    plain loop, or with a real CUDA graph the graphed loop run eagerly (its warm-up steps included)."""
+    speed = Speed(precision=cfg.trainer.precision, channels_last=False, device=device)
+    gan = build_plain(cfg, speed)
+    reference = copy.deepcopy(gan)
+    batches = [(torch.rand(8, 3, 32, 32, device=device) * 2 - 1, torch.zeros(8)) for _ in range(3)]
+    torch.manual_seed(1)
+    losses = graphed_loop(gan, batches, StepClock(max_steps=4), capture)
+    torch.manual_seed(1)
+    if capture is graphed.eager:
+        expected = plain_loop(reference, batches, StepClock(max_steps=4))
+    else:  # the same warm-up calls as cuda_graph, then every step eagerly
+        expected = graphed_loop(reference, batches, StepClock(max_steps=4), _warmed_eager)
+    return losses, expected, gan, reference
+
+
+def _warmed_eager(step):
+    for _ in range(3):
+        step()
+    return step
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_graphed_loop_steps_are_the_plain_loops(tiny_config, precision: str) -> None:
+    """Run eagerly, the graphed loop's captured steps compute the plain loop's training (CPU): exactly in fp32;
+    in bf16 to rounding, since autocast without its cache casts D's weights once per D call, so their two
+    gradients are summed in fp32 rather than in bf16."""
+    cfg = tiny_config("model=dcgan", f"trainer.precision={precision}", "dataset.resolution=32")
+    losses, expected, gan, reference = _graphed_against_plain(cfg, "cpu", graphed.eager)
+    tol = {"rtol": 0, "atol": 0} if precision == "32-true" else {"rtol": 1e-3, "atol": 1e-3}
+    got, want = ([[float(d), float(g)] for d, g in pairs] for pairs in (losses, expected))
+    np.testing.assert_allclose(got, want, **tol)
+    for mine, theirs in ((gan.generator, reference.generator), (gan.discriminator, reference.discriminator)):
+        for (name, value), other in zip(mine.state_dict().items(), theirs.state_dict().values(), strict=True):
+            torch.testing.assert_close(value, other, **tol, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graphed_loop_gpu_replays_train_like_eager(tiny_config, monkeypatch) -> None:
+    """Real CUDA graphs (noise drawn in the graph, capturable Adam, BN statistics) against the same steps run
+    eagerly, in fp32 with deterministic cuDNN and no TF32: the same training up to rounding."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    cfg = tiny_config("model=dcgan", "trainer.precision=32-true", "dataset.resolution=32")
+    losses, expected, gan, reference = _graphed_against_plain(cfg, "cuda", graphed.cuda_graph)
+    got = torch.tensor([[float(d), float(g)] for d, g in losses])
+    want = torch.tensor([[float(d), float(g)] for d, g in expected])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    for name, value in gan.generator.state_dict().items():
+        torch.testing.assert_close(value, reference.generator.state_dict()[name], rtol=1e-4, atol=1e-5)
+
+
 def test_plain_loop_gets_gan_labs_batches(tmp_path: Path, small_folder: Path) -> None:
     """The plain loop reads the same data module (in memory where gan_lab is) and sees the same tensors."""
     from gan_lab.build import build_module, build_trainer
@@ -448,7 +507,8 @@ def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: P
 
     contenders = results["dcgan"]["contenders"]
     variants = ["gan_lab", "gan_lab_capture", "gan_lab_on_device", "gan_lab_capture_on_device"]
-    assert list(contenders) == [*variants, "plain", "classic"]
+    assert list(contenders) == [*variants, "plain", "plain_graphed", "classic"]
+    assert contenders["plain_graphed"]["skipped"] == "CUDA graphs need a CUDA GPU"
     for name in ("gan_lab", "plain", "classic"):
         c = contenders[name]
         assert "error" not in c, c["error"]

@@ -275,7 +275,9 @@ def test_capture_on_cuda_leaves_the_layout_to_the_compiler(
 
     def channels_last(module) -> bool:
         weight = module.discriminator.main[0].weight if hasattr(module.discriminator, "main") else None
-        weights = [p for p in module.discriminator.parameters() if p.dim() == 4] if weight is None else [weight]
+        weights = (
+            [p for p in module.discriminator.parameters() if p.dim() == 4] if weight is None else [weight]
+        )
         return weights[0].is_contiguous(memory_format=torch.channels_last) and not weights[0].is_contiguous()
 
     settings = ("speed.capture=true", "speed.channels_last=true")

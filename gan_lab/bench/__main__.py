@@ -119,6 +119,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     gp.add_argument("--time-limit", type=float, help="seconds for the whole command (default 360)")
     gp.add_argument("--repeats", type=int)
+    gp.add_argument(
+        "--skip", action="append", default=[], metavar="CONTENDER",
+        help="leave a DCGAN contender of part a out (repeatable), e.g. --skip gan_lab_capture",
+    )  # fmt: skip
     gp.add_argument("--batch-size", type=int)
     gp.add_argument("--width", type=int, help="model.width, and the classic nets' ngf/ndf (default 64)")
     gp.add_argument(
@@ -246,6 +250,7 @@ def _gpu(args: argparse.Namespace, data_root: Path) -> int:
     chosen = _options(args, ("repeats", "batch_size", "width"), QUICK)
     if args.time_limit is not None:
         chosen["time_limit_s"] = args.time_limit
+    chosen["skip"] = tuple(args.skip)
     with tempfile.TemporaryDirectory(prefix="gan_lab_bench_gpu_") as tmp:
         gpu_bench(GPUOptions(data_root, overrides=args.set, **chosen), args.workdir or Path(tmp), out)
     print((out / "results.md").read_text())

@@ -5,7 +5,8 @@ At 64², batch 128, on CIFAR-10's training JPEGs as a folder (`--data-root`; on 
 a. DCGAN images/s in steady state (G steps x batch / time; each contender run once per repeat, in turn): gan_lab
    with its speed defaults of before issue 14 (batches from host memory: `dataset.on_device=false`), with
    `speed.capture=true`, with `dataset.on_device=true`, with both; the plain PyTorch loop on gan_lab's batches
-   (`loops.plain_loop`); the classic DCGAN design with one loader worker per core (its best case; 1 worker on a
+   (`loops.plain_loop`), and the same loop with each whole step one CUDA graph (`graphed.graphed_loop`, the
+   ceiling without launch costs; CUDA only); the classic DCGAN design with one loader worker per core (its best case; 1 worker on a
    CPU, as the throughput command). A setting this gan_lab lacks makes its contender "unavailable"; a run that
    fails is recorded with its error and the others go on.
 b. The SN-DCGAN study preset (`experiment=sndcgan_lr_sweep`, its first arm, callbacks on, metrics=none) with the
@@ -54,6 +55,7 @@ import torch
 from hydra.utils import instantiate
 
 from gan_lab.bench.contenders import CLASSIC_NZ, PlainBatches, check_overrides, gan_lab_overrides, run_gan_lab
+from gan_lab.bench.graphed import graphed_loop
 from gan_lab.bench.jobs import jobs_at_once, run_multirun, sweep_times
 from gan_lab.bench.loops import (
     Speed,
@@ -98,6 +100,7 @@ class GPUOptions:
     width: int | None = None
     overrides: list[str] = field(default_factory=list)  # --set: every gan_lab run and job
     classic_workers: int | None = None  # None: one per usable core on a GPU, 1 on a CPU
+    skip: tuple[str, ...] = ()  # part a's contenders left out (--skip)
     concurrency: tuple[int, ...] = (1, 2, 4)
     job_s: float = 8.0  # each concurrent job's training after its warm-up (`budget`, or steps at a's rate)
     job_steps: int | None = None  # a fixed step count instead (quick)
@@ -136,6 +139,9 @@ def _free(device: str) -> None:
 
 def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
     """Every part (see the module docstring); results written to `out` after each."""
+    skippable = [*list(VARIANTS)[1:], "plain", "plain_graphed"]  # gan_lab and classic: the others' yardsticks
+    for name in set(opts.skip) - set(skippable):
+        raise SystemExit(f"gan_lab.bench gpu: error: --skip {name}: not one of {', '.join(skippable)}")
     device = opts.device or ("cpu" if opts.quick else "cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gan_lab.bench gpu: error: no CUDA GPU here; --quick runs tiny settings on the CPU")
@@ -243,10 +249,17 @@ def _dcgan(
     contenders["plain"] = {
         "description": "plain PyTorch loop: gan_lab's nets, loss, optimizers, batches, precision"
     }
+    contenders["plain_graphed"] = {
+        "description": "the plain loop, each whole D and G step one CUDA graph (bench/graphed.py)"
+    }
+    if device != "cuda":
+        contenders["plain_graphed"]["skipped"] = "CUDA graphs need a CUDA GPU"
     plural = "s" * (workers != 1)
     contenders["classic"] = {
         "description": f"classic DCGAN design: fp32, ImageFolder, {workers} loader worker{plural}"
     }
+    for name in opts.skip:
+        contenders[name]["skipped"] = "--skip"
     speeds: dict[str, Speed] = {}
     state: dict[str, Any] = {}
     try:  # gan_lab's batches for the plain loop; decodes the images into gan_lab's cache before any timing
@@ -277,6 +290,15 @@ def _dcgan(
         plain_loop(build_plain(state["cfg"], speed), state["batches"], clock)
         return clock.times
 
+    def plain_graphed(repeat: int) -> list[float]:
+        speed = speeds.get("gan_lab")
+        if speed is None:
+            raise RuntimeError("needs the settings gan_lab resolved, and its run failed")
+        torch.manual_seed(opts.seed + repeat)
+        clock = StepClock(sum(window) + 1, device=speed.device, sync_at=(opts.warmup, sum(window)))
+        graphed_loop(build_plain(state["cfg"], speed), state["batches"], clock)
+        return clock.times
+
     def classic(repeat: int) -> list[float]:
         if "classic_data" not in state:
             state["classic_data"] = classic_dataset(opts.data_root, opts.resolution)
@@ -288,7 +310,8 @@ def _dcgan(
         classic_loop(net_g, net_d, loader, clock, CLASSIC_NZ)
         return clock.times
 
-    runners = {name: gan_lab(name) for name in VARIANTS} | {"plain": plain, "classic": classic}
+    runners = {name: gan_lab(name) for name in VARIANTS}
+    runners |= {"plain": plain, "plain_graphed": plain_graphed, "classic": classic}
     windows = {name: window for name in runners} | {"classic": (opts.classic_warmup, opts.classic_steps)}
     budget = Deadline(opts.contenders_budget_s)
     _repeat_all(contenders, runners, opts.repeats, budget, deadline, device)

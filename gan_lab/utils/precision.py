@@ -6,9 +6,8 @@ submitit pickle by value, and torch.backends' module objects cannot be pickled.)
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
+from typing import Any
 
 import torch
 
@@ -62,6 +61,8 @@ def use_channels_last(speed: Any, accelerator: str = "auto") -> bool:
     """
     wanted = bool(speed.get("channels_last", False))
     if wanted and bool(speed.get("capture", False)) and trains_on_cuda(accelerator):
-        log.info("speed.capture on CUDA: channels_last is left to the compiler, which lays out the convolutions itself")
+        log.info(
+            "speed.capture on CUDA: channels_last is left to the compiler, which lays out the convolutions itself"
+        )
         return False
     return wanted
