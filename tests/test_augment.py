@@ -412,6 +412,37 @@ def test_the_removed_hflip_op_names_its_replacement_in_one_line():
 
 
 # --- device -------------------------------------------------------------------------------------------------------
+# The aten ops that move data between host and device mid-step on a GPU: tensors made from Python data
+# (lift_fresh: torch.tensor(...), `t[i] = 0.5`), reads back to the host (item, nonzero, `if t:`).
+HOST_ROUND_TRIPS = {"lift_fresh", "_local_scalar_dense", "is_nonzero", "nonzero"}
+
+
+def _host_round_trips(fn) -> list[str]:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: list[str] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.split(".")[0] in HOST_ROUND_TRIPS:
+                seen.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return seen
+
+
+def test_ops_make_no_host_round_trips_checked_on_the_cpu():
+    """The CPU-side guard of the GPU test below: no op asks for a host sync (the GPU check found two in
+    Sharpen: torchvision's torch.tensor kernel, then an indexed assignment of a number)."""
+    x = images()
+    augment = Augmentations([CutMix(), Sharpen(), DiffAugment()])
+    assert _host_round_trips(lambda: (augment.real(x), augment.fake(x))) == []
+    # the check sees such an op: torchvision's adjust_sharpness makes its kernel from a Python list
+    assert "lift_fresh" in _host_round_trips(lambda: adjust_sharpness((x + 1) / 2, 2.0))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_ops_run_on_the_gpu_without_host_sync():
     x = images().cuda()

@@ -281,7 +281,7 @@ def test_capture_on_cuda_leaves_the_layout_to_the_compiler(
         return weights[0].is_contiguous(memory_format=torch.channels_last) and not weights[0].is_contiguous()
 
     settings = ("speed.capture=true", "speed.channels_last=true")
-    assert channels_last(build_module(tiny_config(*settings)))  # the tiny config trains on the CPU
+    assert channels_last(build_module(tiny_config(*settings, "trainer.accelerator=cpu")))
     monkeypatch.setattr(precision, "trains_on_cuda", lambda accelerator="auto": True)
     with caplog.at_level(logging.INFO, logger="gan_lab.utils.precision"):
         module = build_module(tiny_config(*settings))
