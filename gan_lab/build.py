@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.callbacks import InLoopMetrics
 from gan_lab.core.augment import Augmentations
+from gan_lab.core.graphs import capture_mode
 from gan_lab.core.module import GANModule
 from gan_lab.errors import ConfigError
 from gan_lab.metrics import settings_from_config
@@ -79,7 +80,7 @@ def build_module(cfg: DictConfig) -> GANModule:
         ema_start_step=cfg.ema.start_step,
         channels_last=use_channels_last(speed, cfg.trainer.get("accelerator", "auto")),
         compile=bool(speed.get("compile", False)),
-        capture=bool(speed.get("capture", False)),
+        capture=capture_mode(speed.get("capture", False)),
         config=redact_secrets(OmegaConf.to_container(cfg, resolve=True)),
     )
 

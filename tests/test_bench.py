@@ -506,7 +506,9 @@ def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: P
     repeats, batch = results["settings"]["repeats"], results["settings"]["batch_size"]
 
     contenders = results["dcgan"]["contenders"]
-    variants = ["gan_lab", "gan_lab_capture", "gan_lab_on_device", "gan_lab_capture_on_device"]
+    variants = [
+        "gan_lab", "gan_lab_capture", "gan_lab_on_device", "gan_lab_capture_on_device", "gan_lab_steps_on_device"
+    ]  # fmt: skip
     assert list(contenders) == [*variants, "plain", "plain_graphed", "classic"]
     assert contenders["plain_graphed"]["skipped"] == "CUDA graphs need a CUDA GPU"
     for name in ("gan_lab", "plain", "classic"):

@@ -287,7 +287,7 @@ def test_capture_on_cuda_leaves_the_layout_to_the_compiler(
         module = build_module(tiny_config(*settings))
     assert not channels_last(module) and module.memory_format == torch.contiguous_format
     assert [r.getMessage() for r in caplog.records] == [
-        "speed.capture on CUDA: channels_last is left to the compiler, which lays out the convolutions itself"
+        "speed.capture=nets on CUDA: channels_last is left to the compiler, which lays out the convolutions itself"
     ]
     assert channels_last(build_module(tiny_config("speed.capture=false", "speed.channels_last=true")))
 

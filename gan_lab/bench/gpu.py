@@ -4,7 +4,8 @@ At 64², batch 128, on CIFAR-10's training JPEGs as a folder (`--data-root`; on 
 
 a. DCGAN images/s in steady state (G steps x batch / time; each contender run once per repeat, in turn): gan_lab
    with its speed defaults of before issue 14 (batches from host memory: `dataset.on_device=false`), with
-   `speed.capture=true`, with `dataset.on_device=true`, with both; the plain PyTorch loop on gan_lab's batches
+   `speed.capture=nets`, with `dataset.on_device=true`, with both, and with `speed.capture=steps` on the device
+   (whole D and G steps as CUDA graphs); the plain PyTorch loop on gan_lab's batches
    (`loops.plain_loop`), and the same loop with each whole step one CUDA graph (`graphed.graphed_loop`, the
    ceiling without launch costs; CUDA only); the classic DCGAN design with one loader worker per core (its best case; 1 worker on a
    CPU, as the throughput command). A setting this gan_lab lacks makes its contender "unavailable"; a run that
@@ -77,12 +78,14 @@ log = logging.getLogger("gan_lab.bench")
 
 PRESET = "experiment=sndcgan_lr_sweep"
 # gan_lab's contenders: (overrides the contender is about, overrides applied where this gan_lab has the key).
-HOST_BATCHES, CAPTURE, ON_DEVICE = "dataset.on_device=false", "speed.capture=true", "dataset.on_device=true"
+HOST_BATCHES, ON_DEVICE = "dataset.on_device=false", "dataset.on_device=true"
+CAPTURE, CAPTURE_STEPS = "speed.capture=nets", "speed.capture=steps"
 VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gan_lab": ((), (HOST_BATCHES,)),
     "gan_lab_capture": ((CAPTURE,), (HOST_BATCHES,)),
     "gan_lab_on_device": ((ON_DEVICE,), ()),
     "gan_lab_capture_on_device": ((CAPTURE, ON_DEVICE), ()),
+    "gan_lab_steps_on_device": ((CAPTURE_STEPS, ON_DEVICE), ()),
 }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 
 from gan_lab.core.augment import Augmentations
 from gan_lab.core.ema import build_ema, update_ema
+from gan_lab.core.graphs import StepGraphs, capture_mode, steps_run_eagerly
 from gan_lab.core.guards import FiniteWatch, check_finite
 from gan_lab.core.losses import GANLoss, WassersteinLoss, discriminator_accuracy
 from gan_lab.core.optim import build_optimizer, build_scheduler, learning_rates
@@ -61,7 +63,7 @@ class GANModule(pl.LightningModule):
         ema_start_step: int = 0,
         channels_last: bool = False,
         compile: bool = False,
-        capture: bool = False,
+        capture: bool | str = False,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -90,11 +92,12 @@ class GANModule(pl.LightningModule):
         self.augment = augment or Augmentations(None)
         self.generator_ema = build_ema(self.generator, ema_decay)
         self.ema_start_step = ema_start_step
-        # speed.capture includes speed.compile: with both set, capture decides (it compiles in on_fit_start).
-        self.capture = capture
-        self._cuda_graphs = False  # set in on_fit_start: capture on a CUDA device
+        # speed.capture=nets includes speed.compile: with both set, capture decides (it compiles in on_fit_start).
+        self.capture = capture_mode(capture)
+        self._cuda_graphs = False  # set in on_fit_start: capture=nets on a CUDA device
+        self._step_graphs = StepGraphs()  # enabled in on_fit_start: capture=steps on a CUDA device
         self._said_penalty_is_eager = False
-        if compile and not capture:
+        if compile and self.capture != "nets":
             # In place (nn.Module.compile): parameter names, and so checkpoints, stay those of the plain nets.
             # G and D separately, not the LightningModule, whose step has Python control flow.
             self.generator.compile()
@@ -147,15 +150,18 @@ class GANModule(pl.LightningModule):
         try:
             # Captured: a CUDA graph's output is overwritten by its next replay, and eval mode would compile
             # another graph; samples and metrics are rare enough to run G uncompiled.
-            return (uncompiled(generator) if self.capture else generator)(z, labels)
+            return (uncompiled(generator) if self.capture == "nets" else generator)(z, labels)
         finally:
             generator.train(was_training)
 
     # --- optimizers ---------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        fused = self.capture  # the single-kernel step where the optimizer has one (see build_optimizer)
-        opt_g = build_optimizer(self.optim, self.generator.parameters(), self.lr_g, prefer_fused=fused)
-        opt_d = build_optimizer(self.optim, self.discriminator.parameters(), self.lr_d, prefer_fused=fused)
+        # Captured: the single-kernel step where the optimizer has one; whole captured steps need capturable ones.
+        fused, capturable = self.capture != "false", self.capture == "steps" and self.device.type == "cuda"
+        opt_g, opt_d = (
+            build_optimizer(self.optim, net.parameters(), lr, prefer_fused=fused, capturable=capturable)
+            for net, lr in ((self.generator, self.lr_g), (self.discriminator, self.lr_d))
+        )
         if not self.scheduler:
             return [opt_g, opt_d]
         length = self._run_length(self.scheduler.get("interval", "step"))
@@ -208,7 +214,15 @@ class GANModule(pl.LightningModule):
         return self.scheduler.get("interval", "step") if self.scheduler else None
 
     def on_fit_start(self) -> None:
-        if self.capture and not is_compiled(self.generator):
+        if self.capture == "steps":
+            why = steps_run_eagerly(
+                self.device, self.trainer.precision_plugin, self.scheduler, self.optimizers()
+            )
+            if why:
+                log.info("speed.capture=steps: %s, so the steps run eagerly", why)
+            else:
+                self._step_graphs.enable()
+        if self.capture == "nets" and not is_compiled(self.generator):
             cuda = self.device.type == "cuda"
             for net in (self.generator, self.discriminator):
                 net.compile(mode="reduce-overhead" if cuda else None)
@@ -222,9 +236,12 @@ class GANModule(pl.LightningModule):
             log.info(
                 "%s: the %s penalty calls D uncompiled (eagerly), on the same weights: its double backward "
                 "cannot go through a compiled D; the rest of the step stays compiled",
-                "speed.capture" if self.capture else "speed.compile",
+                "speed.capture" if self.capture == "nets" else "speed.compile",
                 type(self.regularizer).__name__,
             )
+
+    def on_fit_end(self) -> None:
+        self._step_graphs.reset()  # the graphs hold GPU memory, and the nets may move to the CPU now
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._rng_to_restore is not None:
@@ -236,12 +253,32 @@ class GANModule(pl.LightningModule):
         if self._cuda_graphs:
             # A new iteration of the CUDA graphs: the last step's graph outputs may be overwritten now.
             torch.compiler.cudagraph_mark_step_begin()
-        n = real.shape[0]
+        self.toggle_optimizer(opt_d)
+        update = partial(self._discriminator_update, opt_d)
+        d_loss, penalty, real_logits, fake_logits = self._step_graphs.run(
+            "discriminator", update, real, labels
+        )
+        self._drop_graph_gradients(opt_d)
+        self.untoggle_optimizer(opt_d)
+        self.regularizer.after_d_step(self.discriminator)
+        self.d_steps += 1
+        self._finite.watch(d_loss + penalty, is_generator=False, g_step=self.g_steps, d_step=self.d_steps)
+        self._accumulate(
+            d_loss=d_loss,
+            d_penalty=penalty,
+            d_real=real_logits.mean(),
+            d_fake=fake_logits.mean(),
+            d_accuracy=discriminator_accuracy(self.loss, real_logits, fake_logits),
+        )
+        self.last_losses["d_loss"] = d_loss
+
+    def _discriminator_update(self, opt_d: Any, real: Tensor, labels: Tensor | None) -> tuple[Tensor, ...]:
+        """D's update on a real batch and fresh fakes (one CUDA graph under speed.capture=steps); returns the
+        detached d_loss, penalty and real and fake logits."""
         fake_labels = labels  # conditional D compares real and fake of the same classes
         with torch.no_grad():
-            fake = self.generator(self.sample_noise(n), fake_labels)
+            fake = self.generator(self.sample_noise(real.shape[0]), fake_labels)
         real, fake = self.augment.real(real), self.augment.fake(fake)  # penalties see what D scored
-        self.toggle_optimizer(opt_d)
         real_logits = self.discriminator(real, labels)
         fake_logits = self.discriminator(fake, fake_labels)
         d_loss = self.loss.d_loss(real_logits, fake_logits)
@@ -252,20 +289,7 @@ class GANModule(pl.LightningModule):
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss + penalty)
         opt_d.step()
-        self._drop_graph_gradients(opt_d)
-        self.untoggle_optimizer(opt_d)
-        self.regularizer.after_d_step(self.discriminator)
-        self.d_steps += 1
-        self._finite.watch(d_loss + penalty, is_generator=False, g_step=self.g_steps, d_step=self.d_steps)
-        real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
-        self._accumulate(
-            d_loss=d_loss,
-            d_penalty=penalty,
-            d_real=real_logits.mean(),
-            d_fake=fake_logits.mean(),
-            d_accuracy=discriminator_accuracy(self.loss, real_logits, fake_logits),
-        )
-        self.last_losses["d_loss"] = d_loss.detach()
+        return d_loss.detach(), penalty.detach(), real_logits.detach(), fake_logits.detach()
 
     def _drop_graph_gradients(self, optimizer: Any) -> None:
         """Under CUDA graphs, gradients live in the graphs' memory, which the next step's replays overwrite (and
@@ -277,12 +301,8 @@ class GANModule(pl.LightningModule):
         if self._cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad: no D gradients are computed
-        fake_labels = self.sample_labels(n)
-        fake = self.augment.fake(self.generator(self.sample_noise(n), fake_labels))
-        g_loss = self.loss.g_loss(self.discriminator(fake, fake_labels))
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
-        opt_g.step()
+        # One graph per batch size (n is not an input tensor the graph could take).
+        g_loss = self._step_graphs.run(f"generator{n}", partial(self._generator_update, opt_g, n))
         self._drop_graph_gradients(opt_g)
         self.untoggle_optimizer(opt_g)
         self.g_steps += 1
@@ -292,11 +312,21 @@ class GANModule(pl.LightningModule):
             for scheduler in self._schedulers():
                 scheduler.step()
         self._accumulate(g_loss=g_loss)
-        self.last_losses["g_loss"] = g_loss.detach()
+        self.last_losses["g_loss"] = g_loss
         if self.g_steps % self.trainer.log_every_n_steps == 0 or self.g_steps == self.max_g_steps:
             self._write_training_metrics()
         if self.max_g_steps and self.g_steps >= self.max_g_steps:
             self.trainer.should_stop = True
+
+    def _generator_update(self, opt_g: Any, n: int) -> Tensor:
+        """G's update on n fresh fakes (one CUDA graph under speed.capture=steps); returns the detached g_loss."""
+        fake_labels = self.sample_labels(n)
+        fake = self.augment.fake(self.generator(self.sample_noise(n), fake_labels))
+        g_loss = self.loss.g_loss(self.discriminator(fake, fake_labels))
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+        return g_loss.detach()
 
     # --- logging ------------------------------------------------------------------------------------------
     # Training metrics go straight to the loggers, at generator steps: Lightning's self.log would repeat a

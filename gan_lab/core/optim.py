@@ -30,7 +30,7 @@ def learning_rates(optim: Mapping[str, Any]) -> tuple[float, float]:
 
 
 def build_optimizer(
-    optim: Mapping[str, Any], params: Any, lr: float, prefer_fused: bool = False
+    optim: Mapping[str, Any], params: Any, lr: float, prefer_fused: bool = False, capturable: bool = False
 ) -> torch.optim.Optimizer:
     """Instantiate conf/optim's `_target_` for one network with its own learning rate.
 
@@ -38,14 +38,17 @@ def build_optimizer(
     a device that has one (CPU and CUDA in current torch): it is the fastest, and equal to the per-parameter
     loop up to rounding. Fused Adam keeps its step count on the device, so a step needs no host sync.
     `prefer_fused` (speed.capture) treats an optimizer that takes `fused` but whose config leaves it out as
-    `fused: null`. `capturable` is left off: the CUDA graphs hold G's and D's calls, not the optimizer step, and
-    torch runs a capturable optimizer slower outside a graph.
+    `fused: null`. `capturable` (speed.capture=steps on CUDA: the optimizer step is inside the step's CUDA graph)
+    is set where the optimizer takes it; otherwise it stays off: torch runs a capturable optimizer slower outside
+    a graph.
     """
     kwargs = {k: v for k, v in optim.items() if k not in _LR_KEYS}
     params = list(params)
     accepted = inspect.signature(get_class(kwargs["_target_"])).parameters
     if prefer_fused and "fused" in accepted and "fused" not in kwargs:
         kwargs["fused"] = None
+    if capturable and "capturable" in accepted:
+        kwargs["capturable"] = True
     if "fused" in kwargs and kwargs["fused"] is None:
         kwargs["fused"] = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
     unknown = sorted(k for k in kwargs if k != "_target_" and k not in accepted)

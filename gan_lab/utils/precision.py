@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from gan_lab.core.graphs import capture_mode
 from gan_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,16 @@ def set_tf32(enabled: bool | None) -> None:
 
 
 def use_channels_last(speed: Any, accelerator: str = "auto") -> bool:
-    """speed.channels_last, except under speed.capture on CUDA, where the compiler chooses the layout.
+    """speed.channels_last, except under speed.capture=nets on CUDA, where the compiler chooses the layout.
 
     There, with channels_last weights, torch 2.11's compiled convolution_backward expects a channels_last weight
     gradient where cuDNN returns a contiguous one (G's first layer, whose input is 1x1): the captured step fails
     its stride check (seen on an H200). Inductor lays convolutions out itself (its layout optimisation).
     """
     wanted = bool(speed.get("channels_last", False))
-    if wanted and bool(speed.get("capture", False)) and trains_on_cuda(accelerator):
+    if wanted and capture_mode(speed.get("capture", False)) == "nets" and trains_on_cuda(accelerator):
         log.info(
-            "speed.capture on CUDA: channels_last is left to the compiler, which lays out the convolutions itself"
+            "speed.capture=nets on CUDA: channels_last is left to the compiler, which lays out the convolutions itself"
         )
         return False
     return wanted

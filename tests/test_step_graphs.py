@@ -1,0 +1,226 @@
+"""speed.capture=steps: whole D and G steps as CUDA graphs (gan_lab/core/graphs.py).
+
+On the CPU: the setting's values, when a run falls back to eager steps (and says why), the capture-and-replay
+bookkeeping of StepGraphs (with a stand-in for the CUDA graph), capturable optimizers, and that the step
+functions compute the eager training exactly. On a GPU: the same training as eager steps to rounding, no host
+sync in the replayed steps, and an exact resume.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from conftest import TINY_RUN
+
+from gan_lab.core import graphs
+from gan_lab.core.graphs import StepGraphs, capture_mode, steps_run_eagerly
+from gan_lab.core.optim import build_optimizer
+from gan_lab.errors import ConfigError, one_line
+from gan_lab.train import train
+from gan_lab.utils.config import compose_config
+
+CPU_FP32 = [*TINY_RUN, "trainer.precision=32-true", "model.width=8", "trainer.accelerator=cpu"]
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_capture_mode_values() -> None:
+    assert [capture_mode(v) for v in (False, None, "false", True, "true", "nets", "steps", "STEPS")] == [
+        "false", "false", "false", "nets", "nets", "nets", "steps", "steps",
+    ]  # fmt: skip
+    with pytest.raises(ConfigError) as raised:
+        capture_mode("graphs")
+    assert one_line(raised.value) == "speed.capture must be false, nets or steps (true = nets), got 'graphs'"
+
+
+def test_steps_on_the_cpu_train_eagerly_and_say_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The step functions are the eager step: a capture=steps run on the CPU trains bit for bit as eager."""
+    run = [*CPU_FP32, "steps=3"]
+    eager = train(compose_config(run, output_dir=tmp_path / "eager"))
+    with caplog.at_level(logging.INFO, logger="gan_lab.module"):
+        steps = train(compose_config([*run, "speed.capture=steps"], output_dir=tmp_path / "steps"))
+    torch.testing.assert_close(steps.state_dict(), eager.state_dict(), atol=0, rtol=0)
+    said = [r.getMessage() for r in caplog.records if "speed.capture=steps" in r.getMessage()]
+    assert said == [
+        "speed.capture=steps: CUDA graphs need a CUDA GPU and this run trains on cpu, so the steps run eagerly"
+    ]
+    assert not steps._step_graphs.enabled
+
+
+def test_why_steps_run_eagerly() -> None:
+    cuda = torch.device("cuda")
+    adam = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], capturable=True)
+    bf16 = SimpleNamespace(scaler=None)
+    assert steps_run_eagerly(cuda, bf16, None, [adam, adam]) is None
+    assert "CUDA GPU" in steps_run_eagerly(torch.device("cpu"), bf16, None, [adam])
+    assert "16-mixed" in steps_run_eagerly(cuda, SimpleNamespace(scaler=object()), None, [adam])
+    assert "lr scheduler" in steps_run_eagerly(cuda, bf16, {"_target_": "x"}, [adam])
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    assert steps_run_eagerly(cuda, bf16, None, [adam, sgd]) == "SGD has no capturable mode"
+    lightning_wrapped = SimpleNamespace(optimizer=sgd, defaults=sgd.defaults)
+    assert steps_run_eagerly(cuda, bf16, None, [lightning_wrapped]) == "SGD has no capturable mode"
+
+
+def test_capturable_optimizers_only_where_asked_and_taken() -> None:
+    weights = [torch.nn.Parameter(torch.zeros(3))]
+    adam = {"_target_": "torch.optim.Adam", "lr": 1e-3}
+    assert build_optimizer(adam, weights, 1e-3, capturable=True).defaults["capturable"] is True
+    assert build_optimizer(adam, weights, 1e-3).defaults["capturable"] is False
+    sgd = build_optimizer({"_target_": "torch.optim.SGD", "lr": 0.1}, weights, 0.1, capturable=True)
+    assert "capturable" not in sgd.defaults  # SGD takes no such argument: left as it is
+
+
+class _FakeGraph:
+    """Stands in for graphs._Graph on the CPU: records the step with its own input buffers, and a replay copies
+    the inputs in and runs the step again on those buffers (what a CUDA graph replay computes)."""
+
+    made: list[_FakeGraph] = []
+
+    def __init__(self, step, inputs) -> None:
+        self.step, self.inputs = step, [None if t is None else t.clone() for t in inputs]
+        self.outputs = None
+        _FakeGraph.made.append(self)
+
+    fits = graphs._Graph.fits
+
+    def replay(self, inputs):
+        for buffer, value in zip(self.inputs, inputs, strict=True):
+            if buffer is not None:
+                buffer.copy_(value)
+        self.outputs = self.step(*self.inputs)
+        return self.outputs
+
+
+def test_step_graphs_warm_up_record_replay_and_fall_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    side: list[int] = []
+    monkeypatch.setattr(graphs, "_Graph", _FakeGraph)
+    monkeypatch.setattr(graphs, "_on_side_stream", lambda step, inputs: (side.append(1), step(*inputs))[1])
+    _FakeGraph.made = []
+    seen: list[Any] = []
+
+    def step(x, labels):
+        seen.append(x)
+        return x * 2
+
+    graphed = StepGraphs(warmup=2)
+    assert torch.equal(graphed.run("d", step, torch.ones(2), None), torch.full((2,), 2.0))  # disabled: a call
+    assert side == [] and _FakeGraph.made == []
+    graphed.enable()
+    for value in (1.0, 2.0):  # warm-up calls, on the side stream
+        assert torch.equal(graphed.run("d", step, torch.full((2,), value), None), torch.full((2,), 2 * value))
+    assert len(side) == 2 and _FakeGraph.made == []
+    for value in (3.0, 4.0, 5.0):  # recorded at the third call, then replayed with the new inputs copied in
+        assert torch.equal(graphed.run("d", step, torch.full((2,), value), None), torch.full((2,), 2 * value))
+    assert len(_FakeGraph.made) == 1 and len(side) == 2
+    buffer = _FakeGraph.made[0].inputs[0]
+    assert all(x is buffer for x in seen[-3:])  # every replay reads the graph's own input buffer
+    with caplog.at_level(logging.INFO, logger="gan_lab.core.graphs"):
+        for _ in range(2):  # another shape: eager, said once
+            assert torch.equal(graphed.run("d", step, torch.ones(3), None), torch.full((3,), 2.0))
+    assert [r.getMessage() for r in caplog.records] == [
+        "speed.capture=steps: a d step with inputs of another shape runs eagerly"
+    ]
+    assert seen[-1] is not buffer and len(_FakeGraph.made) == 1
+    graphed.reset()
+    graphed.run("d", step, torch.ones(2), None)
+    assert len(side) == 3  # warming up again
+
+
+def test_autocast_runs_without_its_cache_only_while_enabled() -> None:
+    graphed = StepGraphs()
+    with graphed.autocast_without_cache():
+        assert torch.is_autocast_cache_enabled()
+    graphed.enable()
+    with graphed.autocast_without_cache():
+        assert not torch.is_autocast_cache_enabled()
+    assert torch.is_autocast_cache_enabled()
+
+
+# --- on a GPU -----------------------------------------------------------------------------------------------------
+# 32x32, batch 64, fp32 without TF32 and deterministic cuDNN: replayed and eager steps run the same kernels.
+GPU_RUN = [
+    *TINY_RUN,
+    "trainer.accelerator=gpu",
+    "dataset.resolution=32",
+    "dataset.batch_size=64",
+    "dataset.num_samples=2048",
+    "model.width=32",
+    "trainer.precision=32-true",
+    "speed.tf32=false",
+    "trainer.log_every_n_steps=1000",
+    "callbacks.samples=null",
+    "callbacks.diversity=null",
+]
+GPU_CASES = {
+    "dcgan": ["model=dcgan"],
+    "sndcgan": ["model=sndcgan"],
+    "wgan_gp": ["model=dcgan", "loss=wasserstein", "normalization=none", "regularizer=gradient_penalty"],
+}
+
+
+@pytest.fixture
+def deterministic_cudnn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+
+
+class _NoSyncAfterWarmUp:
+    """Wraps training_step: from batch `first` on, a host sync inside a step raises."""
+
+    def __init__(self, module: Any, first: int = 6) -> None:
+        self.step, self.first = module.training_step, first
+        module.training_step = self.training_step
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx >= self.first:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            self.step(batch, batch_idx)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+@needs_gpu
+@pytest.mark.usefixtures("deterministic_cudnn")
+@pytest.mark.parametrize("case", list(GPU_CASES))
+def test_steps_gpu_graphs_train_like_eager_without_host_sync(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gan_lab.build as build
+
+    plain_build = build.build_module
+
+    def build_watched(cfg: Any) -> Any:
+        module = plain_build(cfg)
+        if capture_mode(cfg.speed.capture) == "steps":
+            _NoSyncAfterWarmUp(module)
+        return module
+
+    monkeypatch.setattr(build, "build_module", build_watched)
+    run = [*GPU_RUN, *GPU_CASES[case], "steps=12"]
+    eager = train(compose_config(run, output_dir=tmp_path / "eager"))
+    graphed = train(compose_config([*run, "speed.capture=steps"], output_dir=tmp_path / "steps"))
+    assert graphed._step_graphs.enabled
+    assert graphed.g_steps == eager.g_steps == 12
+    theirs = eager.state_dict()
+    for name, value in graphed.state_dict().items():
+        torch.testing.assert_close(value, theirs[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@needs_gpu
+@pytest.mark.usefixtures("deterministic_cudnn")
+def test_steps_gpu_resume_exactly(tmp_path: Path) -> None:
+    """8 steps in one go (graphs from the 4th) == 5 steps, stop, resume to 8 (warm-up steps again, then graphs)."""
+    base = [*GPU_RUN, "model=sndcgan", "speed.capture=steps"]
+    full = train(compose_config([*base, "steps=8"], output_dir=tmp_path / "full"))
+    train(compose_config([*base, "steps=5"], output_dir=tmp_path / "half"))
+    resume = ["steps=8", f"resume={tmp_path / 'half'}"]
+    resumed = train(compose_config([*base, *resume], output_dir=tmp_path / "unused"), overrides=resume)
+    assert resumed.g_steps == full.g_steps == 8
+    torch.testing.assert_close(resumed.state_dict(), full.state_dict(), atol=0, rtol=0)
