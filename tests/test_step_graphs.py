@@ -132,6 +132,53 @@ def test_step_graphs_warm_up_record_replay_and_fall_back(
     assert len(side) == 3  # warming up again
 
 
+def test_replayed_steps_train_and_count_like_eager_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GANModule's wiring of StepGraphs, on the CPU: with StepGraphs enabled and a stand-in graph whose replay runs
+    the step's arithmetic but none of Lightning's step counting (as a CUDA graph replay runs no Python), a run
+    trains bit for bit as eager steps, and Lightning's global_step and the checkpoints count every step."""
+    from lightning.pytorch.loops.optimization.manual import _ManualOptimization
+
+    from gan_lab.run.checkpoint_io import load_checkpoint
+
+    replaying = [False]
+    for hook in ("_on_before_step", "_on_after_step"):
+        original = getattr(_ManualOptimization, hook)
+
+        def counting_unless_replaying(self, _original=original) -> None:
+            if not replaying[0]:
+                _original(self)
+
+        monkeypatch.setattr(_ManualOptimization, hook, counting_unless_replaying)
+
+    class ReplayWithoutPython(_FakeGraph):
+        def __init__(self, step, inputs) -> None:
+            super().__init__(step, inputs)
+            # Recording runs the step's Python once (Lightning counts that optimizer step) and no arithmetic.
+            graphs.count_lightning_step(step.args[0])
+
+        def replay(self, inputs):
+            replaying[0] = True
+            try:
+                return super().replay(inputs)
+            finally:
+                replaying[0] = False
+
+    monkeypatch.setattr(graphs, "_Graph", ReplayWithoutPython)
+    monkeypatch.setattr(graphs, "_on_side_stream", lambda step, inputs: step(*inputs))
+    import gan_lab.core.module as module_file
+
+    monkeypatch.setattr(module_file, "steps_run_eagerly", lambda *args: None)  # enabled on the CPU
+    _FakeGraph.made = []
+    run = [*CPU_FP32, "steps=8", "dataset.num_samples=128"]
+    eager = train(compose_config(run, output_dir=tmp_path / "eager"))
+    graphed = train(compose_config([*run, "speed.capture=steps"], output_dir=tmp_path / "steps"))
+    assert graphed._step_graphs.enabled and len(_FakeGraph.made) == 2  # one D and one G graph, replayed
+    torch.testing.assert_close(graphed.state_dict(), eager.state_dict(), atol=0, rtol=0)
+    assert graphed.trainer.global_step == eager.trainer.global_step == 16  # 8 D + 8 G optimizer steps
+    saved = load_checkpoint(tmp_path / "steps" / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 16 and saved["gan_lab"]["g_steps"] == 8
+
+
 def test_autocast_runs_without_its_cache_only_while_enabled() -> None:
     graphed = StepGraphs()
     with graphed.autocast_without_cache():

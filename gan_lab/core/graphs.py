@@ -13,7 +13,9 @@ stream (cuDNN autotuning and the optimizers' lazy state happen there), gradients
 (so backward allocates them in the graph's memory), optimizers are `capturable` (their step counts on the GPU),
 autocast runs without its weight cache in every step of such a run (a cached cast would go stale between
 replays; captured or not, each step computes the same way). Random numbers drawn inside a graph advance the CUDA
-generator as eager calls do, so checkpoints keep the RNG state as usual.
+generator as eager calls do, so checkpoints keep the RNG state as usual. A replay runs none of the step's Python:
+Lightning's hooks around backward and the optimizer step run when a step is recorded, not at its replays, and
+`count_lightning_step` keeps Lightning's global_step counting.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class StepGraphs:
     def __init__(self, warmup: int = 3) -> None:
         self.enabled = False
         self.warmup = warmup
+        self.replayed = False  # whether the last `run` replayed a recorded graph (no Python of the step ran)
         self._calls: Counter[str] = Counter()
         self._graphs: dict[str, _Graph] = {}
         self._said_shape: set[str] = set()
@@ -101,12 +104,14 @@ class StepGraphs:
             torch.set_autocast_cache_enabled(before)
 
     def run(self, name: str, step: Callable[..., Any], *inputs: Tensor | None) -> Any:
+        self.replayed = False
         if not self.enabled:
             return step(*inputs)
         with self.autocast_without_cache():
             graph = self._graphs.get(name)
             if graph is not None:
                 if graph.fits(inputs):
+                    self.replayed = True
                     return graph.replay(inputs)
                 if name not in self._said_shape:
                     self._said_shape.add(name)
@@ -117,6 +122,13 @@ class StepGraphs:
                 return _on_side_stream(step, inputs)
             self._graphs[name] = graph = _Graph(step, inputs)
             return graph.replay(inputs)
+
+
+def count_lightning_step(optimizer: Any) -> None:
+    """Count a replayed optimizer step as Lightning does when LightningOptimizer.step runs (its global_step, which
+    checkpoints and ModelCheckpoint read): the replay ran the step's kernels but none of its Python."""
+    optimizer._on_before_step()
+    optimizer._on_after_step()
 
 
 def _on_side_stream(step: Callable[..., Any], inputs: Sequence[Tensor | None]) -> Any:
@@ -134,7 +146,8 @@ class _Graph:
     def __init__(self, step: Callable[..., Any], inputs: Sequence[Tensor | None]) -> None:
         self.inputs = [None if t is None else t.clone() for t in inputs]
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: CUDA calls of other threads (a loader's pin-memory thread) do not spoil the recording.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = step(*self.inputs)
 
     def fits(self, inputs: Sequence[Tensor | None]) -> bool:

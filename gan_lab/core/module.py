@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from gan_lab.core.augment import Augmentations
 from gan_lab.core.ema import build_ema, update_ema
-from gan_lab.core.graphs import StepGraphs, capture_mode, steps_run_eagerly
+from gan_lab.core.graphs import StepGraphs, capture_mode, count_lightning_step, steps_run_eagerly
 from gan_lab.core.guards import FiniteWatch, check_finite
 from gan_lab.core.losses import GANLoss, WassersteinLoss, discriminator_accuracy
 from gan_lab.core.optim import build_optimizer, build_scheduler, learning_rates
@@ -258,6 +258,8 @@ class GANModule(pl.LightningModule):
         d_loss, penalty, real_logits, fake_logits = self._step_graphs.run(
             "discriminator", update, real, labels
         )
+        if self._step_graphs.replayed:
+            count_lightning_step(opt_d)
         self._drop_graph_gradients(opt_d)
         self.untoggle_optimizer(opt_d)
         self.regularizer.after_d_step(self.discriminator)
@@ -303,6 +305,8 @@ class GANModule(pl.LightningModule):
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad: no D gradients are computed
         # One graph per batch size (n is not an input tensor the graph could take).
         g_loss = self._step_graphs.run(f"generator{n}", partial(self._generator_update, opt_g, n))
+        if self._step_graphs.replayed:
+            count_lightning_step(opt_g)
         self._drop_graph_gradients(opt_g)
         self.untoggle_optimizer(opt_g)
         self.g_steps += 1
