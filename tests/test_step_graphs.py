@@ -59,6 +59,7 @@ def test_why_steps_run_eagerly() -> None:
     assert "CUDA GPU" in steps_run_eagerly(torch.device("cpu"), bf16, None, [adam])
     assert "16-mixed" in steps_run_eagerly(cuda, SimpleNamespace(scaler=object()), None, [adam])
     assert "lr scheduler" in steps_run_eagerly(cuda, bf16, {"_target_": "x"}, [adam])
+    assert "DDP" in steps_run_eagerly(cuda, bf16, None, [adam], world_size=2)
     sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
     assert steps_run_eagerly(cuda, bf16, None, [adam, sgd]) == "SGD has no capturable mode"
     lightning_wrapped = SimpleNamespace(optimizer=sgd, defaults=sgd.defaults)
@@ -132,7 +133,9 @@ def test_step_graphs_warm_up_record_replay_and_fall_back(
     assert len(side) == 3  # warming up again
 
 
-def test_replayed_steps_train_and_count_like_eager_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replayed_steps_train_and_count_like_eager_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """GANModule's wiring of StepGraphs, on the CPU: with StepGraphs enabled and a stand-in graph whose replay runs
     the step's arithmetic but none of Lightning's step counting (as a CUDA graph replay runs no Python), a run
     trains bit for bit as eager steps, and Lightning's global_step and the checkpoints count every step."""

@@ -30,11 +30,13 @@ would not fit and says so; results.json and results.md are rewritten after every
        + 150 timed G steps, classic 10 + 60; set-up ~3-5 s a run; speed.capture compiles in its first run,
        ~30-60 s, then from the on-disk caches; the images are first decoded into gan_lab's cache, ~10 s)
     c. FLOP counts (on the CPU)                    ~10 s
-    torch.profiler: 5 steps of gan_lab eager and of the fastest settings, after a's warm-up   ~20-40 s
     b. the preset, 1-3 repeats                     budget 30 s (its first run compiles its nets)
-    d. 1, 2 and 4 jobs at once                     ~25-35 s each: start-up ~10 s + warm-up + 8 s
-       lr sweep, n_jobs=1 and n_jobs=3             ~50 s and ~30 s
+    d. lr sweep, n_jobs=1 and n_jobs=3             ~50 s and ~30 s (run 1 of 2026-11-27 on an H200: the n_jobs=1
+                                                   command needed over 47 s)
+       1, 2 and 4 jobs at once                     ~30-60 s each on an H200: start-up ~15 s + warm-up + 8 s
        each command is stopped at 90 s or at the time limit.
+    torch.profiler: 5 steps of gan_lab eager and of the fastest settings, after a's warm-up   ~20-40 s
+The parts run in that order, the targets first: what the time limit cuts is the diagnosis at the end.
 `--quick` runs all of it on the CPU with tiny sizes (1 and 2 jobs, a 2-arm sweep; the speed.capture contenders
 are skipped: compiling on a CPU takes minutes) in about a minute, for the tests.
 """
@@ -207,25 +209,25 @@ def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
         _add_share(contender, flops["classic" if name == "classic" else "dcgan"], bf16)
     write_gpu_results(results, out)
 
-    # The trace the issue asks for: launches and host/device time per step, eager and with the best settings.
-    traced = {"gan_lab": [*base, HOST_BATCHES], **({best: [*base, *best_extra]} if best != "gan_lab" else {})}
-    warm, need = (1, 0.0) if opts.quick else (opts.warmup, 60.0)
-    results["profile"] = profile_contenders(traced, workdir, warm, 5, deadline.left, need)
-    write_gpu_results(results, out)
-
     preset_overrides = gan_lab_overrides(shape[0], "sndcgan", *shape[1:], [PRESET, *common, *best_extra])
     classic = dcgan["contenders"]["classic"]
     results["preset"] = _preset(opts, preset_overrides, device, workdir, deadline, classic)
     _add_share(results["preset"]["contender"], count(preset_overrides), bf16)
     write_gpu_results(results, out)
 
-    # d. jobs sharing the GPU, then the lr sweep: the preset with b's settings, each arm its warm-up + sweep_s
+    # d. the lr sweep (a target), then jobs sharing the GPU, with b's settings; each sweep arm its warm-up + sweep_s
     launch = _launcher(opts, workdir, deadline)
-    results["jobs"] = _jobs(opts, [*base, *best_extra], dcgan["contenders"].get(best or "", {}), launch)
-    write_gpu_results(results, out)
     preset_rate = results["preset"]["contender"].get("g_steps_per_s", {}).get("median", 20.0)
     steps = opts.sweep_steps or opts.warmup + max(20, round(preset_rate * opts.sweep_s))
     results["sweep"] = sweep_times(launch, preset_overrides, opts.sweep_lrs, steps)
+    write_gpu_results(results, out)
+    results["jobs"] = _jobs(opts, [*base, *best_extra], dcgan["contenders"].get(best or "", {}), launch)
+    write_gpu_results(results, out)
+
+    # Last (a diagnosis, not a target): launches and host/device time per step, eager and with the best settings.
+    traced = {"gan_lab": [*base, HOST_BATCHES], **({best: [*base, *best_extra]} if best != "gan_lab" else {})}
+    warm, need = (1, 0.0) if opts.quick else (opts.warmup, 60.0)
+    results["profile"] = profile_contenders(traced, workdir, warm, 5, deadline.left, need)
     results["duration_s"] = round(opts.time_limit_s - deadline.left(), 1)
     write_gpu_results(results, out)
     return results

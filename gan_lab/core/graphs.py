@@ -48,11 +48,13 @@ def capture_mode(value: Any) -> str:
 
 
 def steps_run_eagerly(
-    device: torch.device, precision_plugin: Any, scheduler: Any, optimizers: Any
+    device: torch.device, precision_plugin: Any, scheduler: Any, optimizers: Any, world_size: int = 1
 ) -> str | None:
     """Why speed.capture=steps cannot record this run's steps (None: it can)."""
     if device.type != "cuda":
         return f"CUDA graphs need a CUDA GPU and this run trains on {device.type}"
+    if world_size > 1:
+        return "DDP's gradient all-reduce is not recorded in gan_lab's graphs"
     if getattr(precision_plugin, "scaler", None) is not None:
         return "16-mixed's loss scaler reads the gradients' finiteness back to the host at every step"
     if scheduler:

@@ -215,8 +215,9 @@ class GANModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.capture == "steps":
+            trainer = self.trainer
             why = steps_run_eagerly(
-                self.device, self.trainer.precision_plugin, self.scheduler, self.optimizers()
+                self.device, trainer.precision_plugin, self.scheduler, self.optimizers(), trainer.world_size
             )
             if why:
                 log.info("speed.capture=steps: %s, so the steps run eagerly", why)
