@@ -26,6 +26,12 @@ from gan_lab.utils.config import compose_config
 
 CPU_FP32 = [*TINY_RUN, "trainer.precision=32-true", "model.width=8", "trainer.accelerator=cpu"]
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# The training set-ups the record-and-replay tests run (BN, spectral norm, a gradient penalty's double backward).
+GPU_CASES = {
+    "dcgan": ["model=dcgan"],
+    "sndcgan": ["model=sndcgan"],
+    "wgan_gp": ["model=dcgan", "loss=wasserstein", "normalization=none", "regularizer=gradient_penalty"],
+}
 
 
 def test_capture_mode_values() -> None:
@@ -133,8 +139,9 @@ def test_step_graphs_warm_up_record_replay_and_fall_back(
     assert len(side) == 3  # warming up again
 
 
+@pytest.mark.parametrize("case", ["dcgan", "sndcgan", "wgan_gp"])
 def test_replayed_steps_train_and_count_like_eager_steps(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """GANModule's wiring of StepGraphs, on the CPU: with StepGraphs enabled and a stand-in graph whose replay runs
     the step's arithmetic but none of Lightning's step counting (as a CUDA graph replay runs no Python), a run
@@ -172,7 +179,7 @@ def test_replayed_steps_train_and_count_like_eager_steps(
 
     monkeypatch.setattr(module_file, "steps_run_eagerly", lambda *args: None)  # enabled on the CPU
     _FakeGraph.made = []
-    run = [*CPU_FP32, "steps=8", "dataset.num_samples=128"]
+    run = [*CPU_FP32, *GPU_CASES[case], "steps=8", "dataset.num_samples=128"]
     eager = train(compose_config(run, output_dir=tmp_path / "eager"))
     graphed = train(compose_config([*run, "speed.capture=steps"], output_dir=tmp_path / "steps"))
     assert graphed._step_graphs.enabled and len(_FakeGraph.made) == 2  # one D and one G graph, replayed
@@ -207,11 +214,6 @@ GPU_RUN = [
     "callbacks.samples=null",
     "callbacks.diversity=null",
 ]
-GPU_CASES = {
-    "dcgan": ["model=dcgan"],
-    "sndcgan": ["model=sndcgan"],
-    "wgan_gp": ["model=dcgan", "loss=wasserstein", "normalization=none", "regularizer=gradient_penalty"],
-}
 
 
 @pytest.fixture
