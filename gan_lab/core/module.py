@@ -12,10 +12,12 @@ build.build_trainer): Lightning's `global_step` counts D and G optimizer steps t
 counters (`g_steps`, `d_steps`, saved in checkpoints).
 
 speed.compile compiles G and D in place (nn.Module.compile: parameter names, and so checkpoints, stay those of the
-plain nets). speed.capture does the same when fitting starts, once the device is known: mode "reduce-overhead" on
-CUDA, so that each G and D call (forward and backward, BN statistics and spectral norm's power iteration included)
-replays as a CUDA graph; the default mode elsewhere. A penalty (regularizer.penalty: GP, R1) differentiates D's
-input gradient again, which a compiled D cannot do, so it calls D uncompiled, on the same weights.
+plain nets). speed.capture=nets does the same when fitting starts, once the device is known: mode "reduce-overhead"
+on CUDA, so that each G and D call (forward and backward, BN statistics and spectral norm's power iteration
+included) replays as a CUDA graph; the default mode elsewhere. A penalty (regularizer.penalty: GP, R1)
+differentiates D's input gradient again, which a compiled D cannot do, so it calls D uncompiled, on the same
+weights. speed.capture=steps records each whole D update and G update (`_discriminator_update`,
+`_generator_update`) as one CUDA graph and replays it (core/graphs.py); the bookkeeping around them stays eager.
 """
 
 from __future__ import annotations
