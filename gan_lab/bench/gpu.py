@@ -286,23 +286,19 @@ def _dcgan(
 
         return run
 
-    def plain(repeat: int) -> list[float]:
-        speed = speeds.get("gan_lab")
-        if speed is None:
-            raise RuntimeError("needs the settings gan_lab resolved, and its run failed")
-        torch.manual_seed(opts.seed + repeat)
-        clock = StepClock(sum(window) + 1, device=speed.device, sync_at=(opts.warmup, sum(window)))
-        plain_loop(build_plain(state["cfg"], speed), state["batches"], clock)
-        return clock.times
+    def plain(loop: Callable) -> Callable[[int], list[float]]:
+        """A runner of the plain loop `loop` (eager or graphed) with the settings gan_lab resolved."""
 
-    def plain_graphed(repeat: int) -> list[float]:
-        speed = speeds.get("gan_lab")
-        if speed is None:
-            raise RuntimeError("needs the settings gan_lab resolved, and its run failed")
-        torch.manual_seed(opts.seed + repeat)
-        clock = StepClock(sum(window) + 1, device=speed.device, sync_at=(opts.warmup, sum(window)))
-        graphed_loop(build_plain(state["cfg"], speed), state["batches"], clock)
-        return clock.times
+        def run(repeat: int) -> list[float]:
+            speed = speeds.get("gan_lab")
+            if speed is None:
+                raise RuntimeError("needs the settings gan_lab resolved, and its run failed")
+            torch.manual_seed(opts.seed + repeat)
+            clock = StepClock(sum(window) + 1, device=speed.device, sync_at=(opts.warmup, sum(window)))
+            loop(build_plain(state["cfg"], speed), state["batches"], clock)
+            return clock.times
+
+        return run
 
     def classic(repeat: int) -> list[float]:
         if "classic_data" not in state:
@@ -316,7 +312,7 @@ def _dcgan(
         return clock.times
 
     runners = {name: gan_lab(name) for name in VARIANTS}
-    runners |= {"plain": plain, "plain_graphed": plain_graphed, "classic": classic}
+    runners |= {"plain": plain(plain_loop), "plain_graphed": plain(graphed_loop), "classic": classic}
     windows = {name: window for name in runners} | {"classic": (opts.classic_warmup, opts.classic_steps)}
     budget = Deadline(opts.contenders_budget_s)
     _repeat_all(contenders, runners, opts.repeats, budget, deadline, device)
