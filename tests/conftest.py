@@ -170,3 +170,31 @@ def _metric_kinds_of_this_test_only():
     yield
     for name in set(KINDS) - before:
         unregister(name)
+
+
+# The aten ops that move data between host and device mid-step on a GPU (a host sync; no CUDA graph can hold them):
+# tensors made from Python data (lift_fresh: torch.tensor(...), `t[i] = 0.5`), reads back to the host (item,
+# nonzero, `if t:`). Checked on the CPU, where the same ops run.
+HOST_ROUND_TRIPS = {"lift_fresh", "_local_scalar_dense", "is_nonzero", "nonzero", "item"}
+
+
+class HostRoundTrips:
+    """`with HostRoundTrips() as seen:` lists, in `seen`, the host round-trip ops run inside the block."""
+
+    def __enter__(self) -> list[str]:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        seen: list[str] = []
+
+        class Record(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func.__name__.split(".")[0] in HOST_ROUND_TRIPS:
+                    seen.append(func.__name__.split(".")[0])
+                return func(*args, **(kwargs or {}))
+
+        self._mode = Record()
+        self._mode.__enter__()
+        return seen
+
+    def __exit__(self, *exc: object) -> None:
+        self._mode.__exit__(*exc)

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import HostRoundTrips
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torchvision.transforms.v2.functional import adjust_sharpness
@@ -412,23 +413,8 @@ def test_the_removed_hflip_op_names_its_replacement_in_one_line():
 
 
 # --- device -------------------------------------------------------------------------------------------------------
-# The aten ops that move data between host and device mid-step on a GPU: tensors made from Python data
-# (lift_fresh: torch.tensor(...), `t[i] = 0.5`), reads back to the host (item, nonzero, `if t:`).
-HOST_ROUND_TRIPS = {"lift_fresh", "_local_scalar_dense", "is_nonzero", "nonzero"}
-
-
 def _host_round_trips(fn) -> list[str]:
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    seen: list[str] = []
-
-    class Record(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.__name__.split(".")[0] in HOST_ROUND_TRIPS:
-                seen.append(func.__name__.split(".")[0])
-            return func(*args, **(kwargs or {}))
-
-    with Record():
+    with HostRoundTrips() as seen:
         fn()
     return seen
 

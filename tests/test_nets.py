@@ -11,7 +11,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from gan_lab.errors import ConfigError
 from gan_lab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from gan_lab.nets.layers import NORMS, Norm
+from gan_lab.nets.layers import NORMS, Norm, one_hot
 from gan_lab.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from gan_lab.nets.sagan import SAGANDiscriminator, SAGANGenerator
 from gan_lab.utils.config import compose_config
@@ -180,3 +180,14 @@ def test_a_norm_that_is_neither_a_name_nor_a_norm_is_a_one_line_error(family, ba
             f"normalization {bad!r} is neither a name (none, batch, spectral, spectral_batch) nor a "
             "gan_lab.nets.layers.Norm; a normalization of your own is a `_target_` that returns a Norm"
         )
+
+
+def test_one_hot_is_torchs_and_still_refuses_labels_out_of_range():
+    """The conditional D's one-hot maps without F.one_hot's host sync: equal to F.one_hot, and labels outside
+    0..num_classes-1 still raise (checked on the device; on the CPU at once)."""
+    labels = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(0))
+    ours = one_hot(labels, 10)
+    assert ours.dtype == torch.long and torch.equal(ours, torch.nn.functional.one_hot(labels, 10))
+    for bad in (torch.tensor([0, 10]), torch.tensor([-1, 3])):
+        with pytest.raises(RuntimeError, match=r"class labels must be in 0\.\.9"):
+            one_hot(bad, 10)

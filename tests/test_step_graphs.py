@@ -8,6 +8,7 @@ sync in the replayed steps, and an exact resume.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import TINY_RUN
+from conftest import TINY_RUN, HostRoundTrips
 
 from gan_lab.core import graphs
 from gan_lab.core.graphs import StepGraphs, capture_mode, steps_run_eagerly
@@ -197,6 +198,56 @@ def test_autocast_runs_without_its_cache_only_while_enabled() -> None:
     with graphed.autocast_without_cache():
         assert not torch.is_autocast_cache_enabled()
     assert torch.is_autocast_cache_enabled()
+
+
+# --- host round trips, checked on the CPU ----------------------------------------------------------------------
+# Every family, with augmentations, penalties and EMA.
+FAMILIES = {
+    "dcgan": ["model=dcgan"],
+    "sndcgan": ["model=sndcgan"],
+    "cgan_cutmix": ["model=cgan", "augment=cutmix"],
+    "cgan_projection": ["model=cgan_projection"],
+    "sagan_ema": ["model=sagan", "ema.decay=0.999"],
+    "resnet_hinge_diffaugment": ["model=resnet", "loss=hinge", "augment=diffaugment"],
+    "wgan_gp": GPU_CASES["wgan_gp"],
+    "wgan_clip": ["model=dcgan", "loss=wasserstein", "regularizer=weight_clip"],
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_training_steps_make_no_host_round_trips(
+    family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every family's D and G steps (augmentations, penalties, EMA and bookkeeping included) between metric writes
+    ask nothing of the host: on a GPU they run without a sync, and speed.capture can record them. (F.one_hot in
+    the conditional D did: found by this test.)"""
+    import gan_lab.build as build
+
+    seen: list[str] = []
+    plain_build = build.build_module
+
+    def build_recording(cfg: Any) -> Any:
+        module = plain_build(cfg)
+        step = module.training_step
+
+        def training_step(batch: Any, batch_idx: int) -> None:  # Lightning passes batch_idx by name
+            with HostRoundTrips() if 2 <= batch_idx < 8 else contextlib.nullcontext() as found:
+                step(batch, batch_idx)
+            seen.extend(found or [])
+
+        module.training_step = training_step
+        return module
+
+    monkeypatch.setattr(build, "build_module", build_recording)
+    run = [
+        *CPU_FP32,
+        *FAMILIES[family],
+        "steps=10",
+        "dataset.num_samples=128",
+        "trainer.log_every_n_steps=1000",
+    ]
+    train(compose_config(run, output_dir=tmp_path / "run"))
+    assert seen == []
 
 
 # --- on a GPU -----------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_lab.errors import ConfigError
@@ -33,6 +32,7 @@ from gan_lab.nets.layers import (
     init_dcgan_weights,
     no_weight_norm,
     num_doublings,
+    one_hot,
 )
 
 G_CONDITIONING = ("cbn", "embed")
@@ -190,7 +190,7 @@ class DCGANDiscriminator(nn.Module):
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         check_labels(labels, self.num_classes)
         if self.num_classes and self.conditioning == "concat":
-            maps = F.one_hot(labels, self.num_classes).to(x.dtype)[:, :, None, None]
+            maps = one_hot(labels, self.num_classes).to(x.dtype)[:, :, None, None]
             x = torch.cat([x, maps.expand(-1, -1, *x.shape[2:])], dim=1)
         h = self.net(x)
         logits = self.logit(h).view(x.shape[0])

@@ -147,6 +147,17 @@ def check_labels(labels: Tensor | None, num_classes: int) -> None:
         raise ConfigError(f"this network is conditional ({num_classes} classes) and needs class labels")
 
 
+def one_hot(labels: Tensor, num_classes: int) -> Tensor:
+    """F.one_hot (int64, (N, num_classes)) without its host sync.
+
+    F.one_hot reads the labels' range back from the GPU at every call, which stalls the host and cannot run in a
+    CUDA graph (speed.capture). The range is checked on the device instead: out-of-range labels still raise.
+    """
+    in_range = ((labels >= 0) & (labels < num_classes)).all()
+    torch._assert_async(in_range, f"class labels must be in 0..{num_classes - 1}")
+    return (labels[:, None] == torch.arange(num_classes, device=labels.device)).long()
+
+
 class ProjectionHead(nn.Module):
     """Projection discriminator output (Miyato & Koyama 2018): linear(h) + <embed(y), h>; (N, F) -> (N,).
 
