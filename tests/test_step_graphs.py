@@ -65,7 +65,10 @@ def test_why_steps_run_eagerly() -> None:
     assert steps_run_eagerly(cuda, bf16, None, [adam, adam]) is None
     assert "CUDA GPU" in steps_run_eagerly(torch.device("cpu"), bf16, None, [adam])
     assert "16-mixed" in steps_run_eagerly(cuda, SimpleNamespace(scaler=object()), None, [adam])
-    assert "lr scheduler" in steps_run_eagerly(cuda, bf16, {"_target_": "x"}, [adam])
+    assert "per-step lr scheduler" in steps_run_eagerly(
+        cuda, bf16, {"_target_": "x", "interval": "step"}, [adam]
+    )
+    assert steps_run_eagerly(cuda, bf16, {"_target_": "x", "interval": "epoch"}, [adam]) is None
     assert "DDP" in steps_run_eagerly(cuda, bf16, None, [adam], world_size=2)
     sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
     assert steps_run_eagerly(cuda, bf16, None, [adam, sgd]) == "SGD has no capturable mode"
@@ -140,16 +143,14 @@ def test_step_graphs_warm_up_record_replay_and_fall_back(
     assert len(side) == 3  # warming up again
 
 
-@pytest.mark.parametrize("case", ["dcgan", "sndcgan", "wgan_gp"])
-def test_replayed_steps_train_and_count_like_eager_steps(
-    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """GANModule's wiring of StepGraphs, on the CPU: with StepGraphs enabled and a stand-in graph whose replay runs
-    the step's arithmetic but none of Lightning's step counting (as a CUDA graph replay runs no Python), a run
-    trains bit for bit as eager steps, and Lightning's global_step and the checkpoints count every step."""
+@pytest.fixture
+def replays_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """StepGraphs enabled on the CPU, with a stand-in graph that behaves as a CUDA graph does where GANModule
+    can tell: recording runs the step's Python once (Lightning counts that optimizer step) and no arithmetic; a
+    replay runs the arithmetic but none of Lightning's step counting, with the learning rate of the recording."""
     from lightning.pytorch.loops.optimization.manual import _ManualOptimization
 
-    from gan_lab.run.checkpoint_io import load_checkpoint
+    import gan_lab.core.module as module_file
 
     replaying = [False]
     for hook in ("_on_before_step", "_on_after_step"):
@@ -164,22 +165,36 @@ def test_replayed_steps_train_and_count_like_eager_steps(
     class ReplayWithoutPython(_FakeGraph):
         def __init__(self, step, inputs) -> None:
             super().__init__(step, inputs)
-            # Recording runs the step's Python once (Lightning counts that optimizer step) and no arithmetic.
-            graphs.count_lightning_step(step.args[0])
+            self.optimizer = step.args[0]
+            self.recorded_lrs = [group["lr"] for group in self.optimizer.param_groups]
+            graphs.count_lightning_step(self.optimizer)
 
         def replay(self, inputs):
+            groups = self.optimizer.param_groups
+            current = [group["lr"] for group in groups]
             replaying[0] = True
             try:
+                for group, lr in zip(groups, self.recorded_lrs, strict=True):
+                    group["lr"] = lr  # a graph's optimizer kernel holds the lr it was recorded with
                 return super().replay(inputs)
             finally:
                 replaying[0] = False
+                for group, lr in zip(groups, current, strict=True):
+                    group["lr"] = lr
 
     monkeypatch.setattr(graphs, "_Graph", ReplayWithoutPython)
     monkeypatch.setattr(graphs, "_on_side_stream", lambda step, inputs: step(*inputs))
-    import gan_lab.core.module as module_file
-
     monkeypatch.setattr(module_file, "steps_run_eagerly", lambda *args: None)  # enabled on the CPU
     _FakeGraph.made = []
+
+
+@pytest.mark.usefixtures("replays_without_python")
+@pytest.mark.parametrize("case", ["dcgan", "sndcgan", "wgan_gp"])
+def test_replayed_steps_train_and_count_like_eager_steps(case: str, tmp_path: Path) -> None:
+    """GANModule's wiring of StepGraphs, on the CPU (see replays_without_python): a run trains bit for bit as
+    eager steps, and Lightning's global_step and the checkpoints count every step."""
+    from gan_lab.run.checkpoint_io import load_checkpoint
+
     run = [*CPU_FP32, *GPU_CASES[case], "steps=8", "dataset.num_samples=128"]
     eager = train(compose_config(run, output_dir=tmp_path / "eager"))
     graphed = train(compose_config([*run, "speed.capture=steps"], output_dir=tmp_path / "steps"))
@@ -188,6 +203,19 @@ def test_replayed_steps_train_and_count_like_eager_steps(
     assert graphed.trainer.global_step == eager.trainer.global_step == 16  # 8 D + 8 G optimizer steps
     saved = load_checkpoint(tmp_path / "steps" / "checkpoints" / "last.ckpt")
     assert saved["global_step"] == 16 and saved["gan_lab"]["g_steps"] == 8
+
+
+@pytest.mark.usefixtures("replays_without_python")
+def test_graphs_are_recorded_again_after_a_per_epoch_lr_change(tmp_path: Path) -> None:
+    """A recorded graph holds its learning rate: after each epoch's ExponentialLR step the graphs are recorded
+    anew, so the run still trains bit for bit as eager steps (with graphs kept, the stand-in's replays would
+    use the first epoch's lr and this comparison fails)."""
+    run = [*CPU_FP32, "scheduler=exponential", "scheduler.gamma=0.5", "steps=10", "dataset.num_samples=32"]
+    eager = train(compose_config(run, output_dir=tmp_path / "eager"))
+    graphed = train(compose_config([*run, "speed.capture=steps"], output_dir=tmp_path / "steps"))
+    # 4 batches an epoch: warm-up at calls 1-3, recorded at 4, the epoch's lr change, then again at 8
+    assert len(_FakeGraph.made) == 4
+    torch.testing.assert_close(graphed.state_dict(), eager.state_dict(), atol=0, rtol=0)
 
 
 def test_autocast_runs_without_its_cache_only_while_enabled() -> None:

@@ -209,8 +209,11 @@ class GANModule(pl.LightningModule):
         # Per-epoch schedulers step after each full pass over the data, counted in D steps rather than at
         # Lightning's epoch end, which also comes early when a `steps` budget stops a run mid-epoch.
         if self._scheduler_interval() == "epoch" and self.d_steps % self._batches_per_epoch() == 0:
+            before = [group["lr"] for opt in (opt_g, opt_d) for group in opt.param_groups]
             for scheduler in self._schedulers():
                 scheduler.step()
+            if before != [group["lr"] for opt in (opt_g, opt_d) for group in opt.param_groups]:
+                self._step_graphs.reset()  # recorded graphs hold the learning rate they were recorded with
 
     def _scheduler_interval(self) -> str | None:
         return self.scheduler.get("interval", "step") if self.scheduler else None
