@@ -21,7 +21,6 @@ from hydra.utils import instantiate
 from PIL import Image
 from torch import nn
 
-from gan_lab.bench import graphed
 from gan_lab.bench.contenders import PlainBatches, check_overrides
 from gan_lab.bench.graphed import graphed_loop
 from gan_lab.bench.jobs import steady_together
@@ -51,6 +50,7 @@ from gan_lab.bench.report import (
     replace_between_markers,
 )
 from gan_lab.bench.shared import INCEPTION_WEIGHTS, extract_cifar_jpeg, shared_dir
+from gan_lab.core.graphs import StepGraphs
 
 # --- known answers ------------------------------------------------------------------------------------------
 
@@ -253,36 +253,31 @@ def test_plain_loop_computes_what_gan_module_does(tiny_config, overrides: list[s
             torch.testing.assert_close(value, theirs_state[name], **tol, msg=f"{name} differs")
 
 
-def _graphed_against_plain(cfg, device: str, capture) -> tuple[list, list, PlainGAN, PlainGAN]:
-    """The graphed loop (with `capture`) and a reference from the same weights, RNG state and batches: the
-    plain loop, or with a real CUDA graph the graphed loop run eagerly (its warm-up steps included)."""
+def _graphed_against_plain(cfg, device: str, record: bool) -> tuple[list, list, PlainGAN, PlainGAN]:
+    """The graphed loop (its steps recorded and replayed when `record`, else all eager) and the plain loop, from
+    the same weights, RNG state and batches, 6 steps: with recording, 3 warm-up steps, then recorded at the 4th."""
     speed = Speed(precision=cfg.trainer.precision, channels_last=False, device=device)
     gan = build_plain(cfg, speed)
     reference = copy.deepcopy(gan)
     batches = [(torch.rand(8, 3, 32, 32, device=device) * 2 - 1, torch.zeros(8)) for _ in range(3)]
+    graphs = StepGraphs()
+    if record:
+        graphs.enable()
     torch.manual_seed(1)
-    losses = graphed_loop(gan, batches, StepClock(max_steps=4), capture)
+    losses = graphed_loop(gan, batches, StepClock(max_steps=6), graphs)
+    assert len(graphs._graphs) == (2 if record else 0)
     torch.manual_seed(1)
-    if capture is graphed.eager:
-        expected = plain_loop(reference, batches, StepClock(max_steps=4))
-    else:  # the same warm-up calls as cuda_graph, then every step eagerly
-        expected = graphed_loop(reference, batches, StepClock(max_steps=4), _warmed_eager)
+    expected = plain_loop(reference, batches, StepClock(max_steps=6))
     return losses, expected, gan, reference
-
-
-def _warmed_eager(step):
-    for _ in range(3):
-        step()
-    return step
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_graphed_loop_steps_are_the_plain_loops(tiny_config, precision: str) -> None:
-    """Run eagerly, the graphed loop's captured steps compute the plain loop's training (CPU): exactly in fp32;
+    """Run eagerly, the graphed loop's steps compute the plain loop's training (CPU): exactly in fp32;
     in bf16 to rounding, since autocast without its cache casts D's weights once per D call, so their two
     gradients are summed in fp32 rather than in bf16."""
     cfg = tiny_config("model=dcgan", f"trainer.precision={precision}", "dataset.resolution=32")
-    losses, expected, gan, reference = _graphed_against_plain(cfg, "cpu", graphed.eager)
+    losses, expected, gan, reference = _graphed_against_plain(cfg, "cpu", record=False)
     tol = {"rtol": 0, "atol": 0} if precision == "32-true" else {"rtol": 1e-3, "atol": 1e-3}
     got, want = ([[float(d), float(g)] for d, g in pairs] for pairs in (losses, expected))
     np.testing.assert_allclose(got, want, **tol)
@@ -293,14 +288,14 @@ def test_graphed_loop_steps_are_the_plain_loops(tiny_config, precision: str) -> 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_graphed_loop_gpu_replays_train_like_eager(tiny_config, monkeypatch) -> None:
-    """Real CUDA graphs (noise drawn in the graph, capturable Adam, BN statistics) against the same steps run
-    eagerly, in fp32 with deterministic cuDNN and no TF32: the same training up to rounding."""
+    """Real CUDA graphs through StepGraphs (noise drawn in the graph, capturable Adam, BN statistics) against the
+    plain loop's eager steps, in fp32 with deterministic cuDNN and no TF32: the same training up to rounding."""
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     cfg = tiny_config("model=dcgan", "trainer.precision=32-true", "dataset.resolution=32")
-    losses, expected, gan, reference = _graphed_against_plain(cfg, "cuda", graphed.cuda_graph)
+    losses, expected, gan, reference = _graphed_against_plain(cfg, "cuda", record=True)
     got = torch.tensor([[float(d), float(g)] for d, g in losses])
     want = torch.tensor([[float(d), float(g)] for d, g in expected])
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -1,52 +1,23 @@
-"""The plain loop with each whole step captured as one CUDA graph: the ceiling of a step without launch costs.
+"""The plain loop with each whole step one CUDA graph: the ceiling of a step without launch costs.
 
 `plain_loop` (loops.py) launches every kernel of a D and a G step from Python, ~500 per generator step on the
-DCGAN; here the D step (noise, G forward, D on real and fake, loss, backward, Adam) and the G step are each
-recorded once with `torch.cuda.graph` and replayed, so a generator step costs two graph launches and a copy of
-the batch into the graphs' input. The bench times it beside gan_lab's `speed.capture` (which compiles G and D
-with CUDA graphs but leaves losses, optimizers and bookkeeping eager) to show what whole-step capture would
-gain. The recipe is PyTorch's whole-network capture: warm-up on a side stream, gradients set to None before
-capture so backward allocates them in the graph's memory, Adam with `capturable=True`, autocast without its
-weight cache.
+DCGAN. Here the D step (noise, G forward, D on real and fake, loss, backward, Adam) and the G step run through
+gan_lab's `StepGraphs` (core/graphs.py, what speed.capture=steps uses inside GANModule): recorded once after
+warm-up steps and replayed, so a generator step costs two graph launches and a copy of the batch into the
+graph's input. Without Lightning and gan_lab's bookkeeping around it, it is the bound speed.capture=steps can
+reach; the bench times both.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
 from gan_lab.bench.loops import PlainGAN, Speed, StepClock, _endless
-
-Capture = Callable[[Callable[[], Tensor]], Callable[[], Tensor]]
-
-
-def cuda_graph(step: Callable[[], Tensor], warmup: int = 3) -> Callable[[], Tensor]:
-    """Record `step` (after `warmup` eager calls on a side stream) as a CUDA graph; returns its replay, which
-    gives the graph's output tensor (overwritten by the next replay)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = step()
-
-    def replay() -> Tensor:
-        graph.replay()
-        return out
-
-    return replay
-
-
-def eager(step: Callable[[], Tensor]) -> Callable[[], Tensor]:
-    """A stand-in for `cuda_graph` that runs the step every time (tests on the CPU)."""
-    return step
+from gan_lab.core.graphs import StepGraphs
 
 
 def _capturable(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
@@ -58,42 +29,42 @@ def _autocast(speed: Speed) -> contextlib.AbstractContextManager:
     if speed.precision in ("32-true", "32"):
         return contextlib.nullcontext()
     if speed.precision == "bf16-mixed":
-        # No weight cache: a cached cast made during capture would be stale at replay.
+        # No weight cache, recorded or not (StepGraphs turns it off while recording and replaying).
         return torch.autocast(torch.device(speed.device).type, dtype=torch.bfloat16, cache_enabled=False)
     raise NotImplementedError(f"the graphed loop mirrors 32-true and bf16-mixed, not {speed.precision}")
 
 
 def graphed_loop(
-    gan: PlainGAN, batches: Iterable, clock: StepClock, capture: Capture = cuda_graph
+    gan: PlainGAN, batches: Iterable, clock: StepClock, graphs: StepGraphs | None = None
 ) -> list[tuple[Tensor, Tensor]]:
-    """`plain_loop`'s training, each D step and G step replayed from one captured graph.
+    """`plain_loop`'s training with each D step and G step run by `graphs` (default: a StepGraphs, enabled on
+    CUDA; disabled, every step runs eagerly, which the CPU tests compare with the plain loop).
 
-    The first batch fixes the graphs' input shape (the loaders drop the last partial batch). Returns the
-    (d_loss, g_loss) of every step, copied out of the graphs' outputs.
+    Returns the (d_loss, g_loss) of every step, copied out of the graphs' outputs.
     """
     g, d, loss, speed = gan.generator, gan.discriminator, gan.loss, gan.speed
     device = torch.device(speed.device)
     memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
-    cuda = device.type == "cuda"  # capturable optimizers exist on CUDA only; the CPU runs test the logic
-    opt_d, opt_g = (_capturable(opt) if cuda else opt for opt in (gan.opt_d, gan.opt_g))
+    if graphs is None:
+        graphs = StepGraphs()
+        if device.type == "cuda":
+            graphs.enable()
+    # capturable optimizers exist on CUDA only; disabled graphs (the CPU tests) keep the plain loop's
+    opt_d, opt_g = (_capturable(opt) if graphs.enabled else opt for opt in (gan.opt_d, gan.opt_g))
     g.train()
     d.train()
-    stream = _endless(batches)
-    batch: Any = next(stream)  # (images, labels)
-    real_in = batch[0].to(device).contiguous(memory_format=memory_format).clone()
-    n = real_in.shape[0]
 
-    def d_step() -> Tensor:
+    def d_step(real: Tensor) -> Tensor:
         opt_d.zero_grad(set_to_none=True)
         with _autocast(speed):
             with torch.no_grad():
-                fake = g(torch.randn(n, gan.z_dim, device=device))
-            d_loss = loss.d_loss(d(real_in), d(fake))
+                fake = g(torch.randn(real.shape[0], gan.z_dim, device=device))
+            d_loss = loss.d_loss(d(real), d(fake))
         d_loss.backward()
         opt_d.step()
         return d_loss.detach()
 
-    def g_step() -> Tensor:
+    def g_step(n: int) -> Tensor:
         opt_g.zero_grad(set_to_none=True)
         d.requires_grad_(False)  # gradients through D, not for D's weights (fixed into the graph)
         try:
@@ -105,13 +76,13 @@ def graphed_loop(
             d.requires_grad_(True)
         return g_loss.detach()
 
-    run_d, run_g = capture(d_step), capture(g_step)
     losses = []
     clock.begin()
-    while True:
-        real_in.copy_(batch[0].to(device, non_blocking=True))
-        d_loss = run_d().clone()
-        losses.append((d_loss, run_g().clone()))
+    for real, _ in _endless(batches):
+        real = real.to(device).contiguous(memory_format=memory_format)
+        n = real.shape[0]
+        d_loss = graphs.run("discriminator", d_step, real).clone()
+        losses.append((d_loss, graphs.run(f"generator{n}", lambda n=n: g_step(n)).clone()))
         if clock.tick():
             return losses
-        batch = next(stream)
+    return losses

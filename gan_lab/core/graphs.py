@@ -7,7 +7,8 @@
   a step costs one graph launch and a copy of the batch into the graph's input. `StepGraphs` below does it.
   A graph holds the learning rate it was recorded with: after a per-epoch scheduler changes it, the graphs
   are recorded again; with a per-step scheduler the steps run eagerly.
-  The plain loop of the bench (bench/graphed.py) trained 5.3x faster so on an H200 than gan_lab's eager step.
+  The bench's plain loop with whole-step graphs (bench/graphed.py) trained 5.3x faster than gan_lab's eager
+  step on an H200 (benchmarks/gpu/results.md, measured with that loop's own recording, which StepGraphs replaced).
 - `false`: eager.
 
 `StepGraphs` follows PyTorch's whole-network capture recipe: the first calls of a step run eagerly on a side
