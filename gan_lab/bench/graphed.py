@@ -10,13 +10,12 @@ reach; the bench times both.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
-from gan_lab.bench.loops import PlainGAN, Speed, StepClock, _endless
+from gan_lab.bench.loops import PlainGAN, StepClock, _autocast, _endless
 from gan_lab.core.graphs import StepGraphs
 
 
@@ -25,22 +24,14 @@ def _capturable(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return type(optimizer)(optimizer.param_groups[0]["params"], **{**optimizer.defaults, "capturable": True})
 
 
-def _autocast(speed: Speed) -> contextlib.AbstractContextManager:
-    if speed.precision in ("32-true", "32"):
-        return contextlib.nullcontext()
-    if speed.precision == "bf16-mixed":
-        # No weight cache, recorded or not (StepGraphs turns it off while recording and replaying).
-        return torch.autocast(torch.device(speed.device).type, dtype=torch.bfloat16, cache_enabled=False)
-    raise NotImplementedError(f"the graphed loop mirrors 32-true and bf16-mixed, not {speed.precision}")
-
-
 def graphed_loop(
     gan: PlainGAN, batches: Iterable, clock: StepClock, graphs: StepGraphs | None = None
 ) -> list[tuple[Tensor, Tensor]]:
     """`plain_loop`'s training with each D step and G step run by `graphs` (default: a StepGraphs, enabled on
     CUDA; disabled, every step runs eagerly, which the CPU tests compare with the plain loop).
 
-    Returns the (d_loss, g_loss) of every step, copied out of the graphs' outputs.
+    Returns the (d_loss, g_loss) of every step, copied out of the graphs' outputs. Autocast is the plain loop's:
+    while StepGraphs is enabled it runs without its weight cache (torch.autocast inherits that setting).
     """
     g, d, loss, speed = gan.generator, gan.discriminator, gan.loss, gan.speed
     device = torch.device(speed.device)
