@@ -225,7 +225,8 @@ def test_autocast_runs_without_its_cache_only_while_enabled() -> None:
     graphed.enable()
     with graphed.autocast_without_cache():
         assert not torch.is_autocast_cache_enabled()
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # a step's own autocast (the bench's loop) inherits it
+        # a step's own autocast (as in the bench's graphed loop) inherits it
+        with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not torch.is_autocast_cache_enabled()
     assert torch.is_autocast_cache_enabled()
 
