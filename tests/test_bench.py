@@ -10,7 +10,9 @@ import shutil
 import subprocess
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from unittest.mock import patch
 
 import lightning.pytorch as pl
 import numpy as np
@@ -23,7 +25,7 @@ from torch import nn
 
 from gan_lab.bench.contenders import PlainBatches, check_overrides
 from gan_lab.bench.graphed import graphed_loop
-from gan_lab.bench.jobs import steady_together
+from gan_lab.bench.jobs import TIMER_FILE, projected_ratio, rates_together, read_jobs
 from gan_lab.bench.loops import (
     ClassicDiscriminator,
     ClassicGenerator,
@@ -464,16 +466,42 @@ def _clock(start: float, rate: float, steps: int, exact_every: int = 1) -> StepC
     return clock
 
 
-def test_steady_together_sums_the_rates_while_all_jobs_train() -> None:
-    # 10 and 20 steps/s; the second starts 1 s later and both train past 2 warm-up steps: 30 steps/s together.
+def test_rates_together_are_the_jobs_rates_while_all_train() -> None:
+    # 10 and 20 steps/s; the second starts 1 s later and both train past 2 warm-up steps.
     a, b = _clock(0.0, 10.0, 100, exact_every=5), _clock(1.0, 20.0, 100, exact_every=5)
-    rate, window = steady_together([a, b], warmup=5)
-    assert rate == pytest.approx(30.0)
+    rates, window = rates_together([a, b], warmup=5)
+    assert rates == pytest.approx([10.0, 20.0])
     assert window == pytest.approx(min(a.times[-1], b.times[-1]) - max(a.times[4], b.times[4]))
     # One job done before the other is past its warm-up: no window in which both train.
-    assert steady_together([_clock(0.0, 10.0, 10), _clock(5.0, 10.0, 10)], warmup=2) is None
+    assert rates_together([_clock(0.0, 10.0, 10), _clock(5.0, 10.0, 10)], warmup=2) is None
     # A warm-up edge without an exact timestamp cannot be timed.
-    assert steady_together([_clock(0.0, 10.0, 20, exact_every=5)], warmup=3) is None
+    assert rates_together([_clock(0.0, 10.0, 20, exact_every=5)], warmup=3) is None
+
+
+def test_sweep_ratio_projected_to_longer_arms() -> None:
+    # One after another: 30 s for three arms of 10 steps/s each; at once: 20 s, the slowest arm 4 steps/s.
+    one = {"command_s": 30.0, "jobs": [{"steady_steps_per_s": 10.0}] * 3}
+    many = {"command_s": 20.0, "steady_steps_per_s_together": [4.0, 5.0, 5.0]}
+    assert projected_ratio(one, many, 100) == pytest.approx((20 + 100 / 4) / (30 + 3 * 100 / 10))
+    # Long arms: start-up vanishes and the ratio tends to the ratio of the training rates, (1/4) / (3/10).
+    assert projected_ratio(one, many, 10**9) == pytest.approx((1 / 4) / (3 / 10), rel=1e-6)
+    assert projected_ratio(one, {"command_s": 20.0}, 100) is None  # no rate measured while all trained
+
+
+def test_read_jobs_keeps_each_jobs_rate_past_its_warmup(tmp_path: Path) -> None:
+    """A job's own steady rate (the sweep's projection adds steps at it) leaves its slow first steps out."""
+    for job, (start, rate) in enumerate([(0.0, 10.0), (0.5, 20.0)]):
+        times = [start + 2.0 * (i + 1) for i in range(5)]  # five slow warm-up steps, then `rate` steps/s
+        times += [start + 10.0 + (i + 1) / rate for i in range(35)]
+        (tmp_path / str(job)).mkdir()
+        record = {"start": start, "times": times, "exact": [(i + 1) % 5 == 0 for i in range(40)]}
+        (tmp_path / str(job) / TIMER_FILE).write_text(json.dumps(record))
+    jobs = [SimpleNamespace(name=str(i), status="completed", g_steps=40) for i in range(2)]
+    with patch("gan_lab.bench.jobs.load_jobs", return_value=jobs):
+        summary = read_jobs(tmp_path, batch_size=8, warmup=5)
+    assert [job["steady_steps_per_s"] for job in summary["jobs"]] == pytest.approx([10.0, 20.0])
+    assert summary["steady_steps_per_s_together"] == pytest.approx([10.0, 20.0])
+    assert summary["steady_images_per_s"] == pytest.approx(30.0 * 8)
 
 
 def test_step_clock_on_the_cpu_marks_every_timestamp_exact() -> None:
@@ -498,9 +526,7 @@ def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: P
     repeats, batch = results["settings"]["repeats"], results["settings"]["batch_size"]
 
     contenders = results["dcgan"]["contenders"]
-    variants = [
-        "gan_lab", "gan_lab_capture", "gan_lab_on_device", "gan_lab_capture_on_device", "gan_lab_steps_on_device"
-    ]  # fmt: skip
+    variants = ["gan_lab", "gan_lab_on_device", "gan_lab_capture_on_device", "gan_lab_steps_on_device"]
     assert list(contenders) == [*variants, "plain", "plain_graphed", "classic"]
     assert contenders["plain_graphed"]["skipped"] == "CUDA graphs need a CUDA GPU"
     for name in ("gan_lab", "plain", "classic"):
@@ -536,6 +562,8 @@ def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: P
     assert sweep["arms"] == ["1e-4", "1e-5"] and list(sweep["runs"]) == ["1", "2"]
     assert all(run["completed"] == 2 for run in sweep["runs"].values())
     assert sweep["time_ratio"] > 0
+    # Projected to 100-epoch arms where the tiny jobs overlapped past their warm-up (not always, on 2 cores).
+    assert "projected" in sweep or "steady_steps_per_s_together" not in sweep["runs"]["2"]
 
     table = (out / "results.md").read_text()
     for text in ("Quick mode", "DCGAN 64²", "SN-DCGAN study preset", "Jobs sharing the GPU", "Lr sweep"):

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import TINY_RUN, HostRoundTrips
+from torch import Tensor
 
 from gan_lab.core import graphs
 from gan_lab.core.graphs import StepGraphs, capture_mode, steps_run_eagerly
@@ -62,18 +63,14 @@ def test_why_steps_run_eagerly() -> None:
     cuda = torch.device("cuda")
     adam = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], capturable=True)
     bf16 = SimpleNamespace(scaler=None)
-    assert steps_run_eagerly(cuda, bf16, None, [adam, adam]) is None
-    assert "CUDA GPU" in steps_run_eagerly(torch.device("cpu"), bf16, None, [adam])
-    assert "16-mixed" in steps_run_eagerly(cuda, SimpleNamespace(scaler=object()), None, [adam])
-    assert "per-step lr scheduler" in steps_run_eagerly(
-        cuda, bf16, {"_target_": "x", "interval": "step"}, [adam]
-    )
-    assert steps_run_eagerly(cuda, bf16, {"_target_": "x", "interval": "epoch"}, [adam]) is None
-    assert "DDP" in steps_run_eagerly(cuda, bf16, None, [adam], world_size=2)
+    assert steps_run_eagerly(cuda, bf16, [adam, adam]) is None
+    assert "CUDA GPU" in steps_run_eagerly(torch.device("cpu"), bf16, [adam])
+    assert "16-mixed" in steps_run_eagerly(cuda, SimpleNamespace(scaler=object()), [adam])
+    assert "DDP" in steps_run_eagerly(cuda, bf16, [adam], world_size=2)
     sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
-    assert steps_run_eagerly(cuda, bf16, None, [adam, sgd]) == "SGD has no capturable mode"
+    assert steps_run_eagerly(cuda, bf16, [adam, sgd]) == "SGD has no capturable mode"
     lightning_wrapped = SimpleNamespace(optimizer=sgd, defaults=sgd.defaults)
-    assert steps_run_eagerly(cuda, bf16, None, [lightning_wrapped]) == "SGD has no capturable mode"
+    assert steps_run_eagerly(cuda, bf16, [lightning_wrapped]) == "SGD has no capturable mode"
 
 
 def test_capturable_optimizers_only_where_asked_and_taken() -> None:
@@ -147,7 +144,8 @@ def test_step_graphs_warm_up_record_replay_and_fall_back(
 def replays_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
     """StepGraphs enabled on the CPU, with a stand-in graph that behaves as a CUDA graph does where GANModule
     can tell: recording runs the step's Python once (Lightning counts that optimizer step) and no arithmetic; a
-    replay runs the arithmetic but none of Lightning's step counting, with the learning rate of the recording."""
+    replay runs the arithmetic but none of Lightning's step counting, with the learning rates the param groups
+    held while it was recorded (a number for good, or gan_lab's live device tensors)."""
     from lightning.pytorch.loops.optimization.manual import _ManualOptimization
 
     import gan_lab.core.module as module_file
@@ -175,7 +173,7 @@ def replays_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
             replaying[0] = True
             try:
                 for group, lr in zip(groups, self.recorded_lrs, strict=True):
-                    group["lr"] = lr  # a graph's optimizer kernel holds the lr it was recorded with
+                    group["lr"] = lr  # a graph's optimizer kernel reads what it was recorded with
                 return super().replay(inputs)
             finally:
                 replaying[0] = False
@@ -206,16 +204,35 @@ def test_replayed_steps_train_and_count_like_eager_steps(case: str, tmp_path: Pa
 
 
 @pytest.mark.usefixtures("replays_without_python")
-def test_graphs_are_recorded_again_after_a_per_epoch_lr_change(tmp_path: Path) -> None:
-    """A recorded graph holds its learning rate: after each epoch's ExponentialLR step the graphs are recorded
-    anew, so the run still trains bit for bit as eager steps (with graphs kept, the stand-in's replays would
-    use the first epoch's lr and this comparison fails)."""
-    run = [*CPU_FP32, "scheduler=exponential", "scheduler.gamma=0.5", "steps=10", "dataset.num_samples=32"]
+@pytest.mark.parametrize("scheduler", ["cosine", "exponential"])  # per step, per epoch
+def test_replayed_steps_follow_the_lr_scheduler(scheduler: str, tmp_path: Path) -> None:
+    """With a scheduler the recorded steps read the learning rates from device tensors refreshed before every
+    replay: the run trains as eager steps to float32 rounding of the lr, with one D and one G graph. (The
+    stand-in replays with whatever the groups held when it was recorded: a float there would be the first lr
+    for good, and this comparison fails, by ~1e-4, without the refresh.)"""
+    run = [*CPU_FP32, f"scheduler={scheduler}", "steps=12", "dataset.num_samples=32"]
+    run += ["scheduler.gamma=0.5"] if scheduler == "exponential" else []  # 4 batches an epoch: 3 lr changes
     eager = train(compose_config(run, output_dir=tmp_path / "eager"))
     graphed = train(compose_config([*run, "speed.capture=steps"], output_dir=tmp_path / "steps"))
-    # 4 batches an epoch: warm-up at calls 1-3, recorded at 4, the epoch's lr change, then again at 8
-    assert len(_FakeGraph.made) == 4
-    torch.testing.assert_close(graphed.state_dict(), eager.state_dict(), atol=0, rtol=0)
+    assert len(_FakeGraph.made) == 2
+    torch.testing.assert_close(graphed.state_dict(), eager.state_dict(), atol=1e-6, rtol=1e-5)
+    lrs = [group["lr"] for opt in graphed.optimizers() for group in opt.param_groups]
+    assert lrs == [group["lr"] for opt in eager.optimizers() for group in opt.param_groups]
+    assert all(isinstance(lr, float) for lr in lrs)  # what schedulers and checkpoints see stays a float
+
+
+def test_live_learning_rates_swap_in_tensors_and_refresh_them() -> None:
+    weight = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.Adam([weight], lr=0.1)
+    live = graphs._LiveLearningRates(opt)
+    with live.swapped_in():
+        read = opt.param_groups[0]["lr"]  # what a step recorded here reads at its replays
+    assert isinstance(read, Tensor) and read.dtype == torch.float32 and read.dim() == 0
+    assert opt.param_groups[0]["lr"] == 0.1 and read.item() == pytest.approx(0.1)
+    torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5).step()
+    assert read.item() == pytest.approx(0.1)  # not before a replay
+    live.refresh()
+    assert read.item() == pytest.approx(0.05) and live.values == [0.05]
 
 
 def test_autocast_runs_without_its_cache_only_while_enabled() -> None:
@@ -323,7 +340,7 @@ class _NoSyncAfterWarmUp:
 
 @needs_gpu
 @pytest.mark.usefixtures("deterministic_cudnn")
-@pytest.mark.parametrize("case", list(GPU_CASES))
+@pytest.mark.parametrize("case", [*GPU_CASES, "dcgan_cosine"])
 def test_steps_gpu_graphs_train_like_eager_without_host_sync(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -338,7 +355,8 @@ def test_steps_gpu_graphs_train_like_eager_without_host_sync(
         return module
 
     monkeypatch.setattr(build, "build_module", build_watched)
-    run = [*GPU_RUN, *GPU_CASES[case], "steps=12", "callbacks.checkpoint=null"]
+    setup = GPU_CASES.get(case) or ["model=dcgan", "scheduler=cosine"]  # the lr read from device tensors
+    run = [*GPU_RUN, *setup, "steps=12", "callbacks.checkpoint=null"]
     eager = train(compose_config(run, output_dir=tmp_path / "eager"))
     graphed = train(compose_config([*run, "speed.capture=steps"], output_dir=tmp_path / "steps"))
     assert graphed._step_graphs.enabled

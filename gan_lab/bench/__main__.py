@@ -117,11 +117,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     gp.add_argument(
         "--out", type=Path, help="results folder (default benchmarks/gpu/, --quick: benchmarks/quick/gpu/)"
     )
-    gp.add_argument("--time-limit", type=float, help="seconds for the whole command (default 360)")
+    gp.add_argument("--time-limit", type=float, help="seconds for the whole command (default 330)")
     gp.add_argument("--repeats", type=int)
     gp.add_argument(
         "--skip", action="append", default=[], metavar="CONTENDER",
-        help="leave a DCGAN contender of part a out (repeatable), e.g. --skip gan_lab_capture",
+        help="leave a DCGAN contender of part a out (repeatable), e.g. --skip gan_lab_capture_on_device",
     )  # fmt: skip
     gp.add_argument("--batch-size", type=int)
     gp.add_argument("--width", type=int, help="model.width, and the classic nets' ngf/ndf (default 64)")

@@ -125,6 +125,9 @@ def read_jobs(sweep_dir: Path, batch_size: int, warmup: int = 1) -> dict[str, An
                 clocks.append(clock)
                 entry.update(start=clock.start, end=clock.times[-1], timed_steps=n,
                              images_per_s=n * batch_size / max(clock.elapsed_s, 1e-9))  # fmt: skip
+                rate = _rate_between(clock, *_window([clock], warmup) or (0.0, 0.0))
+                if rate:
+                    entry["steady_steps_per_s"] = rate  # its own, past its warm-up
         jobs.append(entry)
     summary: dict[str, Any] = {"jobs": jobs, "completed": sum(j["status"] == "completed" for j in jobs)}
     if clocks:
@@ -133,27 +136,41 @@ def read_jobs(sweep_dir: Path, batch_size: int, warmup: int = 1) -> dict[str, An
         summary.update(
             images=images, train_s=round(last - first, 3), images_per_s=images / max(last - first, 1e-9)
         )
-        steady = steady_together(clocks, warmup)
-        if steady is not None:
-            summary["steady_images_per_s"], summary["steady_s"] = steady[0] * batch_size, round(steady[1], 3)
+        together = rates_together(clocks, warmup)
+        if together is not None:
+            rates, span = together
+            summary.update(steady_images_per_s=sum(rates) * batch_size, steady_s=round(span, 3),
+                           steady_steps_per_s_together=rates)  # fmt: skip
     return summary
 
 
-def steady_together(clocks: Sequence[Any], warmup: int) -> tuple[float, float] | None:
-    """(sum of the clocks' steps/s, window s) over the window where every clock is past `warmup` steps and not
-    yet done; each rate is taken between its exact timestamps inside the window. None without such a window."""
+def rates_together(clocks: Sequence[Any], warmup: int) -> tuple[list[float], float] | None:
+    """(each clock's steps/s, window s) over the window where every clock is past `warmup` steps and not yet
+    done; each rate is taken between its exact timestamps inside the window. None without such a window."""
+    window = _window(clocks, warmup)
+    rates = [_rate_between(c, *window) for c in clocks] if window else []
+    if not window or not all(rates):
+        return None
+    return rates, window[1] - window[0]  # type: ignore[return-value]
+
+
+def _window(clocks: Sequence[Any], warmup: int) -> tuple[float, float] | None:
+    """(t0, t1): from the last clock's end of warm-up (an exact timestamp) to the first clock's last step."""
     if any(len(c.times) <= warmup or not c.exact[warmup - 1] for c in clocks):
         return None
-    t0, t1 = max(c.times[warmup - 1] for c in clocks), min(c.times[-1] for c in clocks)
-    total = 0.0
-    for c in clocks:
-        inside = [
-            i for i, (t, exact) in enumerate(zip(c.times, c.exact, strict=True)) if exact and t0 <= t <= t1
-        ]
-        if len(inside) < 2 or c.times[inside[-1]] <= c.times[inside[0]]:
-            return None
-        total += (inside[-1] - inside[0]) / (c.times[inside[-1]] - c.times[inside[0]])
-    return total, t1 - t0
+    return max(c.times[warmup - 1] for c in clocks), min(c.times[-1] for c in clocks)
+
+
+def _rate_between(clock: Any, t0: float, t1: float) -> float | None:
+    """Steps/s between the clock's first and last exact timestamps inside [t0, t1] (None: fewer than two)."""
+    inside = [
+        i
+        for i, (t, exact) in enumerate(zip(clock.times, clock.exact, strict=True))
+        if exact and t0 <= t <= t1
+    ]
+    if len(inside) < 2 or clock.times[inside[-1]] <= clock.times[inside[0]]:
+        return None
+    return (inside[-1] - inside[0]) / (clock.times[inside[-1]] - clock.times[inside[0]])
 
 
 def jobs_at_once(
@@ -178,8 +195,11 @@ def jobs_at_once(
     return result
 
 
-def sweep_times(launch: Launch, overrides: list[str], lrs: Sequence[str], steps: int) -> dict[str, Any]:
-    """A sweep over optim.lr run one job at a time, then all arms at once: each whole command's wall time."""
+def sweep_times(
+    launch: Launch, overrides: list[str], lrs: Sequence[str], steps: int, projected_steps: int | None = None
+) -> dict[str, Any]:
+    """A sweep over optim.lr run one job at a time, then all arms at once: each whole command's wall time, and
+    their ratio projected to arms of `projected_steps` G steps (see `projected_ratio`)."""
     result: dict[str, Any] = {"arms": list(lrs), "steps_per_arm": steps, "runs": {}, "target_max": 0.5}
     for n in (1, len(lrs)):
         sweep = [*overrides, f"steps={steps}", f"optim.lr={','.join(lrs)}"]
@@ -187,4 +207,23 @@ def sweep_times(launch: Launch, overrides: list[str], lrs: Sequence[str], steps:
     one, many = (result["runs"][str(n)] for n in (1, len(lrs)))
     if one.get("returncode") == 0 and many.get("returncode") == 0:
         result["time_ratio"] = many["command_s"] / one["command_s"]
+        if projected_steps:
+            ratio = projected_ratio(one, many, projected_steps - steps)
+            if ratio is not None:
+                result["projected"] = {"steps_per_arm": projected_steps, "time_ratio": ratio}
     return result
+
+
+def projected_ratio(one: dict[str, Any], many: dict[str, Any], more_steps: int) -> float | None:
+    """The time ratio of a sweep's two commands (`one`: arms one after another, `many`: all at once) had each arm
+    trained `more_steps` more G steps: each command's measured time plus those steps at its steady rates. One
+    after another the arms' own rates add up; at once the slowest arm's rate while all trained sets the pace.
+    Start-up costs stay as measured, so for long arms the ratio tends to the ratio of the training rates.
+    None where a rate is missing."""
+    alone = [job.get("steady_steps_per_s") for job in one.get("jobs", [])]
+    together = many.get("steady_steps_per_s_together") or []
+    if not alone or not all(alone) or len(together) != len(alone) or not all(together):
+        return None
+    one_s = one["command_s"] + sum(more_steps / rate for rate in alone)
+    many_s = many["command_s"] + more_steps / min(together)
+    return many_s / one_s

@@ -353,6 +353,12 @@ def render_gpu_markdown(results: dict[str, Any]) -> str:
             if ratio
             else "—"
         )
+        projected = sweep.get("projected")
+        if projected:
+            verdict += (
+                f"; projected to arms of {projected['steps_per_arm']:,} G steps (100 CIFAR-10 epochs: start-up as "
+                f"measured, the added steps at the measured steady rates): {projected['time_ratio']:.2f}×"
+            )
         lines += [
             f"**Lr sweep** (the preset's arms {', '.join(sweep['arms'])}; {sweep['steps_per_arm']} G steps each; whole "
             f"command, start-up included): {'; '.join(cells)}; time ratio {verdict}.",

@@ -5,8 +5,8 @@
 - `steps`: each whole D step (noise, G forward, augmentations, D on real and fake, loss, penalty, backward,
   optimizer step) and each whole G step is recorded once as one CUDA graph (torch.cuda.graph) and replayed:
   a step costs one graph launch and a copy of the batch into the graph's input. `StepGraphs` below does it.
-  A graph holds the learning rate it was recorded with: after a per-epoch scheduler changes it, the graphs
-  are recorded again; with a per-step scheduler the steps run eagerly.
+  With an lr scheduler the graphs read each optimizer's learning rates from device tensors, refreshed from the
+  param groups before every replay (`_LiveLearningRates`); without one the recorded lr is the lr.
   The bench's plain loop with whole-step graphs (bench/graphed.py) trained 5.3x faster than gan_lab's eager
   step on an H200 (benchmarks/gpu/results.md, measured with that loop's own recording, which StepGraphs replaced).
 - `false`: eager.
@@ -51,7 +51,7 @@ def capture_mode(value: Any) -> str:
 
 
 def steps_run_eagerly(
-    device: torch.device, precision_plugin: Any, scheduler: Any, optimizers: Any, world_size: int = 1
+    device: torch.device, precision_plugin: Any, optimizers: Any, world_size: int = 1
 ) -> str | None:
     """Why speed.capture=steps cannot record this run's steps (None: it can)."""
     if device.type != "cuda":
@@ -60,9 +60,6 @@ def steps_run_eagerly(
         return "DDP's gradient all-reduce is not recorded in gan_lab's graphs"
     if getattr(precision_plugin, "scaler", None) is not None:
         return "16-mixed's loss scaler reads the gradients' finiteness back to the host at every step"
-    if scheduler and scheduler.get("interval", "step") == "step":
-        # A per-epoch scheduler is fine: its steps are rare, and GANModule records the graphs again after each.
-        return "a per-step lr scheduler changes the learning rate at every step, and a graph holds it fixed"
     optimizers = optimizers if isinstance(optimizers, list | tuple) else [optimizers]
     for opt in optimizers:
         if not getattr(opt, "defaults", {}).get("capturable"):
@@ -86,6 +83,7 @@ class StepGraphs:
         self.replayed = False  # whether the last `run` replayed a recorded graph (no Python of the step ran)
         self._calls: Counter[str] = Counter()
         self._graphs: dict[str, _Graph] = {}
+        self._live_lrs: dict[str, _LiveLearningRates] = {}
         self._said_shape: set[str] = set()
 
     def enable(self) -> None:
@@ -95,6 +93,7 @@ class StepGraphs:
         """Forget recorded graphs (e.g. when fitting ends): the next calls warm up and record again."""
         self._calls.clear()
         self._graphs.clear()
+        self._live_lrs.clear()
 
     @contextlib.contextmanager
     def autocast_without_cache(self) -> Iterator[None]:
@@ -109,7 +108,9 @@ class StepGraphs:
         finally:
             torch.set_autocast_cache_enabled(before)
 
-    def run(self, name: str, step: Callable[..., Any], *inputs: Tensor | None) -> Any:
+    def run(self, name: str, step: Callable[..., Any], *inputs: Tensor | None, live_lr: Any = None) -> Any:
+        """`live_lr`: the optimizer the step steps, where a scheduler changes its learning rate (None: the graph
+        keeps the lr it was recorded with)."""
         self.replayed = False
         if not self.enabled:
             return step(*inputs)
@@ -118,6 +119,8 @@ class StepGraphs:
             if graph is not None:
                 if graph.fits(inputs):
                     self.replayed = True
+                    if name in self._live_lrs:
+                        self._live_lrs[name].refresh()
                     return graph.replay(inputs)
                 if name not in self._said_shape:
                     self._said_shape.add(name)
@@ -126,7 +129,12 @@ class StepGraphs:
             self._calls[name] += 1
             if self._calls[name] <= self.warmup:
                 return _on_side_stream(step, inputs)
-            self._graphs[name] = graph = _Graph(step, inputs)
+            if live_lr is None:
+                self._graphs[name] = graph = _Graph(step, inputs)
+            else:
+                self._live_lrs[name] = live = _LiveLearningRates(live_lr)
+                with live.swapped_in():
+                    self._graphs[name] = graph = _Graph(step, inputs)
             return graph.replay(inputs)
 
 
@@ -135,6 +143,42 @@ def count_lightning_step(optimizer: Any) -> None:
     checkpoints and ModelCheckpoint read): the replay ran the step's kernels but none of its Python."""
     optimizer._on_before_step()
     optimizer._on_after_step()
+
+
+class _LiveLearningRates:
+    """An optimizer's learning rates as device tensors that a recorded step reads at every replay.
+
+    The param groups keep plain floats, which is what schedulers, Lightning and checkpoints see. While a step
+    is recorded each group's lr is swapped for a float32 tensor on its parameters' device (what fused and
+    capturable optimizers take), so the graph reads that tensor instead of holding a number; `refresh`, before
+    each replay, fills the tensors with the groups' current values (a fill kernel where one changed, no host
+    sync). The optimizer then computes with the lr rounded to float32: equal to eager steps to rounding.
+    """
+
+    def __init__(self, optimizer: Any) -> None:
+        self.groups = optimizer.param_groups
+        self.values = [float(group["lr"]) for group in self.groups]
+        self.tensors = [
+            torch.full((), value, dtype=torch.float32, device=group["params"][0].device)
+            for group, value in zip(self.groups, self.values, strict=True)
+        ]
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        floats = [group["lr"] for group in self.groups]
+        for group, tensor in zip(self.groups, self.tensors, strict=True):
+            group["lr"] = tensor
+        try:
+            yield
+        finally:
+            for group, value in zip(self.groups, floats, strict=True):
+                group["lr"] = value
+
+    def refresh(self) -> None:
+        for i, (group, tensor) in enumerate(zip(self.groups, self.tensors, strict=True)):
+            if group["lr"] != self.values[i]:
+                self.values[i] = float(group["lr"])
+                tensor.fill_(self.values[i])
 
 
 def _on_side_stream(step: Callable[..., Any], inputs: Sequence[Tensor | None]) -> Any:

@@ -209,11 +209,8 @@ class GANModule(pl.LightningModule):
         # Per-epoch schedulers step after each full pass over the data, counted in D steps rather than at
         # Lightning's epoch end, which also comes early when a `steps` budget stops a run mid-epoch.
         if self._scheduler_interval() == "epoch" and self.d_steps % self._batches_per_epoch() == 0:
-            before = [group["lr"] for opt in (opt_g, opt_d) for group in opt.param_groups]
             for scheduler in self._schedulers():
                 scheduler.step()
-            if before != [group["lr"] for opt in (opt_g, opt_d) for group in opt.param_groups]:
-                self._step_graphs.reset()  # recorded graphs hold the learning rate they were recorded with
 
     def _scheduler_interval(self) -> str | None:
         return self.scheduler.get("interval", "step") if self.scheduler else None
@@ -222,7 +219,7 @@ class GANModule(pl.LightningModule):
         if self.capture == "steps":
             trainer = self.trainer
             why = steps_run_eagerly(
-                self.device, trainer.precision_plugin, self.scheduler, self.optimizers(), trainer.world_size
+                self.device, trainer.precision_plugin, self.optimizers(), trainer.world_size
             )
             if why:
                 log.info("speed.capture=steps: %s, so the steps run eagerly", why)
@@ -262,7 +259,7 @@ class GANModule(pl.LightningModule):
         self.toggle_optimizer(opt_d)
         update = partial(self._discriminator_update, opt_d)
         d_loss, penalty, real_logits, fake_logits = self._step_graphs.run(
-            "discriminator", update, real, labels
+            "discriminator", update, real, labels, live_lr=self._live_lr(opt_d)
         )
         if self._step_graphs.replayed:
             count_lightning_step(opt_d)
@@ -299,6 +296,10 @@ class GANModule(pl.LightningModule):
         opt_d.step()
         return d_loss.detach(), penalty.detach(), real_logits.detach(), fake_logits.detach()
 
+    def _live_lr(self, optimizer: Any) -> Any:
+        """The optimizer whose learning rate recorded steps read at every replay: where a scheduler changes it."""
+        return optimizer if self.scheduler else None
+
     def _drop_graph_gradients(self, optimizer: Any) -> None:
         """Under CUDA graphs, gradients live in the graphs' memory, which the next step's replays overwrite (and
         reading them after that raises): drop them once the optimizer has used them."""
@@ -310,7 +311,8 @@ class GANModule(pl.LightningModule):
             torch.compiler.cudagraph_mark_step_begin()
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad: no D gradients are computed
         # One graph per batch size (n is not an input tensor the graph could take).
-        g_loss = self._step_graphs.run(f"generator{n}", partial(self._generator_update, opt_g, n))
+        update = partial(self._generator_update, opt_g, n)
+        g_loss = self._step_graphs.run(f"generator{n}", update, live_lr=self._live_lr(opt_g))
         if self._step_graphs.replayed:
             count_lightning_step(opt_g)
         self._drop_graph_gradients(opt_g)
