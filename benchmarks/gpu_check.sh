@@ -5,7 +5,8 @@
 #   1. source .device/setup.sh: installs the wheels of .device/ into /tmp/site, extracts CIFAR-10 to
 #      /tmp/cifar/train (~20 s; at most 120 s);
 #   2. the GPU tests: pytest -k "gpu or cuda" (they skip on a CPU) (~70-90 s; at most 120 s);
-#   3. python -m gan_lab.bench gpu (~5.5 min; its --time-limit is what is left, at most 330 s);
+#   3. python -m gan_lab.bench gpu (~5.5 min; its --time-limit is what is left, at most 330 s), with
+#      pytorch/examples' dcgan/main.py as part b's yardstick where gpu_prepare.sh put it in .device/;
 #   4. results.json, results.md, the pytest summary and this script's log into $OUT when it is set.
 # Every step has its own timeout, so one hang cannot eat the machine's 10 minutes; the exit status is non-zero
 # when a step failed, after the copy.
@@ -55,9 +56,11 @@ left=$((limit - SECONDS - 20))
 budget=$((left - 30 < 330 ? left - 30 : 330))
 say "python -m gan_lab.bench gpu --time-limit $budget"
 if [ "$budget" -ge 60 ]; then
+  extra=() # pytorch/examples' script, where gpu_prepare.sh found it: part b's yardstick
+  [ -f .device/pytorch_examples_dcgan_main.py ] && extra=(--examples-script .device/pytorch_examples_dcgan_main.py)
   # shellcheck disable=SC2086 # GPU_BENCH_ARGS: more options for the bench, e.g. "--repeats 2"
   timeout "$left" "$py" -m gan_lab.bench gpu --data-root /tmp/cifar/train --out "$results" --time-limit "$budget" \
-    ${GPU_BENCH_ARGS:-}
+    ${extra[@]+"${extra[@]}"} ${GPU_BENCH_ARGS:-}
   rc=$?
   [ "$rc" -eq 0 ] || { say "bench exit $rc"; failed=1; }
 else

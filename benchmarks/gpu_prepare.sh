@@ -5,7 +5,11 @@
 #      JPEGs (.device/cifar_train.tar.gz, 16 MB); setup.sh, which installs the wheels there;
 #   2. the wheels `python -m gan_lab.bench gpu` needs besides: hydra-joblib-launcher and joblib, at the versions
 #      installed here (the ones the tests passed with; both pure Python);
-#   3. checks that .device/ stays under the device tool's 64 MiB for carried paths.
+#   3. pytorch/examples' dcgan/main.py, unmodified, with its commit, from a local snapshot of pytorch/examples
+#      (PYTORCH_EXAMPLES: a git directory; the agents' `fetch github:pytorch/examples` puts one in
+#      /work/.mirror): the bench's yardstick for the study preset (issue 14: >= 3x its images/s). gan_lab does
+#      not ship or download it; without a snapshot the bench compares the preset with the classic design only;
+#   4. checks that .device/ stays under the device tool's 64 MiB for carried paths.
 # Then, with the device tool: carry [".device"], command `bash benchmarks/gpu_check.sh`, timeout_s 540.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
@@ -19,6 +23,16 @@ version() { "$py" -c "import importlib.metadata as m, sys; print(m.version(sys.a
 rm -f .device/hydra_joblib_launcher-*.whl .device/joblib-*.whl
 "$py" -m pip download -q --no-deps --only-binary=:all: -d .device \
   "hydra-joblib-launcher==$(version hydra-joblib-launcher)" "joblib==$(version joblib)"
+
+examples=${PYTORCH_EXAMPLES:-/work/.mirror/pytorch+examples/repo}
+rm -f .device/pytorch_examples_dcgan_main.*
+if git -C "$examples" rev-parse --verify -q HEAD:dcgan/main.py > /dev/null 2>&1; then
+  git -C "$examples" show HEAD:dcgan/main.py > .device/pytorch_examples_dcgan_main.py
+  git -C "$examples" rev-parse HEAD > .device/pytorch_examples_dcgan_main.commit
+else
+  echo "gpu_prepare.sh: no snapshot of pytorch/examples at $examples (set PYTORCH_EXAMPLES): the bench will" \
+    "compare the study preset with the classic design only" >&2
+fi
 
 ls -l .device
 bytes=$(du -sb .device | cut -f1)

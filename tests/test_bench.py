@@ -458,6 +458,18 @@ def test_quick_reproduce_trains_scores_and_writes_the_report(tmp_path: Path, sma
 # --- the GPU command (`gpu`), its jobs sharing a machine and the GPU machine's script --------------------------
 
 
+_EXAMPLES_STAND_IN = """
+import sys, time
+args = sys.argv[1:]
+assert args[args.index("--dataset") + 1] == "folder" and "--accel" in args, args
+total = int(args[args.index("--batchSize") + 1])  # the stand-in's epoch length: one iteration per image of a batch
+for i in range(total):
+    time.sleep(0.3 if i < 3 else 0.02)  # three slow first iterations, then 50 a second
+    print(f"[0/1][{i}/{total}] Loss_D: 1.0000 Loss_G: 1.0000 D(x): 0.5 D(G(z)): 0.5 / 0.5")
+sys.exit(int(args[args.index("--workers") + 1]))  # the exit status the test asks for
+"""
+
+
 def _clock(start: float, rate: float, steps: int, exact_every: int = 1) -> StepClock:
     clock = StepClock()
     clock.start = start
@@ -514,9 +526,11 @@ def test_step_clock_on_the_cpu_marks_every_timestamp_exact() -> None:
 def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: Path) -> None:
     """`python -m gan_lab.bench gpu --quick` runs every part on the CPU (the CUDA-only branches are the device,
     the classic design's worker count and where timestamps wait for the GPU) and writes all of it."""
-    out = tmp_path / "out"
+    out, examples = tmp_path / "out", tmp_path / "examples_main.py"
+    examples.write_text(_EXAMPLES_STAND_IN)  # pytorch/examples' script is not in the repository
     proc = run_module(
-        "gan_lab.bench", "gpu", "--quick", f"--data-root={small_folder}", f"--out={out}", cwd=tmp_path, timeout=600
+        "gan_lab.bench", "gpu", "--quick", f"--data-root={small_folder}", f"--out={out}",
+        f"--examples-script={examples}", cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
@@ -549,7 +563,7 @@ def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: P
     preset = results["preset"]
     _check_summary(preset["contender"]["images_per_s"], repeats)
     assert preset["contender"]["flops_per_step"] > 0 and preset["speedup_vs_classic"] > 0
-    assert "not available offline" in preset["baseline_note"]
+    assert preset["examples"]["iterations"] == batch - 1 and preset["speedup_vs_examples"] > 0
 
     runs = results["jobs"]["runs"]
     assert list(runs) == ["1", "2"] and results["jobs"]["per_job"] == ["steps=4"]
@@ -566,8 +580,29 @@ def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: P
     assert "projected" in sweep or "steady_steps_per_s_together" not in sweep["runs"]["2"]
 
     table = (out / "results.md").read_text()
-    for text in ("Quick mode", "DCGAN 64²", "SN-DCGAN study preset", "Jobs sharing the GPU", "Lr sweep"):
+    for text in ("Quick mode", "DCGAN 64²", "SN-DCGAN study preset", "× pytorch/examples", "Jobs sharing the GPU",
+                 "Lr sweep"):  # fmt: skip
         assert text in table
+
+
+@pytest.mark.parametrize("exit_status", [0, 3])
+def test_examples_script_rate_from_its_iteration_lines(tmp_path: Path, exit_status: int) -> None:
+    """pytorch/examples' dcgan/main.py is timed by its printed iteration lines: a stand-in that prints them at a
+    known pace (3 slow, then 50 a second) measures ~50 iterations/s past a 3-iteration warm-up."""
+    from gan_lab.bench.examples import examples_dcgan
+
+    script = tmp_path / "main.py"
+    script.write_text(_EXAMPLES_STAND_IN)
+    script.with_suffix(".commit").write_text("abc123\n")
+    result = examples_dcgan(script, tmp_path, tmp_path / "run", 40, 64, exit_status, warmup=3, timeout_s=60)
+    assert result["commit"] == "abc123" and result["returncode"] == exit_status
+    assert (
+        result["iterations"] == 39
+    )  # the epoch's last iteration (a short batch in the real script) left out
+    assert result["iterations_per_s"] == pytest.approx(50.0, rel=0.3)
+    assert result["images_per_s"]["median"] == pytest.approx(40 * result["iterations_per_s"])
+    too_short = examples_dcgan(script, tmp_path, tmp_path / "run", 4, 64, 0, warmup=3, timeout_s=60)
+    assert "images_per_s" not in too_short and "fewer than warm-up" in too_short["error"]
 
 
 def test_gpu_check_script_parses() -> None:

@@ -126,6 +126,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     gp.add_argument("--batch-size", type=int)
     gp.add_argument("--width", type=int, help="model.width, and the classic nets' ngf/ndf (default 64)")
     gp.add_argument(
+        "--examples-script", type=Path, metavar="PATH",
+        help="pytorch/examples' dcgan/main.py, unmodified: part b's yardstick (benchmarks/gpu_prepare.sh copies it)",
+    )  # fmt: skip
+    gp.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a gan_lab override (repeatable)"
     )
     gp.add_argument("--threads", type=int, help="torch threads of this process (default: one per core)")
@@ -251,6 +255,12 @@ def _gpu(args: argparse.Namespace, data_root: Path) -> int:
     if args.time_limit is not None:
         chosen["time_limit_s"] = args.time_limit
     chosen["skip"] = tuple(args.skip)
+    if args.examples_script is not None:
+        if not args.examples_script.is_file():
+            raise SystemExit(
+                f"gan_lab.bench gpu: error: --examples-script {args.examples_script}: no such file"
+            )
+        chosen["examples_script"] = args.examples_script.resolve()
     with tempfile.TemporaryDirectory(prefix="gan_lab_bench_gpu_") as tmp:
         gpu_bench(GPUOptions(data_root, overrides=args.set, **chosen), args.workdir or Path(tmp), out)
     print((out / "results.md").read_text())

@@ -2,46 +2,38 @@
 
 At 64², batch 128, on CIFAR-10's training JPEGs as a folder (`--data-root`; on the GPU machine /tmp/cifar/train):
 
-a. DCGAN images/s in steady state (G steps x batch / time; each contender run once per repeat, in turn): gan_lab
-   with its speed defaults of before issue 14 (batches from host memory: `dataset.on_device=false`), with
-   `dataset.on_device=true`, with it and `speed.capture=nets`, and with it and `speed.capture=steps` (whole D and
-   G steps as CUDA graphs); the plain PyTorch loop on gan_lab's batches
-   (`loops.plain_loop`), and the same loop with each whole step one CUDA graph (`graphed.graphed_loop`, the
-   ceiling without launch costs; CUDA only); the classic DCGAN design with one loader worker per core (its best case; 1 worker on a
-   CPU, as the throughput command). A setting this gan_lab lacks makes its contender "unavailable"; a run that
-   fails is recorded with its error and the others go on.
+a. DCGAN images/s in steady state (G steps x batch / time; contenders in turn, once per repeat): gan_lab with its
+   speed defaults of before issue 14 (`dataset.on_device=false`), with `dataset.on_device=true`, with it and
+   `speed.capture=nets`, with it and `speed.capture=steps`; the plain PyTorch loop on gan_lab's batches, and the
+   same loop with each whole step one CUDA graph (graphed.py: the ceiling without launch costs; CUDA only); the
+   classic DCGAN design with one loader worker per core (1 on a CPU). A setting this gan_lab lacks makes its
+   contender "unavailable"; a failed run is recorded with its error and the others go on.
 b. The SN-DCGAN study preset (`experiment=sndcgan_lr_sweep`, its first arm, callbacks on, metrics=none) with the
-   fastest of a's gan_lab settings, against the classic design (a's runs), which stands in for the
-   pytorch/examples DCGAN script: the unmodified script is not available offline.
+   fastest of a's gan_lab settings, against pytorch/examples' dcgan/main.py run unmodified (`--examples-script`,
+   one epoch, examples.py; the issue's yardstick, target >= 3x) and against the classic design (a's runs).
 c. Each contender's share of the bf16 limit: FLOPs of one D+G step (FlopCounterMode) x G steps/s / the best bf16
    matmul FLOP/s measured on this GPU.
-d. Aggregate images/s of 1, 2 and 4 DCGAN jobs training at once on the GPU (one joblib-launcher multirun each,
-   with b's settings; every job trains a `budget` where gan_lab has that key, else a step count: its warm-up as
-   long as a's runs took (capped at 30 s), then 8 s): all jobs' images / the time from the first batch to the
-   last step, and in steady state (the sum of the jobs' rates while all train past their warm-up steps); and
-   the wall time of the preset's 3-arm lr sweep (30 warm-up steps + 3 s of steps each) with
-   hydra.launcher.n_jobs=3 against n_jobs=1, whole commands (target <= 0.5x), and that ratio projected to arms of
-   100 CIFAR-10 epochs (39,000 G steps; jobs.projected_ratio: start-up as measured, the added steps at the
-   measured steady rates), the issue's hour-long sweep, whose start-up share is small.
+d. The wall time of the preset's 3-arm lr sweep (30 warm-up steps + 3 s of steps each) with
+   hydra.launcher.n_jobs=3 against n_jobs=1, whole commands (target <= 0.5x), and that ratio projected to arms
+   of 100 CIFAR-10 epochs (jobs.projected_ratio). Then aggregate images/s of 1, 2 and 4 DCGAN jobs at once (one
+   joblib multirun each, b's settings, each job a `budget`: its warm-up as long as a's took, at most 30 s, + 6 s),
+   whole and in steady state (the sum of the jobs' rates while all train past their warm-up).
 
 Timestamps wait for the GPU only where a rate is read (StepClock `sync_at` / `sync_every`), so the host queues
 work ahead as in real training. Time plan on an H100 or H200 (under 5.5 min; `--time-limit`, default 330 s,
 skips what would not fit and says so; results.json and results.md are rewritten after every part):
-    start-up, matmul FLOP/s (n = 4096, 8192)       ~15 s
+    start-up, matmul FLOP/s (n = 4096, 8192) ~15 s; c. FLOP counts (on the CPU) ~10 s
     a. 7 contenders x 2-3 repeats                  budget 100 s: no run starts that would pass it (30 warm-up
-       + 150 timed G steps, classic 10 + 60; set-up ~3-5 s a run; speed.capture=nets compiles in its first
-       run, ~30-60 s, then from the on-disk caches; the images are first decoded into gan_lab's cache, ~10 s)
-    c. FLOP counts (on the CPU)                    ~10 s
+       + 150 timed G steps, classic 10 + 60; set-up ~3-5 s a run; capture=nets compiles in its first run,
+       ~30-60 s; the images are first decoded into gan_lab's cache, ~10 s)
     b. the preset, 1-3 repeats                     budget 30 s (under capture=nets its first run compiles)
+       pytorch/examples' script, one epoch         ~15-20 s (390 iterations at ~40/s on an H100, and start-up)
     d. lr sweep, n_jobs=1 and n_jobs=3             ~35 s and ~25 s without compilation (n_jobs=1 trains the arms
                                                    in its own process; n_jobs=3 starts loky workers, ~5-8 s)
-       1, 2 and 4 jobs at once                     ~20-35 s each: start-up + warm-up + 6 s (under capture=nets
-                                                   every job compiles: 30-57 s each on an H200, run 1)
-       each command is stopped at 90 s or at the time limit.
+       1, 2 and 4 jobs at once                     ~20-35 s each (capture=nets: 30-57 s); a multirun stops at 90 s
     torch.profiler: 5 steps of gan_lab eager and of the fastest settings, after a's warm-up   ~20-40 s
-The parts run in that order, the targets first: what the time limit cuts is the diagnosis at the end.
-`--quick` runs all of it on the CPU with tiny sizes (1 and 2 jobs, a 2-arm sweep; the speed.capture contenders
-are skipped: compiling on a CPU takes minutes) in about a minute, for the tests.
+The parts run in that order, the targets first: what the time limit cuts is the diagnosis at the end. `--quick`
+runs it all on the CPU with tiny sizes (1 and 2 jobs, a 2-arm sweep, no capture=nets) in a minute, for the tests.
 """
 
 from __future__ import annotations
@@ -61,6 +53,7 @@ import torch
 from hydra.utils import instantiate
 
 from gan_lab.bench.contenders import CLASSIC_NZ, PlainBatches, check_overrides, gan_lab_overrides, run_gan_lab
+from gan_lab.bench.examples import examples_dcgan
 from gan_lab.bench.graphed import graphed_loop
 from gan_lab.bench.jobs import jobs_at_once, run_multirun, sweep_times
 from gan_lab.bench.loops import (
@@ -107,6 +100,7 @@ class GPUOptions:
     width: int | None = None
     overrides: list[str] = field(default_factory=list)  # --set: every gan_lab run and job
     classic_workers: int | None = None  # None: one per usable core on a GPU, 1 on a CPU
+    examples_script: Path | None = None  # pytorch/examples' dcgan/main.py (part b), where given
     skip: tuple[str, ...] = ()  # part a's contenders left out (--skip)
     concurrency: tuple[int, ...] = (1, 2, 4)
     job_s: float = 6.0  # each concurrent job's training after its warm-up (`budget`, or steps at a's rate)
@@ -215,8 +209,11 @@ def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
     write_gpu_results(results, out)
 
     preset_overrides = gan_lab_overrides(shape[0], "sndcgan", *shape[1:], [PRESET, *common, *best_extra])
-    classic = dcgan["contenders"]["classic"]
-    results["preset"] = _preset(opts, preset_overrides, device, workdir, deadline, classic)
+    baselines = {"classic": dcgan["contenders"]["classic"]}
+    if opts.examples_script and deadline.left() > 60:
+        baselines["examples"] = examples_dcgan(opts.examples_script, opts.data_root, workdir / "examples",
+                                               opts.batch_size, opts.resolution, workers, opts.classic_warmup, 60.0)  # fmt: skip
+    results["preset"] = _preset(opts, preset_overrides, device, workdir, deadline, baselines)
     _add_share(results["preset"]["contender"], count(preset_overrides), bf16)
     write_gpu_results(results, out)
 
@@ -395,9 +392,10 @@ def _best_variant(contenders: dict[str, dict[str, Any]]) -> str | None:
 
 
 def _preset(
-    opts: GPUOptions, overrides: list[str], device: str, workdir: Path, deadline: Deadline, classic: dict
+    opts: GPUOptions, overrides: list[str], device: str, workdir: Path, deadline: Deadline, baselines: dict
 ) -> dict[str, Any]:
-    """The study preset's steady-state images/s, against the classic design's (a's runs)."""
+    """The study preset's steady-state images/s, against the baselines' (`classic`: a's runs; `examples`, where
+    run: pytorch/examples' script)."""
     description = "experiment=sndcgan_lr_sweep (lr 1e-4 arm), callbacks on, metrics=none"
     contender: dict[str, Any] = {"description": description, "overrides": overrides}
     window = (opts.warmup, opts.steps)
@@ -415,11 +413,13 @@ def _preset(
         {"preset": contender}, {"preset": run}, opts.repeats, Deadline(opts.preset_budget_s), deadline, device
     )
     _summarize(contender, window, opts.batch_size)
-    note = ("the classic design (gan_lab/bench/loops.py) stands in for pytorch/examples' dcgan/main.py: the "
-            "unmodified script is not available offline")  # fmt: skip
-    result: dict[str, Any] = {"contender": contender, "baseline": "classic", "baseline_note": note}
-    if "images_per_s" in contender and "images_per_s" in classic:
-        result["speedup_vs_classic"] = contender["images_per_s"]["median"] / classic["images_per_s"]["median"]
+    result: dict[str, Any] = {"contender": contender, "target_vs_examples": 3.0}
+    result |= {"examples": baselines["examples"]} if "examples" in baselines else {}
+    for name, baseline in baselines.items():
+        if "images_per_s" in contender and "images_per_s" in baseline:
+            result[f"speedup_vs_{name}"] = (
+                contender["images_per_s"]["median"] / baseline["images_per_s"]["median"]
+            )
     return result
 
 

@@ -269,6 +269,44 @@ def _status(c: dict[str, Any]) -> str:
     return f"failed: {c['error']}" if "error" in c else c.get("note", "")
 
 
+def _preset_lines(preset: dict[str, Any], classic: dict[str, Any], shape: str, results: dict) -> list[str]:
+    """Part b: the study preset against pytorch/examples' script (where it ran) and the classic design."""
+    x, examples, best = preset["contender"], preset.get("examples"), results.get("best_settings", {})
+
+    def share(c: dict[str, Any]) -> str:
+        return _range(c["bf16_limit_fraction"], 1, 100, " %") if "bf16_limit_fraction" in c else "—"
+
+    def times(name: str) -> str:
+        return f"{preset[f'speedup_vs_{name}']:.2f}×" if f"speedup_vs_{name}" in preset else "—"
+
+    verdict = "pytorch/examples' script was not run (no `--examples-script`)"
+    if "speedup_vs_examples" in preset:
+        target = preset["target_vs_examples"]
+        verdict = f"target ≥ {target:g}× pytorch/examples' script: {_check(preset['speedup_vs_examples'] >= target)}"
+    lines = [
+        f"**b. SN-DCGAN study preset, {shape}** with the fastest settings of a (`{best.get('contender')}`: "
+        f"{' '.join(best.get('overrides') or []) or 'defaults'}), against pytorch/examples' `dcgan/main.py` run "
+        f"unmodified (one epoch, its steady iterations after {results['settings']['classic_warmup']}) and the "
+        f"classic design: {verdict}.",
+        "",
+        "| contender | images/s | × pytorch/examples | × classic | share of bf16 limit | note |",
+        "|---|---|---|---|---|---|",
+        f"| gan_lab {x['description']} | {_rate(x)} | {times('examples')} | {times('classic')} | {share(x)} | "
+        f"{_status(x)} |",
+    ]
+    if examples:
+        commit = f" (commit {examples['commit'][:7]})" if examples.get("commit") else ""
+        ratio = f"{examples['images_per_s']['median'] / classic['images_per_s']['median']:.2f}×" if (
+            "images_per_s" in examples and "images_per_s" in classic) else "—"  # fmt: skip
+        lines.append(f"| {examples['description']}{commit} | {_rate(examples)} | 1.00× | {ratio} | | "
+                     f"{_status(examples)} |")  # fmt: skip
+    lines += [
+        f"| classic: {classic.get('description', '—')} | {_rate(classic)} | | 1.00× | {share(classic)} | |",
+        "",
+    ]
+    return lines
+
+
 def render_gpu_markdown(results: dict[str, Any]) -> str:
     """results.md of the gpu command: one table per part, each figure with the machine it was measured on."""
     s, lines = results["settings"], []
@@ -311,22 +349,7 @@ def render_gpu_markdown(results: dict[str, Any]) -> str:
     lines += _profile_lines(results.get("profile") or {})
     preset = results.get("preset")
     if preset:
-        x, classic = preset["contender"], (dcgan or {}).get("contenders", {}).get("classic", {})
-        best = results.get("best_settings", {})
-        share = _range(x["bf16_limit_fraction"], 1, 100, " %") if "bf16_limit_fraction" in x else "—"
-        speedup = f"{preset['speedup_vs_classic']:.2f}×" if "speedup_vs_classic" in preset else "—"
-        lines += [
-            f"**b. SN-DCGAN study preset, {shape}** with the fastest settings of a (`{best.get('contender')}`: "
-            f"{' '.join(best.get('overrides') or []) or 'defaults'}), against the classic design. "
-            f"{preset['baseline_note'].capitalize()}.",
-            "",
-            "| contender | images/s | × classic | share of bf16 limit | note |",
-            "|---|---|---|---|---|",
-            f"| gan_lab {x['description']} | {_rate(x)} | {speedup} | {share} | {_status(x)} |",
-            f"| classic: {classic.get('description', '—')} | {_rate(classic)} | 1.00× | "
-            f"{_range(classic['bf16_limit_fraction'], 1, 100, ' %') if 'bf16_limit_fraction' in classic else '—'} | |",
-            "",
-        ]
+        lines += _preset_lines(preset, (dcgan or {}).get("contenders", {}).get("classic", {}), shape, results)
     jobs = results.get("jobs")
     if jobs:
         lines += [
