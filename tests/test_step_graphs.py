@@ -140,6 +140,24 @@ def test_step_graphs_warm_up_record_replay_and_fall_back(
     assert len(side) == 3  # warming up again
 
 
+def test_a_step_that_cannot_be_recorded_stops_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def uncapturable(step, inputs):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore lines")
+
+    monkeypatch.setattr(graphs, "_Graph", uncapturable)
+    monkeypatch.setattr(graphs, "_on_side_stream", lambda step, inputs: step(*inputs))
+    graphed = StepGraphs(warmup=1)
+    graphed.enable()
+    graphed.run("discriminator", lambda x: x, torch.ones(2))  # the warm-up call runs
+    with pytest.raises(ConfigError) as err:
+        graphed.run("discriminator", lambda x: x, torch.ones(2))
+    assert one_line(err.value) == (
+        "speed.capture=steps could not record the discriminator step as a CUDA graph (RuntimeError: CUDA error: "
+        "operation not permitted when stream is capturing more lines); train with speed.capture=nets or "
+        "speed.capture=false"
+    )
+
+
 @pytest.fixture
 def replays_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
     """StepGraphs enabled on the CPU, with a stand-in graph that behaves as a CUDA graph does where GANModule

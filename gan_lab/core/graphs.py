@@ -129,13 +129,27 @@ class StepGraphs:
             self._calls[name] += 1
             if self._calls[name] <= self.warmup:
                 return _on_side_stream(step, inputs)
-            if live_lr is None:
-                self._graphs[name] = graph = _Graph(step, inputs)
-            else:
-                self._live_lrs[name] = live = _LiveLearningRates(live_lr)
-                with live.swapped_in():
-                    self._graphs[name] = graph = _Graph(step, inputs)
+            self._graphs[name] = graph = self._record(name, step, inputs, live_lr)
             return graph.replay(inputs)
+
+    def _record(
+        self, name: str, step: Callable[..., Any], inputs: Sequence[Tensor | None], live_lr: Any
+    ) -> _Graph:
+        live = contextlib.nullcontext()
+        if live_lr is not None:
+            self._live_lrs[name] = _LiveLearningRates(live_lr)
+            live = self._live_lrs[name].swapped_in()
+        try:
+            with live:
+                return _Graph(step, inputs)
+        except Exception as exc:
+            # Stopping is the honest way out: a step whose recording failed half-way (Lightning's hooks run,
+            # the CUDA generator in capture) cannot be run again eagerly as if nothing had happened.
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            raise ConfigError(
+                f"speed.capture=steps could not record the {name} step as a CUDA graph ({why}); train with "
+                "speed.capture=nets or speed.capture=false"
+            ) from exc
 
 
 def count_lightning_step(optimizer: Any) -> None:
