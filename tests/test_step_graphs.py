@@ -37,12 +37,15 @@ GPU_CASES = {
 
 
 def test_capture_mode_values() -> None:
-    assert [capture_mode(v) for v in (False, None, "false", True, "true", "nets", "steps", "STEPS")] == [
-        "false", "false", "false", "nets", "nets", "nets", "steps", "steps",
+    assert [capture_mode(v) for v in (False, None, "false", True, "true", "nets", "steps", "STEPS", "auto")] == [
+        "false", "false", "false", "nets", "nets", "nets", "steps", "steps", "auto",
     ]  # fmt: skip
     with pytest.raises(ConfigError) as raised:
         capture_mode("graphs")
-    assert one_line(raised.value) == "speed.capture must be false, nets or steps (true = nets), got 'graphs'"
+    assert (
+        one_line(raised.value)
+        == "speed.capture must be false, nets, steps or auto (true = nets), got 'graphs'"
+    )
 
 
 def test_steps_on_the_cpu_train_eagerly_and_say_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -57,6 +60,14 @@ def test_steps_on_the_cpu_train_eagerly_and_say_why(tmp_path: Path, caplog: pyte
         "speed.capture=steps: CUDA graphs need a CUDA GPU and this run trains on cpu, so the steps run eagerly"
     ]
     assert not steps._step_graphs.enabled
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gan_lab.module"):
+        auto = train(compose_config([*run, "speed.capture=auto"], output_dir=tmp_path / "auto"))
+    torch.testing.assert_close(auto.state_dict(), eager.state_dict(), atol=0, rtol=0)
+    assert not auto._step_graphs.enabled and not any(
+        "speed.capture" in r.getMessage() for r in caplog.records
+    )
+    assert all(not opt.defaults.get("capturable") for opt in auto.optimizers())  # as eager: not capturable
 
 
 def test_why_steps_run_eagerly() -> None:
@@ -205,15 +216,17 @@ def replays_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("replays_without_python")
-@pytest.mark.parametrize("case", ["dcgan", "sndcgan", "wgan_gp"])
+@pytest.mark.parametrize("case", ["dcgan", "sndcgan", "wgan_gp", "dcgan_auto"])
 def test_replayed_steps_train_and_count_like_eager_steps(case: str, tmp_path: Path) -> None:
     """GANModule's wiring of StepGraphs, on the CPU (see replays_without_python): a run trains bit for bit as
-    eager steps, and Lightning's global_step and the checkpoints count every step."""
+    eager steps, and Lightning's global_step and the checkpoints count every step. `auto` records where steps
+    can be recorded (here: the stand-in says they can)."""
     from gan_lab.run.checkpoint_io import load_checkpoint
 
-    run = [*CPU_FP32, *GPU_CASES[case], "steps=8", "dataset.num_samples=128"]
+    mode = "auto" if case.endswith("_auto") else "steps"
+    run = [*CPU_FP32, *GPU_CASES[case.removesuffix("_auto")], "steps=8", "dataset.num_samples=128"]
     eager = train(compose_config(run, output_dir=tmp_path / "eager"))
-    graphed = train(compose_config([*run, "speed.capture=steps"], output_dir=tmp_path / "steps"))
+    graphed = train(compose_config([*run, f"speed.capture={mode}"], output_dir=tmp_path / "steps"))
     assert graphed._step_graphs.enabled and len(_FakeGraph.made) == 2  # one D and one G graph, replayed
     torch.testing.assert_close(graphed.state_dict(), eager.state_dict(), atol=0, rtol=0)
     assert graphed.trainer.global_step == eager.trainer.global_step == 16  # 8 D + 8 G optimizer steps
@@ -395,3 +408,11 @@ def test_steps_gpu_resume_exactly(tmp_path: Path) -> None:
     resumed = train(compose_config([*base, *resume], output_dir=tmp_path / "unused"), overrides=resume)
     assert resumed.g_steps == full.g_steps == 8
     torch.testing.assert_close(resumed.state_dict(), full.state_dict(), atol=0, rtol=0)
+
+
+@needs_gpu
+def test_auto_gpu_records_the_steps(tmp_path: Path) -> None:
+    """speed.capture=auto on one CUDA GPU with Adam: the whole-step graphs (the 5th step replays), capturable."""
+    module = train(compose_config([*GPU_RUN, "speed.capture=auto", "steps=5"], output_dir=tmp_path / "auto"))
+    assert module._step_graphs.enabled and module._step_graphs.replayed
+    assert all(opt.defaults.get("capturable") for opt in module.optimizers())

@@ -9,6 +9,9 @@
   param groups before every replay (`_LiveLearningRates`); without one the recorded lr is the lr.
   The bench's plain loop with whole-step graphs (bench/graphed.py) trained 5.3x faster than gan_lab's eager
   step on an H200 (benchmarks/gpu/results.md, measured with that loop's own recording, which StepGraphs replaced).
+- `auto`: `steps` where they can be recorded (a CUDA GPU, one device, bf16 or fp32, capturable optimizers: see
+  `steps_run_eagerly`), eager elsewhere without a word. Meant to become the default once a GPU check has
+  measured `steps` faster than eager and equal to it (benchmarks/gpu_check.sh).
 - `false`: eager.
 
 `StepGraphs` follows PyTorch's whole-network capture recipe: the first calls of a step run eagerly on a side
@@ -36,7 +39,7 @@ from gan_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-MODES = ("false", "nets", "steps")
+MODES = ("false", "nets", "steps", "auto")
 
 
 def capture_mode(value: Any) -> str:
@@ -47,7 +50,7 @@ def capture_mode(value: Any) -> str:
         return "nets"
     if isinstance(value, str) and value.lower() in (*MODES, "true"):
         return "nets" if value.lower() == "true" else value.lower()
-    raise ConfigError(f"speed.capture must be false, nets or steps (true = nets), got {value!r}")
+    raise ConfigError(f"speed.capture must be false, nets, steps or auto (true = nets), got {value!r}")
 
 
 def steps_run_eagerly(

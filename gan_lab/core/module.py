@@ -97,7 +97,7 @@ class GANModule(pl.LightningModule):
         # speed.capture=nets includes speed.compile: with both set, capture decides (it compiles in on_fit_start).
         self.capture = capture_mode(capture)
         self._cuda_graphs = False  # set in on_fit_start: capture=nets on a CUDA device
-        self._step_graphs = StepGraphs()  # enabled in on_fit_start: capture=steps on a CUDA device
+        self._step_graphs = StepGraphs()  # enabled in on_fit_start: capture=steps or auto, where they record
         self._said_penalty_is_eager = False
         if compile and self.capture != "nets":
             # In place (nn.Module.compile): parameter names, and so checkpoints, stay those of the plain nets.
@@ -159,7 +159,9 @@ class GANModule(pl.LightningModule):
     # --- optimizers ---------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         # Captured: the single-kernel step where the optimizer has one; whole captured steps need capturable ones.
-        fused, capturable = self.capture != "false", self.capture == "steps" and self.device.type == "cuda"
+        whole_steps = self.capture == "steps" or (self.capture == "auto" and self.device.type == "cuda")
+        fused = self.capture == "nets" or whole_steps
+        capturable = whole_steps and self.device.type == "cuda"
         opt_g, opt_d = (
             build_optimizer(self.optim, net.parameters(), lr, prefer_fused=fused, capturable=capturable)
             for net, lr in ((self.generator, self.lr_g), (self.discriminator, self.lr_d))
@@ -216,15 +218,15 @@ class GANModule(pl.LightningModule):
         return self.scheduler.get("interval", "step") if self.scheduler else None
 
     def on_fit_start(self) -> None:
-        if self.capture == "steps":
+        if self.capture in ("steps", "auto"):
             trainer = self.trainer
             why = steps_run_eagerly(
                 self.device, trainer.precision_plugin, self.optimizers(), trainer.world_size
             )
-            if why:
-                log.info("speed.capture=steps: %s, so the steps run eagerly", why)
-            else:
+            if why is None:
                 self._step_graphs.enable()
+            elif self.capture == "steps":  # auto asked for graphs only where they can be had
+                log.info("speed.capture=steps: %s, so the steps run eagerly", why)
         if self.capture == "nets" and not is_compiled(self.generator):
             cuda = self.device.type == "cuda"
             for net in (self.generator, self.discriminator):
