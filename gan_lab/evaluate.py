@@ -63,9 +63,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         s = evaluator.settings
         # Decoded as torch-fidelity decodes files (RGB uint8), then reduced to the metric resolution if larger.
         to_metric = functools.partial(uint8_at_resolution, resolution=evaluator.resolution)
-        images = ImageFileDataset(
-            files, labels, transforms.Compose([to_rgb, transforms.PILToTensor(), to_metric])
-        )
+        # An unreadable generated image stops the evaluation: skipping it would score other images than asked.
+        decode = transforms.Compose([to_rgb, transforms.PILToTensor(), to_metric])
+        images = ImageFileDataset(files, labels, decode, skip_setting=None)
         batches = image_batches(images, s.num_fake, s.batch_size, what=f"fake_dir {fake_dir}")
         source = {"fake_dir": str(fake_dir.resolve())}
         default_out = fake_dir.parent / evaluation_name(evaluator.names["fid"], fake_dir.name)

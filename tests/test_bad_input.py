@@ -411,6 +411,28 @@ def test_cli_truncated_file_in_a_worker_is_one_line_and_keeps_files(tmp_path):
     assert_earlier_run_kept(run)
 
 
+@pytest.mark.shared
+def test_evaluate_unreadable_generated_image_is_one_line_without_skipping(
+    tmp_path, inception_weights, tiny_image_folder
+):
+    """An unreadable file in fake_dir stops the evaluation with one line that offers no skipping: the dataset's
+    skip_corrupt does not apply to generated images, and skipping would score other images than asked."""
+    fake = tmp_path / "fake"
+    paths = save_images(fake, 4, size=(32, 32), ext="jpg")
+    paths[2].write_bytes(
+        paths[2].read_bytes()[: paths[2].stat().st_size // 2]
+    )  # the header reads, pixels not
+    done = run_module(
+        "gan_lab.evaluate", f"fake_dir={fake}", "dataset=folder", f"dataset.root={tiny_image_folder}",
+        "dataset.resolution=32", "dataset.num_workers=0", "metrics.kid=false", "metrics.num_real=12",
+        f"metrics.inception_weights={inception_weights}", f"metrics.cache_dir={tmp_path / 'cache'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    line = error_line(done.stderr)
+    assert line.startswith(f"gan_lab: error: cannot read image {paths[2]} (")
+    assert line.endswith("); delete or replace it")
+
+
 # --- images smaller than the resolution: a warning, once, not an error ------------------------------------------
 def test_small_images_are_upscaled_with_one_warning(tmp_path, caplog):
     root = tmp_path / "cifar_like"

@@ -28,12 +28,17 @@ def load_rgb(path: Path) -> Image.Image:
         return to_rgb(img)
 
 
-def unreadable_image(path: Path, reason: object, skip_corrupt: bool) -> None:
-    """Raise the DataError for an unreadable image file; with skip_corrupt, warn that it is skipped instead."""
+SKIP_CORRUPT = "dataset.skip_corrupt=true"
+
+
+def unreadable_image(
+    path: Path, reason: object, skip_corrupt: bool, skip_setting: str | None = SKIP_CORRUPT
+) -> None:
+    """Raise the DataError for an unreadable image file; with skip_corrupt, warn that it is skipped instead.
+    `skip_setting`: the setting that skips such files, named in the error (None: there is none)."""
     if not skip_corrupt:
-        raise DataError(
-            f"cannot read image {path} ({reason}); delete or replace it, or set dataset.skip_corrupt=true"
-        )
+        skip = f", or set {skip_setting}" if skip_setting else ""
+        raise DataError(f"cannot read image {path} ({reason}); delete or replace it{skip}")
     log.warning("skipping unreadable image %s (%s)", path, reason)
 
 
@@ -52,9 +57,11 @@ class ImageFileDataset(Dataset):
         transform: Callable,
         skip_corrupt: bool = False,
         unreadable: Collection[int] = (),
+        skip_setting: str | None = SKIP_CORRUPT,
     ) -> None:
         self.files, self.labels, self.transform, self.skip_corrupt = files, labels, transform, skip_corrupt
         self._bad: set[int] = set(unreadable)  # known unreadable (FolderDataModule's header check)
+        self.skip_setting = skip_setting  # the setting an unreadable file's error offers (None: none)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -64,7 +71,7 @@ class ImageFileDataset(Dataset):
         try:
             return load_rgb(path)
         except _READ_ERRORS as e:
-            unreadable_image(path, e, self.skip_corrupt)
+            unreadable_image(path, e, self.skip_corrupt, self.skip_setting)
             self._bad.add(index)  # skipped from now on: each bad file is warned about once per worker
             return None
 
