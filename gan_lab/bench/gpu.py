@@ -55,7 +55,7 @@ from hydra.utils import instantiate
 from gan_lab.bench.contenders import CLASSIC_NZ, PlainBatches, check_overrides, gan_lab_overrides, run_gan_lab
 from gan_lab.bench.examples import examples_dcgan
 from gan_lab.bench.graphed import graphed_loop
-from gan_lab.bench.jobs import jobs_at_once, run_multirun, sweep_times
+from gan_lab.bench.jobs import jobs_at_once, launcher, sweep_times
 from gan_lab.bench.loops import (
     Speed,
     StepClock,
@@ -218,7 +218,9 @@ def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
     write_gpu_results(results, out)
 
     # d. the lr sweep (a target), then jobs sharing the GPU, with b's settings; each sweep arm its warm-up + sweep_s
-    launch = _launcher(opts, workdir, deadline)
+    # quick: one thread a process, as the bench's own (tiny nets on busy cores stall at every thread barrier)
+    threads = 1 if opts.quick else None
+    launch = launcher(workdir, opts.batch_size, opts.warmup, deadline.left, opts.multirun_timeout_s, threads)
     preset_rate = results["preset"]["contender"].get("g_steps_per_s", {}).get("median", 20.0)
     steps = opts.sweep_steps or opts.warmup + max(20, round(preset_rate * opts.sweep_s))
     results["sweep"] = sweep_times(
@@ -424,21 +426,6 @@ def _preset(
 
 
 # --- d: jobs sharing the GPU --------------------------------------------------------------------------------
-
-
-def _launcher(opts: GPUOptions, workdir: Path, deadline: Deadline) -> Callable[[list[str], str, int], dict]:
-    """run_multirun within the time left (each command at most multirun_timeout_s), in workdir/<name>."""
-
-    def launch(overrides: list[str], name: str, n_jobs: int) -> dict[str, Any]:
-        left = deadline.left() - 5
-        if left < 20:
-            return {"n_jobs": n_jobs, "skipped": "time limit reached"}
-        # quick: one thread a process, as the bench's own (tiny nets on busy cores stall at every thread barrier)
-        threads = 1 if opts.quick else None
-        timeout = min(opts.multirun_timeout_s, left)
-        return run_multirun(overrides, workdir / name, n_jobs, opts.batch_size, timeout, opts.warmup, threads)
-
-    return launch
 
 
 def _jobs(opts: GPUOptions, overrides: list[str], best: dict[str, Any], launch: Callable) -> dict[str, Any]:

@@ -106,6 +106,28 @@ def run_multirun(
     return result
 
 
+def launcher(
+    workdir: Path,
+    batch_size: int,
+    warmup: int,
+    time_left: Callable[[], float],
+    timeout_s: float,
+    threads: int | None,
+) -> Launch:
+    """run_multirun in workdir/<name> within the time `time_left()` says is left (each command at most timeout_s);
+    a command that would start with under 20 s left is skipped."""
+
+    def launch(overrides: list[str], name: str, n_jobs: int) -> dict[str, Any]:
+        left = time_left() - 5
+        if left < 20:
+            return {"n_jobs": n_jobs, "skipped": "time limit reached"}
+        return run_multirun(
+            overrides, workdir / name, n_jobs, batch_size, min(timeout_s, left), warmup, threads
+        )
+
+    return launch
+
+
 def read_jobs(sweep_dir: Path, batch_size: int, warmup: int = 1) -> dict[str, Any]:
     """Per job: status, generator steps and images/s; together: images/s whole and in steady state."""
     jobs, clocks = [], []
