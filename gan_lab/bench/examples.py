@@ -37,9 +37,9 @@ def examples_dcgan(
 ) -> dict[str, Any]:
     """One epoch of the script on the image folder `data_root`; its steady images/s after `warmup` iterations
     (the epoch's last, partial batch left out) and the whole command's wall time."""
-    commit_file = script.with_suffix(".commit")
+    commit_file, loader = script.with_suffix(".commit"), f"{workers} loader worker{'s' * (workers != 1)}"
     result: dict[str, Any] = {
-        "description": f"pytorch/examples dcgan/main.py, unmodified: fp32, ImageFolder, {workers} loader worker{'s' * (workers != 1)}",
+        "description": f"pytorch/examples dcgan/main.py, unmodified: fp32, ImageFolder, {loader}",
         "script": str(script),
         "commit": commit_file.read_text().strip() if commit_file.is_file() else None,
     }

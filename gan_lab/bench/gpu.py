@@ -84,6 +84,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gan_lab_capture_on_device": ((CAPTURE, ON_DEVICE), ()),
     "gan_lab_steps_on_device": ((CAPTURE_STEPS, ON_DEVICE), ()),
 }
+HUNDRED_CIFAR_EPOCHS = 100 * (50_000 // 128)  # G steps: the issue's 100-epoch sweep arm at batch 128
 
 
 @dataclass
@@ -108,9 +109,7 @@ class GPUOptions:
     sweep_lrs: tuple[str, ...] = ("1e-4", "1e-5", "1e-6")  # the preset's arms
     sweep_s: float = 3.0  # training time of each sweep arm alone after its warm-up (steps at b's rate)
     sweep_steps: int | None = None
-    sweep_projected_steps: int = 100 * (
-        50_000 // 128
-    )  # 100 epochs of CIFAR-10's training images at batch 128
+    sweep_projected_steps: int = HUNDRED_CIFAR_EPOCHS
     matmul_sizes: tuple[int, ...] = (4096, 8192)
     matmul_time_s: float = 0.25
     time_limit_s: float = 330.0
@@ -211,8 +210,10 @@ def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
     preset_overrides = gan_lab_overrides(shape[0], "sndcgan", *shape[1:], [PRESET, *common, *best_extra])
     baselines = {"classic": dcgan["contenders"]["classic"]}
     if opts.examples_script and deadline.left() > 60:
-        baselines["examples"] = examples_dcgan(opts.examples_script, opts.data_root, workdir / "examples",
-                                               opts.batch_size, opts.resolution, workers, opts.classic_warmup, 60.0)  # fmt: skip
+        baselines["examples"] = examples_dcgan(
+            opts.examples_script, opts.data_root, workdir / "examples", opts.batch_size, opts.resolution, workers,
+            warmup=opts.classic_warmup, timeout_s=60.0,
+        )  # fmt: skip
     results["preset"] = _preset(opts, preset_overrides, device, workdir, deadline, baselines)
     _add_share(results["preset"]["contender"], count(preset_overrides), bf16)
     write_gpu_results(results, out)

@@ -147,7 +147,8 @@ def read_jobs(sweep_dir: Path, batch_size: int, warmup: int = 1) -> dict[str, An
                 clocks.append(clock)
                 entry.update(start=clock.start, end=clock.times[-1], timed_steps=n,
                              images_per_s=n * batch_size / max(clock.elapsed_s, 1e-9))  # fmt: skip
-                rate = _rate_between(clock, *_window([clock], warmup) or (0.0, 0.0))
+                window = _window([clock], warmup)
+                rate = _rate_between(clock, *window) if window else None
                 if rate:
                     entry["steady_steps_per_s"] = rate  # its own, past its warm-up
         jobs.append(entry)
