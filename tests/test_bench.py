@@ -25,7 +25,7 @@ from torch import nn
 
 from gan_lab.bench.contenders import PlainBatches, check_overrides
 from gan_lab.bench.graphed import graphed_loop
-from gan_lab.bench.jobs import TIMER_FILE, projected_ratio, rates_together, read_jobs
+from gan_lab.bench.jobs import TIMER_FILE, jobs_at_once, projected_ratio, rates_together, read_jobs
 from gan_lab.bench.loops import (
     ClassicDiscriminator,
     ClassicGenerator,
@@ -500,6 +500,17 @@ def test_sweep_ratio_projected_to_longer_arms() -> None:
     assert projected_ratio(one, {"command_s": 20.0}, 100) is None  # no rate measured while all trained
 
 
+def test_jobs_that_fit_in_gpu_memory_from_the_job_alone() -> None:
+    """A job alone on a 80 GiB GPU with 3.5 GiB in use at its end: 22 such jobs fit; rendered with the table."""
+    runs = {
+        1: {"jobs": [{"gpu_memory_gib": [3.5, 80.0]}]},
+        2: {"jobs": [{"gpu_memory_gib": [7.1, 80.0]}] * 2},
+    }
+    result = jobs_at_once(lambda overrides, name, n: runs[n], [], (1, 2), ["budget=0.1"], ["budget=0.1"])
+    assert result["memory"] == {"per_job_gib": 3.5, "gpu_gib": 80.0, "jobs_that_fit": 22}
+    assert "memory" not in jobs_at_once(lambda o, name, n: {}, [], (1,), ["x=1"], ["x=1"])
+
+
 def test_read_jobs_keeps_each_jobs_rate_past_its_warmup(tmp_path: Path) -> None:
     """A job's own steady rate (the sweep's projection adds steps at it) leaves its slow first steps out."""
     for job, (start, rate) in enumerate([(0.0, 10.0), (0.5, 20.0)]):
@@ -507,11 +518,13 @@ def test_read_jobs_keeps_each_jobs_rate_past_its_warmup(tmp_path: Path) -> None:
         times += [start + 10.0 + (i + 1) / rate for i in range(35)]
         (tmp_path / str(job)).mkdir()
         record = {"start": start, "times": times, "exact": [(i + 1) % 5 == 0 for i in range(40)]}
+        record["gpu_memory_gib"] = [3.5, 80.0] if job == 0 else None  # None: a job on the CPU
         (tmp_path / str(job) / TIMER_FILE).write_text(json.dumps(record))
     jobs = [SimpleNamespace(name=str(i), status="completed", g_steps=40) for i in range(2)]
     with patch("gan_lab.bench.jobs.load_jobs", return_value=jobs):
         summary = read_jobs(tmp_path, batch_size=8, warmup=5)
     assert [job["steady_steps_per_s"] for job in summary["jobs"]] == pytest.approx([10.0, 20.0])
+    assert summary["jobs"][0]["gpu_memory_gib"] == [3.5, 80.0] and "gpu_memory_gib" not in summary["jobs"][1]
     assert summary["steady_steps_per_s_together"] == pytest.approx([10.0, 20.0])
     assert summary["steady_images_per_s"] == pytest.approx(30.0 * 8)
 

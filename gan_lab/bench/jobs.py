@@ -45,12 +45,13 @@ def timer_overrides(sync_every: int = SYNC_EVERY) -> list[str]:
     ]
 
 
-def read_timer_file(path: Path) -> StepClock:
-    """The clock a job's StepTimer wrote to `path`: seconds since the epoch, comparable across processes."""
+def read_timer_file(path: Path) -> tuple[StepClock, dict[str, Any]]:
+    """The clock a job's StepTimer wrote to `path` (seconds since the epoch, comparable across processes), and
+    the whole record (its `gpu_memory_gib`: measure.gpu_memory_in_use_gib at the job's end)."""
     record = json.loads(Path(path).read_text())
     clock = StepClock()
     clock.start, clock.times, clock.exact = record["start"], record["times"], record["exact"]
-    return clock
+    return clock, record
 
 
 def run_multirun(
@@ -139,7 +140,11 @@ def read_jobs(sweep_dir: Path, batch_size: int, warmup: int = 1) -> dict[str, An
         entry: dict[str, Any] = {"job": job.name, "status": job.status, "g_steps": job.g_steps}
         timer = sweep_dir / job.name / TIMER_FILE
         if timer.is_file():
-            clock = read_timer_file(timer)
+            clock, record = read_timer_file(timer)
+            if record.get("gpu_memory_gib"):
+                entry["gpu_memory_gib"] = record[
+                    "gpu_memory_gib"
+                ]  # (in use at its end, the GPU's), all processes
             # Steps up to the last timestamp that waited for the device: their work is done.
             n = max((i + 1 for i, exact in enumerate(clock.exact) if exact), default=0)
             if n and clock.start is not None:
@@ -210,6 +215,12 @@ def jobs_at_once(
             result["per_job"] = amount
             run = launch([*overrides, *amount, seeds], f"jobs{n}_fallback", n)
         result["runs"][str(n)] = run
+    alone = result["runs"].get("1", {}).get("jobs") or [{}]
+    if alone[0].get(
+        "gpu_memory_gib"
+    ):  # a job alone on the GPU: what it had in use at its end is its footprint
+        used, total = alone[0]["gpu_memory_gib"]
+        result["memory"] = {"per_job_gib": used, "gpu_gib": total, "jobs_that_fit": int(total // used)}
     for key in ("images_per_s", "steady_images_per_s"):
         first = result["runs"].get(str(levels[0]), {}).get(key)
         for run in result["runs"].values():

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from gan_lab.bench.measure import gpu_memory_in_use_gib
+
 # --- clocks -------------------------------------------------------------------------------------------------
 
 
@@ -184,11 +186,8 @@ class StepTimer(pl.Callback):
         # perf_counter has no fixed origin: add this process's offset, so files of several processes compare.
         offset = time.time() - time.perf_counter()
         start, times = self.clock.start, [t + offset for t in self.clock.times]
-        record = {
-            "start": None if start is None else start + offset,
-            "times": times,
-            "exact": self.clock.exact,
-        }
+        record = {"start": None if start is None else start + offset, "times": times, "exact": self.clock.exact,
+                  "gpu_memory_gib": gpu_memory_in_use_gib(self.speed.device)}  # type: ignore[union-attr]  # fmt: skip
         atomic_write_text(Path(self.path), json.dumps(record) + "\n")
 
 

@@ -62,6 +62,15 @@ def step_intervals(times: Sequence[float], warmup: int, steps: int) -> list[floa
     return [times[i] - times[i - 1] for i in range(warmup, warmup + steps)]
 
 
+def gpu_memory_in_use_gib(device: str | torch.device) -> tuple[float, float] | None:
+    """(GiB of the GPU in use by every process: CUDA contexts, tensors, allocator caches; the GPU's GiB), or None
+    off CUDA. Read at the end of a job alone on its GPU, the first is that job's footprint."""
+    if torch.device(device).type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    return round((total - free) / 2**30, 2), round(total / 2**30, 2)
+
+
 class Deadline:
     """Seconds left of a time limit started now."""
 

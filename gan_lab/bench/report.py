@@ -365,6 +365,15 @@ def render_gpu_markdown(results: dict[str, Any]) -> str:
         for n, run in jobs["runs"].items():
             lines.append(_job_row(n, run))
         lines.append("")
+        if jobs.get("memory"):
+            m = jobs["memory"]
+            lines += [
+                f"How many fit: one job alone had {m['per_job_gib']:.2f} GiB of the GPU's {m['gpu_gib']:.0f} GiB in "
+                "use at its end (its CUDA context, the dataset on the device, weights, optimizer state, the "
+                f"allocator's cache), so about {m['jobs_that_fit']} such jobs fit in memory; how many pay is the "
+                "aggregate above.",
+                "",
+            ]
     sweep = results.get("sweep")
     if sweep:
         runs = sweep["runs"]
