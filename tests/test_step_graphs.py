@@ -163,7 +163,8 @@ def test_a_step_that_cannot_be_recorded_stops_with_one_line(monkeypatch: pytest.
     with pytest.raises(ConfigError) as err:
         graphed.run("discriminator", lambda x: x, torch.ones(2))
     assert one_line(err.value) == (
-        "speed.capture=steps could not record the discriminator step as a CUDA graph (RuntimeError: CUDA error: "
+        "speed.capture (steps, or auto on a GPU) could not record the discriminator step as a CUDA graph "
+        "(RuntimeError: CUDA error: "
         "operation not permitted when stream is capturing more lines); train with speed.capture=nets or "
         "speed.capture=false"
     )

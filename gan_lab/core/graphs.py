@@ -150,8 +150,8 @@ class StepGraphs:
             # the CUDA generator in capture) cannot be run again eagerly as if nothing had happened.
             why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             raise ConfigError(
-                f"speed.capture=steps could not record the {name} step as a CUDA graph ({why}); train with "
-                "speed.capture=nets or speed.capture=false"
+                f"speed.capture (steps, or auto on a GPU) could not record the {name} step as a CUDA graph ({why}); "
+                "train with speed.capture=nets or speed.capture=false"
             ) from exc
 
 
