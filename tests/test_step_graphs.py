@@ -417,3 +417,26 @@ def test_auto_gpu_records_the_steps(tmp_path: Path) -> None:
     module = train(compose_config([*GPU_RUN, "speed.capture=auto", "steps=5"], output_dir=tmp_path / "auto"))
     assert module._step_graphs.enabled and module._step_graphs.replayed
     assert all(opt.defaults.get("capturable") for opt in module.optimizers())
+
+
+@pytest.mark.parametrize("optim", ["optim.fused=false", "optim=rmsprop"])
+def test_a_checkpoint_of_recorded_steps_resumes_where_steps_run_eagerly(optim: str, tmp_path: Path) -> None:
+    """A capture=steps run on a GPU saves capturable optimizer groups; resumed on the CPU (trainer.accelerator may
+    change on resume) they are set back to how this run built its optimizers, which the CPU accepts, and the run
+    goes on exactly as from the same checkpoint without the flag (torch refuses capturable groups on the CPU)."""
+    base = [*CPU_FP32, optim, "speed.capture=steps"]  # eager on the CPU
+    train(compose_config([*base, "steps=3"], output_dir=tmp_path / "half"))
+    saved = torch.load(tmp_path / "half" / "checkpoints" / "last.ckpt", weights_only=False)
+    for state in saved["optimizer_states"]:
+        for group in state["param_groups"]:
+            group["capturable"] = True  # as a GPU run with recorded steps saves them
+    torch.save(saved, tmp_path / "from_gpu.ckpt")
+
+    def resume(ckpt: Path, out: str) -> Any:
+        overrides = ["steps=6", f"resume={ckpt}"]
+        return train(compose_config([*base, *overrides], output_dir=tmp_path / out), overrides=overrides)
+
+    reference = resume(tmp_path / "half" / "checkpoints" / "last.ckpt", "reference")
+    resumed = resume(tmp_path / "from_gpu.ckpt", "resumed")
+    assert all(not group.get("capturable") for opt in resumed.optimizers() for group in opt.param_groups)
+    torch.testing.assert_close(resumed.state_dict(), reference.state_dict(), atol=0, rtol=0)

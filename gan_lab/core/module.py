@@ -37,7 +37,7 @@ from gan_lab.core.ema import build_ema, update_ema
 from gan_lab.core.graphs import StepGraphs, capture_mode, count_lightning_step, steps_run_eagerly
 from gan_lab.core.guards import FiniteWatch, check_finite
 from gan_lab.core.losses import GANLoss, WassersteinLoss, discriminator_accuracy
-from gan_lab.core.optim import build_optimizer, build_scheduler, learning_rates
+from gan_lab.core.optim import build_optimizer, build_scheduler, learning_rates, restore_built_flags
 from gan_lab.core.regularizers import Regularizer, WeightClip
 from gan_lab.errors import ConfigError
 from gan_lab.run.checkpoint_io import rng_state, set_rng_state
@@ -244,6 +244,10 @@ class GANModule(pl.LightningModule):
                 "speed.capture" if self.capture == "nets" else "speed.compile",
                 type(self.regularizer).__name__,
             )
+
+    def on_train_start(self) -> None:
+        for optimizer in self.optimizers():  # restored by now: a checkpoint's flags may not suit this device
+            restore_built_flags(optimizer)
 
     def on_fit_end(self) -> None:
         self._step_graphs.reset()  # the graphs hold GPU memory, and the nets may move to the CPU now

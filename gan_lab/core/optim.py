@@ -67,3 +67,23 @@ def build_scheduler(scheduler: Mapping[str, Any], optimizer: torch.optim.Optimiz
         if key in kwargs and kwargs[key] is None:
             kwargs[key] = run_length
     return instantiate(kwargs, optimizer=optimizer, _convert_="all")
+
+
+def restore_built_flags(optimizer: Any) -> None:
+    """Set a restored optimizer's `capturable` and `fused` flags back to how this run built it.
+
+    A checkpoint's optimizer state brings the param-group flags of the run that saved it: a speed.capture=steps
+    run on a GPU saves capturable groups, which torch refuses on the CPU (`trainer.accelerator` may change on
+    resume). Step counts move to where the flags keep them: the parameters' device when capturable or fused,
+    else the CPU.
+    """
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # Lightning's LightningOptimizer wraps it
+    for group in optimizer.param_groups:
+        for flag in ("capturable", "fused"):
+            if flag in optimizer.defaults:
+                group[flag] = optimizer.defaults[flag]
+        on_device = bool(group.get("capturable") or group.get("fused"))
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].to(param.device if on_device else "cpu")
