@@ -464,7 +464,7 @@ args = sys.argv[1:]
 assert args[args.index("--dataset") + 1] == "folder" and "--accel" in args, args
 total = int(args[args.index("--batchSize") + 1])  # the stand-in's epoch length: one iteration per image of a batch
 for i in range(total):
-    time.sleep(0.3 if i < 3 else 0.02)  # three slow first iterations, then 50 a second
+    time.sleep(0.3 if i < 3 else 0.05)  # three slow first iterations, then 20 a second
     print(f"[0/1][{i}/{total}] Loss_D: 1.0000 Loss_G: 1.0000 D(x): 0.5 D(G(z)): 0.5 / 0.5")
 sys.exit(int(args[args.index("--workers") + 1]))  # the exit status the test asks for
 """
@@ -601,7 +601,7 @@ def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: P
 @pytest.mark.parametrize("exit_status", [0, 3])
 def test_examples_script_rate_from_its_iteration_lines(tmp_path: Path, exit_status: int) -> None:
     """pytorch/examples' dcgan/main.py is timed by its printed iteration lines: a stand-in that prints them at a
-    known pace (3 slow, then 50 a second) measures ~50 iterations/s past a 3-iteration warm-up."""
+    known pace (3 slow, then 20 a second) measures ~20 iterations/s past a 3-iteration warm-up."""
     from gan_lab.bench.examples import examples_dcgan
 
     script = tmp_path / "main.py"
@@ -612,7 +612,7 @@ def test_examples_script_rate_from_its_iteration_lines(tmp_path: Path, exit_stat
     assert (
         result["iterations"] == 39
     )  # the epoch's last iteration (a short batch in the real script) left out
-    assert result["iterations_per_s"] == pytest.approx(50.0, rel=0.3)
+    assert result["iterations_per_s"] == pytest.approx(20.0, rel=0.25)  # a sleep may overrun by a few ms
     assert result["images_per_s"]["median"] == pytest.approx(40 * result["iterations_per_s"])
     too_short = examples_dcgan(script, tmp_path, tmp_path / "run", 4, 64, 0, warmup=3, timeout_s=60)
     assert "images_per_s" not in too_short and "fewer than warm-up" in too_short["error"]
