@@ -501,7 +501,7 @@ def test_sweep_ratio_projected_to_longer_arms() -> None:
 
 
 def test_jobs_that_fit_in_gpu_memory_from_the_job_alone() -> None:
-    """A job alone on a 80 GiB GPU with 3.5 GiB in use at its end: 22 such jobs fit; rendered with the table."""
+    """A job alone on an 80 GiB GPU with 3.5 GiB in use at its end: 22 such jobs fit; rendered with the table."""
     runs = {
         1: {"jobs": [{"gpu_memory_gib": [3.5, 80.0]}]},
         2: {"jobs": [{"gpu_memory_gib": [7.1, 80.0]}] * 2},

@@ -159,7 +159,12 @@ class GANModule(pl.LightningModule):
     # --- optimizers ---------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         # Captured: the single-kernel step where the optimizer has one; whole captured steps need capturable ones.
-        whole_steps = self.capture == "steps" or (self.capture == "auto" and self.device.type == "cuda")
+        # auto: only where on_fit_start will record (capturable optimizers run slower outside a graph).
+        whole_steps = self.capture == "steps" or (
+            self.capture == "auto"
+            and steps_run_eagerly(self.device, self.trainer.precision_plugin, [], self.trainer.world_size)
+            is None
+        )
         fused = self.capture == "nets" or whole_steps
         capturable = whole_steps and self.device.type == "cuda"
         opt_g, opt_d = (
