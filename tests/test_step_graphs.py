@@ -14,13 +14,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from conftest import TINY_RUN, HostRoundTrips
 from torch import Tensor
 
 from gan_lab.core import graphs
-from gan_lab.core.graphs import StepGraphs, capture_mode, steps_run_eagerly
+from gan_lab.core.graphs import StepGraphs, capture_mode, hooks_inside_a_step, steps_run_eagerly
 from gan_lab.core.optim import build_optimizer
 from gan_lab.errors import ConfigError, one_line
 from gan_lab.train import train
@@ -82,6 +83,60 @@ def test_why_steps_run_eagerly() -> None:
     assert steps_run_eagerly(cuda, bf16, [adam, sgd]) == "SGD has no capturable mode"
     lightning_wrapped = SimpleNamespace(optimizer=sgd, defaults=sgd.defaults)
     assert steps_run_eagerly(cuda, bf16, [lightning_wrapped]) == "SGD has no capturable mode"
+    hooked = steps_run_eagerly(cuda, bf16, [adam], step_hooks=["Logger.on_after_backward"])
+    assert hooked == "Logger.on_after_backward would run only when a step is recorded, never at its replays"
+
+
+class BackwardCounter(pl.Callback):
+    """A callback with a hook Lightning calls from inside a training step (in manual_backward)."""
+
+    calls = 0
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        BackwardCounter.calls += 1
+
+
+def test_hooks_inside_a_step_are_found() -> None:
+    """Callbacks and LightningModules that implement a hook Lightning calls inside a step, as a class method or
+    (Lightning's LambdaCallback) as an instance's own function; none in gan_lab's own module and callbacks."""
+
+    class ClipsBeforeStepping(pl.LightningModule):
+        def on_before_optimizer_step(self, optimizer: Any) -> None:
+            pass
+
+    from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint
+
+    from gan_lab.core.module import GANModule
+
+    lambda_callback = LambdaCallback(on_before_backward=lambda *args: None)
+    found = hooks_inside_a_step(
+        [ModelCheckpoint(), BackwardCounter(), lambda_callback], ClipsBeforeStepping()
+    )
+    assert found == [
+        "BackwardCounter.on_after_backward",
+        "LambdaCallback.on_before_backward",
+        "ClipsBeforeStepping.on_before_optimizer_step",
+    ]
+    assert hooks_inside_a_step([ModelCheckpoint()], GANModule.__new__(GANModule)) == []
+
+
+@pytest.mark.usefixtures("replays_without_python")
+def test_a_hook_inside_a_step_keeps_the_steps_eager(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A replay runs none of a step's Python, so a hook inside the step would run once: with one, the steps run
+    eagerly (one line says why) and the hook runs at every D and G step."""
+    BackwardCounter.calls = 0
+    counter = "+callbacks.count_backward._target_=test_step_graphs.BackwardCounter"
+    run = [*CPU_FP32, "steps=5", "dataset.num_samples=128", "speed.capture=steps", counter]
+    with caplog.at_level(logging.INFO, logger="gan_lab.module"):
+        module = train(compose_config(run, output_dir=tmp_path))
+    assert not module._step_graphs.enabled and _FakeGraph.made == []
+    assert BackwardCounter.calls == 10
+    said = [r.getMessage() for r in caplog.records if "speed.capture" in r.getMessage()]
+    assert said == [
+        "speed.capture=steps: BackwardCounter.on_after_backward would run only when a step is recorded, never "
+        "at its replays, so the steps run eagerly"
+    ]
+    assert all(not opt.defaults.get("capturable") for opt in module.optimizers())
 
 
 def test_capturable_optimizers_only_where_asked_and_taken() -> None:
@@ -212,7 +267,10 @@ def replays_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(graphs, "_Graph", ReplayWithoutPython)
     monkeypatch.setattr(graphs, "_on_side_stream", lambda step, inputs: step(*inputs))
-    monkeypatch.setattr(module_file, "steps_run_eagerly", lambda *args: None)  # enabled on the CPU
+    real_reasons = graphs.steps_run_eagerly  # judged as on a GPU: the run's other reasons still count
+    monkeypatch.setattr(
+        module_file, "steps_run_eagerly", lambda _, *rest: real_reasons(torch.device("cuda"), *rest)
+    )
     _FakeGraph.made = []
 
 

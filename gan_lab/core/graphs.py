@@ -9,8 +9,9 @@
   param groups before every replay (`_LiveLearningRates`); without one the recorded lr is the lr.
   The bench's plain loop with whole-step graphs (bench/graphed.py) trained 5.3x faster than gan_lab's eager
   step on an H200 (benchmarks/gpu/results.md, measured with that loop's own recording, which StepGraphs replaced).
-- `auto`: `steps` where they can be recorded (a CUDA GPU, one device, bf16 or fp32, capturable optimizers: see
-  `steps_run_eagerly`), eager elsewhere without a word. Meant to become the default once a GPU check has
+- `auto`: `steps` where they can be recorded (a CUDA GPU, one device, bf16 or fp32, capturable optimizers, no
+  callback hook that Lightning calls inside a step: see `steps_run_eagerly`), eager elsewhere: without a word off
+  a GPU, with one log line saying why on one. Meant to become the default once a GPU check has
   measured `steps` faster than eager and equal to it (benchmarks/gpu_check.sh).
 - `false`: eager.
 
@@ -53,16 +54,41 @@ def capture_mode(value: Any) -> str:
     raise ConfigError(f"speed.capture must be false, nets, steps or auto (true = nets), got {value!r}")
 
 
+# Lightning calls these from inside a training step (manual_backward, optimizer.step): a recorded graph replays
+# the step's kernels but never calls them again.
+HOOKS_INSIDE_A_STEP = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def hooks_inside_a_step(callbacks: Sequence[Any], module: Any) -> list[str]:
+    """The callbacks' and the LightningModule's own implementations of HOOKS_INSIDE_A_STEP, as `Class.hook`."""
+    import lightning.pytorch as pl
+
+    found = []
+    for owner, base in [*((callback, pl.Callback) for callback in callbacks), (module, pl.LightningModule)]:
+        for hook in HOOKS_INSIDE_A_STEP:
+            implementation = getattr(owner, hook, None)  # an instance's own too (Lightning's LambdaCallback)
+            if getattr(implementation, "__func__", implementation) is not getattr(base, hook):
+                found.append(f"{type(owner).__name__}.{hook}")
+    return found
+
+
 def steps_run_eagerly(
-    device: torch.device, precision_plugin: Any, optimizers: Any, world_size: int = 1
+    device: torch.device,
+    precision_plugin: Any,
+    optimizers: Any,
+    world_size: int = 1,
+    step_hooks: Sequence[str] = (),
 ) -> str | None:
-    """Why speed.capture=steps cannot record this run's steps (None: it can)."""
+    """Why speed.capture=steps cannot record this run's steps (None: it can). `step_hooks`: what
+    hooks_inside_a_step found."""
     if device.type != "cuda":
         return f"CUDA graphs need a CUDA GPU and this run trains on {device.type}"
     if world_size > 1:
         return "DDP's gradient all-reduce is not recorded in gan_lab's graphs"
     if getattr(precision_plugin, "scaler", None) is not None:
         return "16-mixed's loss scaler reads the gradients' finiteness back to the host at every step"
+    if step_hooks:
+        return f"{', '.join(step_hooks)} would run only when a step is recorded, never at its replays"
     optimizers = optimizers if isinstance(optimizers, list | tuple) else [optimizers]
     for opt in optimizers:
         if not getattr(opt, "defaults", {}).get("capturable"):

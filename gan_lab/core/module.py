@@ -34,7 +34,13 @@ from torch import Tensor, nn
 
 from gan_lab.core.augment import Augmentations
 from gan_lab.core.ema import build_ema, update_ema
-from gan_lab.core.graphs import StepGraphs, capture_mode, count_lightning_step, steps_run_eagerly
+from gan_lab.core.graphs import (
+    StepGraphs,
+    capture_mode,
+    count_lightning_step,
+    hooks_inside_a_step,
+    steps_run_eagerly,
+)
 from gan_lab.core.guards import FiniteWatch, check_finite
 from gan_lab.core.losses import GANLoss, WassersteinLoss, discriminator_accuracy
 from gan_lab.core.optim import build_optimizer, build_scheduler, learning_rates, restore_built_flags
@@ -158,15 +164,11 @@ class GANModule(pl.LightningModule):
 
     # --- optimizers ---------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        # Captured: the single-kernel step where the optimizer has one; whole captured steps need capturable ones.
-        # auto: only where on_fit_start will record (capturable optimizers run slower outside a graph).
-        whole_steps = self.capture == "steps" or (
-            self.capture == "auto"
-            and steps_run_eagerly(self.device, self.trainer.precision_plugin, [], self.trainer.world_size)
-            is None
-        )
+        # Captured: the single-kernel step where the optimizer has one; recorded steps need capturable ones,
+        # built only where on_fit_start will record (capturable optimizers run slower outside a graph).
+        whole_steps = self.capture in ("steps", "auto") and self._why_steps_run_eagerly([]) is None
         fused = self.capture == "nets" or whole_steps
-        capturable = whole_steps and self.device.type == "cuda"
+        capturable = whole_steps
         opt_g, opt_d = (
             build_optimizer(self.optim, net.parameters(), lr, prefer_fused=fused, capturable=capturable)
             for net, lr in ((self.generator, self.lr_g), (self.discriminator, self.lr_d))
@@ -224,14 +226,13 @@ class GANModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.capture in ("steps", "auto"):
-            trainer = self.trainer
-            why = steps_run_eagerly(
-                self.device, trainer.precision_plugin, self.optimizers(), trainer.world_size
-            )
+            why = self._why_steps_run_eagerly(self.optimizers())
             if why is None:
                 self._step_graphs.enable()
-            elif self.capture == "steps":  # auto asked for graphs only where they can be had
-                log.info("speed.capture=steps: %s, so the steps run eagerly", why)
+            elif (
+                self.capture == "steps" or self.device.type == "cuda"
+            ):  # auto is silent where graphs can't be
+                log.info("speed.capture=%s: %s, so the steps run eagerly", self.capture, why)
         if self.capture == "nets" and not is_compiled(self.generator):
             cuda = self.device.type == "cuda"
             for net in (self.generator, self.discriminator):
@@ -249,6 +250,11 @@ class GANModule(pl.LightningModule):
                 "speed.capture" if self.capture == "nets" else "speed.compile",
                 type(self.regularizer).__name__,
             )
+
+    def _why_steps_run_eagerly(self, optimizers: Any) -> str | None:
+        trainer = self.trainer
+        hooks = hooks_inside_a_step(trainer.callbacks, self)
+        return steps_run_eagerly(self.device, trainer.precision_plugin, optimizers, trainer.world_size, hooks)
 
     def on_train_start(self) -> None:
         for optimizer in self.optimizers():  # restored by now: a checkpoint's flags may not suit this device
