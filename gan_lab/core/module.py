@@ -229,9 +229,7 @@ class GANModule(pl.LightningModule):
             why = self._why_steps_run_eagerly(self.optimizers())
             if why is None:
                 self._step_graphs.enable()
-            elif (
-                self.capture == "steps" or self.device.type == "cuda"
-            ):  # auto is silent where graphs can't be
+            elif self.capture == "steps" or self.device.type == "cuda":  # auto: silent off a GPU
                 log.info("speed.capture=%s: %s, so the steps run eagerly", self.capture, why)
         if self.capture == "nets" and not is_compiled(self.generator):
             cuda = self.device.type == "cuda"
