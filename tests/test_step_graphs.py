@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -223,6 +225,38 @@ def test_a_step_that_cannot_be_recorded_stops_with_one_line(monkeypatch: pytest.
         "operation not permitted when stream is capturing more lines); train with speed.capture=nets or "
         "speed.capture=false"
     )
+
+
+# A step that reads a value back to the host, which CUDA refuses while a stream is capturing.
+UNRECORDABLE_STEP = """
+import torch
+from gan_lab.core.graphs import StepGraphs
+from gan_lab.errors import one_line
+
+graphed = StepGraphs(warmup=1)
+graphed.enable()
+x = torch.ones(2, device="cuda")
+graphed.run("discriminator", lambda x: x * float(x.sum()), x)  # the warm-up call runs
+try:
+    graphed.run("discriminator", lambda x: x * float(x.sum()), x)
+except Exception as exc:
+    print(type(exc).__name__, one_line(exc), flush=True)  # before any teardown of the broken capture
+"""
+
+
+@needs_gpu
+def test_a_step_that_cannot_be_recorded_on_a_gpu_stops_with_one_line() -> None:
+    """The test above on CUDA itself, in a process of its own: a failed capture may leave CUDA state behind."""
+    done = subprocess.run(
+        [sys.executable, "-c", UNRECORDABLE_STEP], capture_output=True, text=True, timeout=120
+    )
+    said = done.stdout.strip().splitlines()
+    last = said[-1] if said else done.stderr[-2000:]
+    assert last.startswith(
+        "ConfigError speed.capture (steps, or auto on a GPU) could not record the discriminator step as a CUDA "
+        "graph ("
+    ), last
+    assert last.endswith("; train with speed.capture=nets or speed.capture=false"), last
 
 
 @pytest.fixture
