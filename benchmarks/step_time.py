@@ -3,9 +3,9 @@
 Run it from each checkout in turn (A B A B ...: the machine's speed drifts), with the same overrides:
     cd OLD && python /path/to/step_time.py --label old --out /tmp/step_times.jsonl [OVERRIDE ...]
     cd NEW && python /path/to/step_time.py --label new --out /tmp/step_times.jsonl [OVERRIDE ...]
-The gan_lab imported is the one of the working directory (put first on sys.path; the row says which). Each run appends
-one JSON line: the median and mean time between the ends of consecutive training batches after `--warmup`
-batches (set-up, imports and the first batches excluded). Needs only `gan_lab.train.train` and
+The gan_lab imported is the one of the working directory (put first on sys.path; the row says which). Each run
+appends one JSON line: the median and mean time between the ends of consecutive training batches after
+`--warmup` batches (set-up, imports and the first batches excluded). Needs only `gan_lab.train.train` and
 `gan_lab.utils.config.compose_config`, so it runs against versions older than the bench.
 """
 
