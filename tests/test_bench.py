@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from gan_lab.bench.contenders import PlainBatches, check_overrides
-from gan_lab.bench.graphed import graphed_loop
+from gan_lab.bench.graphed import graphed_arms, graphed_loop
 from gan_lab.bench.jobs import TIMER_FILE, jobs_at_once, projected_ratio, rates_together, read_jobs
 from gan_lab.bench.loops import (
     ClassicDiscriminator,
@@ -302,6 +302,69 @@ def test_graphed_loop_gpu_replays_train_like_eager(tiny_config, monkeypatch) -> 
         torch.testing.assert_close(value, reference.generator.state_dict()[name], rtol=1e-4, atol=1e-5)
 
 
+def _arms_together_and_alone(tiny_config, device: str, streams: bool) -> tuple[list, list, list, list]:
+    """Two arms of an lr sweep trained in one graphed_arms call, and each alone: the same initial weights, noise
+    generators seeded alike, the same 6 batches. Returns (losses, nets) of the arms together, then alone."""
+    lrs = (2e-3, 2e-5)
+    speed = Speed(precision="32-true", channels_last=False, device=device)
+    batches = [(torch.rand(8, 3, 32, 32, device=device) * 2 - 1, torch.zeros(8)) for _ in range(3)]
+
+    def arm(lr: float) -> tuple[PlainGAN, torch.Generator]:
+        cfg = tiny_config(
+            "model=dcgan", "trainer.precision=32-true", "dataset.resolution=32", f"optim.lr={lr}"
+        )
+        torch.manual_seed(0)  # every arm starts from the same weights, as a sweep's jobs with one seed do
+        return build_plain(cfg, speed), torch.Generator(device).manual_seed(7)
+
+    together = [arm(lr) for lr in lrs]
+    losses = graphed_arms(
+        [gan for gan, _ in together], batches, StepClock(max_steps=6 * len(lrs)),
+        generators=[gen for _, gen in together], streams=streams,
+    )  # fmt: skip
+    alone_losses, alone_gans = [], []
+    for lr in lrs:
+        gan, gen = arm(lr)
+        alone_losses.append(graphed_arms([gan], batches, StepClock(max_steps=6), generators=[gen])[0])
+        alone_gans.append(gan)
+    return losses, [gan for gan, _ in together], alone_losses, alone_gans
+
+
+def _states(gan: PlainGAN) -> dict[str, torch.Tensor]:
+    return {**gan.generator.state_dict(), **{f"d.{k}": v for k, v in gan.discriminator.state_dict().items()}}
+
+
+def test_graphed_arms_train_each_arm_as_if_it_were_alone(tiny_config) -> None:
+    """Arms of a sweep in one process share batches and nothing else: each arm's losses and weights are exactly
+    those of the arm trained alone (CPU, eager), and the two learning rates train apart."""
+    losses, gans, alone_losses, alone_gans = _arms_together_and_alone(tiny_config, "cpu", streams=False)
+    assert [len(arm) for arm in losses] == [6, 6]
+    for arm, alone in zip(losses, alone_losses, strict=True):
+        assert [[float(d), float(g)] for d, g in arm] == [[float(d), float(g)] for d, g in alone]
+    for gan, alone in zip(gans, alone_gans, strict=True):
+        theirs = _states(alone)
+        assert all(torch.equal(value, theirs[name]) for name, value in _states(gan).items())
+    first, second = (_states(gan) for gan in gans)
+    assert not torch.equal(first["net.0.weight"], second["net.0.weight"])  # the lrs differ, so do the weights
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graphed_arms_gpu_on_streams_train_each_arm_as_if_it_were_alone(tiny_config, monkeypatch) -> None:
+    """Recorded steps replayed on one CUDA stream per arm, noise from each arm's own generator (registered with
+    its graphs): each arm trains as it does alone, in fp32 with deterministic cuDNN, up to rounding."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    losses, gans, alone_losses, alone_gans = _arms_together_and_alone(tiny_config, "cuda", streams=True)
+    for arm, alone in zip(losses, alone_losses, strict=True):
+        got, want = (torch.tensor([[float(d), float(g)] for d, g in pairs]) for pairs in (arm, alone))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for gan, alone in zip(gans, alone_gans, strict=True):
+        theirs = _states(alone)
+        for name, value in _states(gan).items():
+            torch.testing.assert_close(value, theirs[name], rtol=1e-5, atol=1e-6, msg=f"{name} differs")
+
+
 def test_plain_loop_gets_gan_labs_batches(tmp_path: Path, small_folder: Path) -> None:
     """The plain loop reads the same data module (in memory where gan_lab is) and sees the same tensors."""
     from gan_lab.build import build_module, build_trainer
@@ -554,8 +617,19 @@ def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: P
 
     contenders = results["dcgan"]["contenders"]
     variants = ["gan_lab", "gan_lab_on_device", "gan_lab_capture_on_device", "gan_lab_steps_on_device"]
-    assert list(contenders) == [*variants, "plain", "plain_graphed", "classic"]
+    arms = ["plain_graphed_arms", "plain_graphed_arms_one_stream"]
+    assert list(contenders) == [*variants, "plain", "plain_graphed", "classic", *arms]
     assert contenders["plain_graphed"]["skipped"] == "CUDA graphs need a CUDA GPU"
+    for (
+        name
+    ) in arms:  # the sweep's 2 arms in one process (eager on the CPU): the clock counts both arms' steps
+        c = contenders[name]
+        assert "error" not in c, c["error"]
+        assert c["window"] == {
+            "warmup": 2 * results["settings"]["warmup"],
+            "steps": 2 * results["settings"]["steps"],
+        }
+        assert c["images_per_s"]["median"] == pytest.approx(batch * c["g_steps_per_s"]["median"])
     for name in ("gan_lab", "plain", "classic"):
         c = contenders[name]
         assert "error" not in c, c["error"]

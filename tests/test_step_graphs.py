@@ -156,7 +156,7 @@ class _FakeGraph:
 
     made: list[_FakeGraph] = []
 
-    def __init__(self, step, inputs) -> None:
+    def __init__(self, step, inputs, generators=()) -> None:
         self.step, self.inputs = step, [None if t is None else t.clone() for t in inputs]
         self.outputs = None
         _FakeGraph.made.append(self)
@@ -209,7 +209,7 @@ def test_step_graphs_warm_up_record_replay_and_fall_back(
 
 
 def test_a_step_that_cannot_be_recorded_stops_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    def uncapturable(step, inputs):
+    def uncapturable(step, inputs, generators=()):
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore lines")
 
     monkeypatch.setattr(graphs, "_Graph", uncapturable)
@@ -280,8 +280,8 @@ def replays_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(_ManualOptimization, hook, counting_unless_replaying)
 
     class ReplayWithoutPython(_FakeGraph):
-        def __init__(self, step, inputs) -> None:
-            super().__init__(step, inputs)
+        def __init__(self, step, inputs, generators=()) -> None:
+            super().__init__(step, inputs, generators)
             self.optimizer = step.args[0]
             self.recorded_lrs = [group["lr"] for group in self.optimizer.param_groups]
             graphs.count_lightning_step(self.optimizer)

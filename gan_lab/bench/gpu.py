@@ -6,8 +6,11 @@ a. DCGAN images/s in steady state (G steps x batch / time; contenders in turn, o
    speed defaults of before issue 14 (`dataset.on_device=false`), with `dataset.on_device=true`, with it and
    `speed.capture=nets`, with it and `speed.capture=steps`; the plain PyTorch loop on gan_lab's batches, and the
    same loop with each whole step one CUDA graph (graphed.py: the ceiling without launch costs; CUDA only); the
-   classic DCGAN design with one loader worker per core (1 on a CPU). A setting this gan_lab lacks makes its
-   contender "unavailable"; a failed run is recorded with its error and the others go on.
+   classic DCGAN design with one loader worker per core (1 on a CPU); last, the lr sweep's 3 arms of the graphed
+   loop trained together in one process, each arm on a CUDA stream of its own, and all on one stream
+   (graphed_arms: what a sweep could gain where its arms' kernels overlap; their images/s count all arms). A
+   setting this gan_lab lacks makes its contender "unavailable"; a failed run is recorded with its error and
+   the others go on.
 b. The SN-DCGAN study preset (`experiment=sndcgan_lr_sweep`, its first arm, callbacks on, metrics=none) with the
    fastest of a's gan_lab settings, against pytorch/examples' dcgan/main.py run unmodified (`--examples-script`,
    one epoch, examples.py; the issue's yardstick, target >= 3x) and against the classic design (a's runs).
@@ -15,7 +18,8 @@ c. Each contender's share of the bf16 limit: FLOPs of one D+G step (FlopCounterM
    matmul FLOP/s measured on this GPU.
 d. The wall time of the preset's 3-arm lr sweep (30 warm-up steps + 3 s of steps each) with
    hydra.launcher.n_jobs=3 against n_jobs=1, whole commands (target <= 0.5x), and that ratio projected to arms
-   of 100 CIFAR-10 epochs (jobs.projected_ratio). Then aggregate images/s of 1, 2 and 4 DCGAN jobs at once (one
+   of 100 CIFAR-10 epochs (jobs.projected_ratio), beside the ratio of a's arms in one process to one arm
+   (jobs.in_one_process). Then aggregate images/s of 1, 2 and 4 DCGAN jobs at once (one
    joblib multirun each, b's settings, each job a `budget`: its warm-up as long as a's took, at most 30 s, + 6 s),
    whole and in steady state (the sum of the jobs' rates while all train past their warm-up).
 
@@ -23,7 +27,7 @@ Timestamps wait for the GPU only where a rate is read (StepClock `sync_at` / `sy
 work ahead as in real training. Time plan on an H100 or H200 (under 5.5 min; `--time-limit`, default 330 s,
 skips what would not fit and says so; results.json and results.md are rewritten after every part):
     start-up, matmul FLOP/s (n = 4096, 8192) ~15 s; c. FLOP counts (on the CPU) ~10 s
-    a. 7 contenders x 2-3 repeats                  budget 100 s: no run starts that would pass it (30 warm-up
+    a. 9 contenders x 2-3 repeats                  budget 100 s: no run starts that would pass it (30 warm-up
        + 150 timed G steps, classic 10 + 60; set-up ~3-5 s a run; capture=nets compiles in its first run,
        ~30-60 s; the images are first decoded into gan_lab's cache, ~10 s)
     b. the preset, 1-3 repeats                     budget 30 s (under capture=nets its first run compiles)
@@ -38,12 +42,10 @@ runs it all on the CPU with tiny sizes (1 and 2 jobs, a 2-arm sweep, no capture=
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import shutil
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,8 +56,8 @@ from hydra.utils import instantiate
 
 from gan_lab.bench.contenders import CLASSIC_NZ, PlainBatches, check_overrides, gan_lab_overrides, run_gan_lab
 from gan_lab.bench.examples import examples_dcgan
-from gan_lab.bench.graphed import graphed_loop
-from gan_lab.bench.jobs import jobs_at_once, launcher, sweep_times
+from gan_lab.bench.graphed import graphed_arms, graphed_loop
+from gan_lab.bench.jobs import in_one_process, jobs_at_once, launcher, sweep_times
 from gan_lab.bench.loops import (
     Speed,
     StepClock,
@@ -66,8 +68,9 @@ from gan_lab.bench.loops import (
     classic_nets,
     plain_loop,
 )
-from gan_lab.bench.measure import Deadline, machine, matmul_flops_per_s, steady_rate, summarize
+from gan_lab.bench.measure import Deadline, machine, matmul_flops_per_s
 from gan_lab.bench.profile import profile_contenders
+from gan_lab.bench.repeats import add_share, record_warmup, repeat_all, summarize_runs, why
 from gan_lab.bench.report import write_gpu_results
 from gan_lab.bench.suite import classic_step_flops, step_flops
 from gan_lab.utils.config import compose_config
@@ -84,6 +87,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gan_lab_capture_on_device": ((CAPTURE, ON_DEVICE), ()),
     "gan_lab_steps_on_device": ((CAPTURE_STEPS, ON_DEVICE), ()),
 }
+# The sweep's arms trained in one process (graphed.graphed_arms), on a stream each or all on one
+ARMS, ARMS_ONE_STREAM = "plain_graphed_arms", "plain_graphed_arms_one_stream"
 HUNDRED_CIFAR_EPOCHS = 100 * (50_000 // 128)  # G steps: the issue's 100-epoch sweep arm at batch 128
 
 
@@ -127,22 +132,9 @@ QUICK = dict(
 )  # fmt: skip
 
 
-def _why(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
-
-
-def _free(device: str) -> None:
-    # Compiled code of a finished run's nets (speed.capture) goes too: Dynamo caps recompilations per function,
-    # and every run builds new nets. Later runs recompile from the on-disk caches, as a new process would.
-    torch._dynamo.reset()
-    gc.collect()
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
     """Every part (see the module docstring); results written to `out` after each."""
-    skippable = [*list(VARIANTS)[1:], "plain", "plain_graphed"]  # gan_lab and classic: the others' yardsticks
+    skippable = [*list(VARIANTS)[1:], "plain", "plain_graphed", ARMS, ARMS_ONE_STREAM]  # not gan_lab, classic
     for name in set(opts.skip) - set(skippable):
         raise SystemExit(f"gan_lab.bench gpu: error: --skip {name}: not one of {', '.join(skippable)}")
     device = opts.device or ("cpu" if opts.quick else "cuda")
@@ -199,12 +191,12 @@ def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
                 return classic_step_flops(opts.batch_size, opts.resolution, opts.width or 64)
             return step_flops(overrides, opts.batch_size, opts.resolution, workdir, fused)
         except Exception as exc:
-            results["notes"].append(f"FLOPs not counted: {_why(exc)}")
+            results["notes"].append(f"FLOPs not counted: {why(exc)}")
             return None
 
     flops = {"dcgan": count(base), "classic": count(None)}
     for name, contender in dcgan["contenders"].items():
-        _add_share(contender, flops["classic" if name == "classic" else "dcgan"], bf16)
+        add_share(contender, flops["classic" if name == "classic" else "dcgan"], bf16)
     write_gpu_results(results, out)
 
     preset_overrides = gan_lab_overrides(shape[0], "sndcgan", *shape[1:], [PRESET, *common, *best_extra])
@@ -215,7 +207,7 @@ def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
             warmup=opts.classic_warmup, timeout_s=60.0,
         )  # fmt: skip
     results["preset"] = _preset(opts, preset_overrides, device, workdir, deadline, baselines)
-    _add_share(results["preset"]["contender"], count(preset_overrides), bf16)
+    add_share(results["preset"]["contender"], count(preset_overrides), bf16)
     write_gpu_results(results, out)
 
     # d. the lr sweep (a target), then jobs sharing the GPU, with b's settings; each sweep arm its warm-up + sweep_s
@@ -227,6 +219,7 @@ def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
     results["sweep"] = sweep_times(
         launch, preset_overrides, opts.sweep_lrs, steps, opts.sweep_projected_steps
     )
+    results["sweep"]["in_one_process"] = in_one_process(dcgan["contenders"], ARMS, ARMS_ONE_STREAM)
     write_gpu_results(results, out)
     results["jobs"] = _jobs(opts, [*base, *best_extra], dcgan["contenders"].get(best or "", {}), launch)
     write_gpu_results(results, out)
@@ -270,6 +263,18 @@ def _dcgan(
     contenders["classic"] = {
         "description": f"classic DCGAN design: fp32, ImageFolder, {workers} loader worker{plural}"
     }
+    arms = len(opts.sweep_lrs)
+    contenders[ARMS] = {
+        "description": f"{arms} arms (lr {', '.join(opts.sweep_lrs)}) of plain_graphed in one "
+        "process, each on a CUDA stream of its own: images/s of all arms"
+    }
+    contenders[ARMS_ONE_STREAM] = {
+        "description": "the same arms, all on one stream (the same work, no overlap)"
+    }
+    for name in (
+        (ARMS, ARMS_ONE_STREAM) if device != "cuda" and not opts.quick else ()
+    ):  # quick: eager, in turn
+        contenders[name]["skipped"] = "CUDA graphs need a CUDA GPU"
     for name in opts.skip:
         contenders[name]["skipped"] = "--skip"
     speeds: dict[str, Speed] = {}
@@ -278,7 +283,7 @@ def _dcgan(
         state["cfg"] = compose_config([*contenders["gan_lab"]["overrides"], "steps=1"], workdir / "plain")
         state["batches"] = PlainBatches(instantiate(state["cfg"].dataset), device)
     except Exception as exc:
-        contenders["plain"]["error"] = _why(exc)
+        contenders["plain"]["error"] = why(exc)
 
     def gan_lab(name: str) -> Callable[[int], list[float]]:
         def run(repeat: int) -> list[float]:
@@ -286,23 +291,46 @@ def _dcgan(
             sync = (opts.warmup, opts.warmup + opts.steps)
             module, timer = run_gan_lab(contenders[name]["overrides"], run_dir, sum(window) + 1, sync_at=sync)
             speeds[name] = timer.speed or Speed()
-            _record_warmup(contenders[name], timer.clock, opts.warmup)
+            record_warmup(contenders[name], timer.clock, opts.warmup)
             del module
             shutil.rmtree(run_dir, ignore_errors=True)
             return timer.clock.times  # type: ignore[union-attr]
 
         return run
 
+    def plain_speed() -> Speed:
+        if "gan_lab" not in speeds:
+            raise RuntimeError("needs the settings gan_lab resolved, and its run failed")
+        return speeds["gan_lab"]
+
     def plain(loop: Callable) -> Callable[[int], list[float]]:
         """A runner of the plain loop `loop` (eager or graphed) with the settings gan_lab resolved."""
 
         def run(repeat: int) -> list[float]:
-            speed = speeds.get("gan_lab")
-            if speed is None:
-                raise RuntimeError("needs the settings gan_lab resolved, and its run failed")
+            speed = plain_speed()
             torch.manual_seed(opts.seed + repeat)
             clock = StepClock(sum(window) + 1, device=speed.device, sync_at=(opts.warmup, sum(window)))
             loop(build_plain(state["cfg"], speed), state["batches"], clock)
+            return clock.times
+
+        return run
+
+    def sweep_arms(streams: bool) -> Callable[[int], list[float]]:
+        """A runner of the sweep's arms in one process (graphed_arms): the same first weights and noise seed,
+        each arm its lr; the clock counts the G steps of all arms."""
+
+        def run(repeat: int) -> list[float]:
+            speed = plain_speed()
+            gans, generators = [], []
+            for lr in opts.sweep_lrs:
+                cfg = state["cfg"].copy()
+                cfg.optim.lr = float(lr)
+                torch.manual_seed(opts.seed + repeat)
+                gans.append(build_plain(cfg, speed))
+                generators.append(torch.Generator(speed.device).manual_seed(opts.seed + repeat))
+            clock = StepClock(arms * (sum(window) + 1), device=speed.device,
+                              sync_at=(arms * opts.warmup, arms * sum(window)))  # fmt: skip
+            graphed_arms(gans, state["batches"], clock, generators=generators, streams=streams)
             return clock.times
 
         return run
@@ -320,70 +348,17 @@ def _dcgan(
 
     runners = {name: gan_lab(name) for name in VARIANTS}
     runners |= {"plain": plain(plain_loop), "plain_graphed": plain(graphed_loop), "classic": classic}
+    runners |= {ARMS: sweep_arms(streams=True), ARMS_ONE_STREAM: sweep_arms(streams=False)}
     windows = {name: window for name in runners} | {"classic": (opts.classic_warmup, opts.classic_steps)}
+    windows |= {name: (arms * opts.warmup, arms * opts.steps) for name in (ARMS, ARMS_ONE_STREAM)}
     budget = Deadline(opts.contenders_budget_s)
-    _repeat_all(contenders, runners, opts.repeats, budget, deadline, device)
+    repeat_all(contenders, runners, opts.repeats, budget, deadline, device)
     for name, contender in contenders.items():
-        _summarize(contender, windows[name], opts.batch_size)
+        summarize_runs(contender, windows[name], opts.batch_size)
     base_speed = speeds.get("gan_lab")
     for name, speed in speeds.items():
         contenders[name]["speed"] = speed.as_dict()
     return {"contenders": contenders, "speed": base_speed.as_dict() if base_speed else None}
-
-
-def _repeat_all(
-    contenders: dict[str, dict[str, Any]],
-    runners: dict[str, Callable[[int], list[float]]],
-    repeats: int,
-    budget: Deadline,
-    deadline: Deadline,
-    device: str,
-) -> None:
-    """Run every contender (not unavailable, skipped or failed) once per repeat, in turn; after its first run a
-    contender runs again only while its quickest run so far fits in the time left (the first may compile)."""
-    for repeat in range(repeats):
-        for name, run in runners.items():
-            contender = contenders[name]
-            if {"unavailable", "skipped", "error"} & contender.keys():
-                continue
-            if repeat and min(budget.left(), deadline.left()) < min(contender.get("wall_s") or [0.0]):
-                contender["note"] = (
-                    f"{len(contender.get('wall_s', []))} of {repeats} repeats: the time budget ran out"
-                )
-                continue
-            began = time.perf_counter()
-            try:
-                contender.setdefault("runs", []).append(run(repeat))
-                contender.setdefault("wall_s", []).append(round(time.perf_counter() - began, 1))
-                log.info("repeat %d %s: %.0f s", repeat, name, time.perf_counter() - began)
-            except Exception as exc:  # one contender's failure must not cost the others their numbers
-                contender["error"] = _why(exc)
-                log.warning("%s failed: %s", name, contender["error"])
-            finally:
-                _free(device)
-
-
-def _record_warmup(contender: dict[str, Any], clock: Any, warmup: int) -> None:
-    """Seconds from the first batch to the end of the warm-up steps (compilation, graph capture, autotuning)."""
-    contender.setdefault("warmup_s", []).append(round(clock.times[warmup - 1] - clock.start, 2))
-
-
-def _summarize(contender: dict[str, Any], window: tuple[int, int], batch_size: int) -> None:
-    runs = contender.pop("runs", [])
-    rates = [steady_rate(times, *window) for times in runs if len(times) >= sum(window)]
-    if rates:
-        contender["g_steps_per_s"] = summarize(rates)
-        contender["images_per_s"] = summarize([r * batch_size for r in rates])
-        contender["window"] = {"warmup": window[0], "steps": window[1]}
-
-
-def _add_share(contender: dict[str, Any], flops: int | None, bf16_flops_per_s: float) -> None:
-    if flops is None:
-        return
-    contender["flops_per_step"] = flops
-    if "g_steps_per_s" in contender:
-        rates = contender["g_steps_per_s"]["values"]
-        contender["bf16_limit_fraction"] = summarize([flops * r / bf16_flops_per_s for r in rates])
 
 
 def _best_variant(contenders: dict[str, dict[str, Any]]) -> str | None:
@@ -407,15 +382,15 @@ def _preset(
         run_dir = workdir / f"preset_{repeat}"
         sync = (opts.warmup, sum(window))
         module, timer = run_gan_lab(overrides, run_dir, sum(window) + 1, sync_at=sync)
-        _record_warmup(contender, timer.clock, opts.warmup)
+        record_warmup(contender, timer.clock, opts.warmup)
         del module
         shutil.rmtree(run_dir, ignore_errors=True)
         return timer.clock.times  # type: ignore[union-attr]
 
-    _repeat_all(
+    repeat_all(
         {"preset": contender}, {"preset": run}, opts.repeats, Deadline(opts.preset_budget_s), deadline, device
     )
-    _summarize(contender, window, opts.batch_size)
+    summarize_runs(contender, window, opts.batch_size)
     result: dict[str, Any] = {"contender": contender, "target_vs_examples": 3.0}
     result |= {"examples": baselines["examples"]} if "examples" in baselines else {}
     for name, baseline in baselines.items():

@@ -6,11 +6,17 @@ gan_lab's `StepGraphs` (core/graphs.py, what speed.capture=steps uses inside GAN
 warm-up steps and replayed, so a generator step costs two graph launches and a copy of the batch into the
 graph's input. Without Lightning and gan_lab's bookkeeping around it, it is the bound speed.capture=steps can
 reach; the bench times both.
+
+`graphed_arms` trains several arms of a sweep (the same nets, other learning rates) in one process on the same
+batches, each arm's graphs replayed on a CUDA stream of its own: a measurement of what a sweep could gain where
+its arms' small kernels run at once (jobs in separate processes take turns on the GPU instead).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,56 +30,110 @@ def _capturable(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return type(optimizer)(optimizer.param_groups[0]["params"], **{**optimizer.defaults, "capturable": True})
 
 
-def graphed_loop(
-    gan: PlainGAN, batches: Iterable, clock: StepClock, graphs: StepGraphs | None = None
-) -> list[tuple[Tensor, Tensor]]:
-    """`plain_loop`'s training with each D step and G step run by `graphs` (default: a StepGraphs, enabled on
-    CUDA; disabled, every step runs eagerly, which the CPU tests compare with the plain loop).
+class _Arm:
+    """One GAN's D and G steps as `graphs` runs them, its noise from `generator` (None: the default one)."""
 
-    Returns the (d_loss, g_loss) of every step, copied out of the graphs' outputs. Autocast is the plain loop's:
-    while StepGraphs is enabled it runs without its weight cache (torch.autocast inherits that setting).
-    """
-    g, d, loss, speed = gan.generator, gan.discriminator, gan.loss, gan.speed
-    device = torch.device(speed.device)
-    memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
-    if graphs is None:
-        graphs = StepGraphs()
-        if device.type == "cuda":
-            graphs.enable()
-    # capturable optimizers exist on CUDA only; disabled graphs (the CPU tests) keep the plain loop's
-    opt_d, opt_g = (_capturable(opt) if graphs.enabled else opt for opt in (gan.opt_d, gan.opt_g))
-    g.train()
-    d.train()
+    def __init__(
+        self, gan: PlainGAN, graphs: StepGraphs, generator: torch.Generator | None, stream: Any = None
+    ) -> None:
+        self.gan, self.graphs, self.generator, self.stream = gan, graphs, generator, stream
+        self.device = torch.device(gan.speed.device)
+        # capturable optimizers exist on CUDA only; disabled graphs (the CPU tests) keep the plain loop's
+        self.opt_d, self.opt_g = (_capturable(o) if graphs.enabled else o for o in (gan.opt_d, gan.opt_g))
+        gan.generator.train()
+        gan.discriminator.train()
 
-    def d_step(real: Tensor) -> Tensor:
-        opt_d.zero_grad(set_to_none=True)
-        with _autocast(speed):
+    def _noise(self, n: int) -> Tensor:
+        return torch.randn(n, self.gan.z_dim, device=self.device, generator=self.generator)
+
+    def d_step(self, real: Tensor) -> Tensor:
+        gan = self.gan
+        self.opt_d.zero_grad(set_to_none=True)
+        with _autocast(gan.speed):
             with torch.no_grad():
-                fake = g(torch.randn(real.shape[0], gan.z_dim, device=device))
-            d_loss = loss.d_loss(d(real), d(fake))
+                fake = gan.generator(self._noise(real.shape[0]))
+            d_loss = gan.loss.d_loss(gan.discriminator(real), gan.discriminator(fake))
         d_loss.backward()
-        opt_d.step()
+        self.opt_d.step()
         return d_loss.detach()
 
-    def g_step(n: int) -> Tensor:
-        opt_g.zero_grad(set_to_none=True)
+    def g_step(self, n: int) -> Tensor:
+        gan, d = self.gan, self.gan.discriminator
+        self.opt_g.zero_grad(set_to_none=True)
         d.requires_grad_(False)  # gradients through D, not for D's weights (fixed into the graph)
         try:
-            with _autocast(speed):
-                g_loss = loss.g_loss(d(g(torch.randn(n, gan.z_dim, device=device))))
+            with _autocast(gan.speed):
+                g_loss = gan.loss.g_loss(d(gan.generator(self._noise(n))))
             g_loss.backward()
-            opt_g.step()
+            self.opt_g.step()
         finally:
             d.requires_grad_(True)
         return g_loss.detach()
 
-    losses = []
+    def train_on(self, real: Tensor) -> tuple[Tensor, Tensor]:
+        """One D and one G step on `real`, on the arm's stream; their losses, copied out of the graphs."""
+        n = real.shape[0]
+        with self._on_own_stream(real):
+            d_loss = self.graphs.run("discriminator", self.d_step, real).clone()
+            return d_loss, self.graphs.run(f"generator{n}", lambda: self.g_step(n)).clone()
+
+    @contextlib.contextmanager
+    def _on_own_stream(self, real: Tensor) -> Iterator[None]:
+        if self.stream is None:
+            yield
+            return
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # the batch is made there
+        real.record_stream(self.stream)  # its memory is not reused before this stream has read it
+        with torch.cuda.stream(self.stream):
+            yield
+
+
+def graphed_arms(
+    gans: Sequence[PlainGAN],
+    batches: Iterable,
+    clock: StepClock,
+    graphs: Sequence[StepGraphs] | None = None,
+    generators: Sequence[torch.Generator | None] | None = None,
+    streams: bool = False,
+) -> list[list[tuple[Tensor, Tensor]]]:
+    """`plain_loop`'s training of every GAN in `gans` on the same batches: per batch each arm's D step and G
+    step, run by its StepGraphs (default: one per arm, enabled on CUDA; disabled, every step runs eagerly, which
+    the CPU tests compare with the plain loop). `generators`: each arm's noise (default: the default generator);
+    a generator of an arm's own must be in its StepGraphs' `generators` to be drawn from inside a graph.
+    `streams` (CUDA): each arm's work on a stream of its own, so different arms' kernels can overlap.
+
+    The clock ticks once per arm and batch (G steps of all arms): size its steps in multiples of len(gans).
+    Returns each arm's (d_loss, g_loss) of every step. Autocast is the plain loop's: while StepGraphs is
+    enabled it runs without its weight cache (torch.autocast inherits that setting).
+    """
+    device = torch.device(gans[0].speed.device)
+    memory_format = torch.channels_last if gans[0].speed.channels_last else torch.contiguous_format
+    if graphs is None:
+        graphs = [
+            StepGraphs(generators=[g] if g is not None else ()) for g in generators or [None] * len(gans)
+        ]
+        for arm_graphs in graphs if device.type == "cuda" else ():
+            arm_graphs.enable()
+    on_streams = streams and device.type == "cuda"
+    arms = [
+        _Arm(gan, arm_graphs, generator, torch.cuda.Stream(device) if on_streams else None)
+        for gan, arm_graphs, generator in zip(gans, graphs, generators or [None] * len(gans), strict=True)
+    ]
+    losses: list[list[tuple[Tensor, Tensor]]] = [[] for _ in arms]
     clock.begin()
     for real, _ in _endless(batches):
         real = real.to(device).contiguous(memory_format=memory_format)
-        n = real.shape[0]
-        d_loss = graphs.run("discriminator", d_step, real).clone()
-        losses.append((d_loss, graphs.run(f"generator{n}", lambda n=n: g_step(n)).clone()))
-        if clock.tick():
+        done = False
+        for arm, arm_losses in zip(arms, losses, strict=True):
+            arm_losses.append(arm.train_on(real))
+            done = clock.tick() or done
+        if done:
             return losses
     return losses
+
+
+def graphed_loop(
+    gan: PlainGAN, batches: Iterable, clock: StepClock, graphs: StepGraphs | None = None
+) -> list[tuple[Tensor, Tensor]]:
+    """`plain_loop`'s training with each D step and G step run by `graphs` (see graphed_arms: one arm)."""
+    return graphed_arms([gan], batches, clock, None if graphs is None else [graphs])[0]

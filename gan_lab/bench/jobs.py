@@ -261,3 +261,16 @@ def projected_ratio(one: dict[str, Any], many: dict[str, Any], more_steps: int) 
     one_s = one["command_s"] + sum(more_steps / rate for rate in alone)
     many_s = many["command_s"] + more_steps / min(together)
     return many_s / one_s
+
+
+def in_one_process(contenders: dict[str, dict[str, Any]], *arms: str) -> dict[str, float]:
+    """For each contender in `arms` (a sweep's arms trained together in one process, images/s of all arms), the
+    time ratio of the arms trained together to the same arms one after another, training only: one arm's
+    images/s (`plain_graphed`, the same loop alone) / all arms' images/s together."""
+    one = contenders.get("plain_graphed", {}).get("images_per_s")
+    ratios = {}
+    for name in arms:
+        together = contenders.get(name, {}).get("images_per_s")
+        if one and together:
+            ratios[name] = one["median"] / together["median"]
+    return ratios

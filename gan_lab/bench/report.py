@@ -396,6 +396,15 @@ def render_gpu_markdown(results: dict[str, Any]) -> str:
             f"command, start-up included): {'; '.join(cells)}; time ratio {verdict}.",
             "",
         ]
+        together = sweep.get("in_one_process") or {}
+        if together:
+            ratios = "; ".join(f"{name}: {ratio:.2f}×" for name, ratio in together.items())
+            lines += [
+                f"The same arms trained together in one process (part a's plain graphed loop; training only, the "
+                f"time ratio to the arms one after another = plain_graphed's images/s ÷ all arms' images/s): "
+                f"{ratios}.",
+                "",
+            ]
     lines += [f"- {note}" for note in results.get("notes", [])]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -104,11 +104,14 @@ class StepGraphs:
     buffers of the graph's own, then replays it; later calls copy their inputs into those buffers and replay.
     `step` returns tensors (or a tuple/dict of them) that the graph overwrites at its next replay: use or copy
     them before. A call whose inputs differ in shape from the recorded ones runs eagerly (one log line).
+    `generators`: CUDA generators besides the default one that the steps draw from (registered with every
+    graph, so their draws advance at each replay as the default generator's do).
     """
 
-    def __init__(self, warmup: int = 3) -> None:
+    def __init__(self, warmup: int = 3, generators: Sequence[torch.Generator] = ()) -> None:
         self.enabled = False
         self.warmup = warmup
+        self.generators = tuple(generators)
         self.replayed = False  # whether the last `run` replayed a recorded graph (no Python of the step ran)
         self._calls: Counter[str] = Counter()
         self._graphs: dict[str, _Graph] = {}
@@ -170,7 +173,7 @@ class StepGraphs:
             live = self._live_lrs[name].swapped_in()
         try:
             with live:
-                return _Graph(step, inputs)
+                return _Graph(step, inputs, self.generators)
         except Exception as exc:
             # Stopping is the honest way out: a step whose recording failed half-way (Lightning's hooks run,
             # the CUDA generator in capture) cannot be run again eagerly as if nothing had happened.
@@ -236,9 +239,16 @@ def _on_side_stream(step: Callable[..., Any], inputs: Sequence[Tensor | None]) -
 class _Graph:
     """One recorded step: its input buffers, the CUDA graph and the outputs the graph writes."""
 
-    def __init__(self, step: Callable[..., Any], inputs: Sequence[Tensor | None]) -> None:
+    def __init__(
+        self,
+        step: Callable[..., Any],
+        inputs: Sequence[Tensor | None],
+        generators: Sequence[torch.Generator] = (),
+    ) -> None:
         self.inputs = [None if t is None else t.clone() for t in inputs]
         self.graph = torch.cuda.CUDAGraph()
+        for generator in generators:  # the default generator registers itself
+            self.graph.register_generator_state(generator)
         # thread_local: CUDA calls of other threads (a loader's pin-memory thread) do not spoil the recording.
         with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = step(*self.inputs)
