@@ -34,7 +34,8 @@ rc=$?
 [ -f "$work/env.sh" ] && source "$work/env.sh"
 py=$(command -v python3 || command -v python)
 # For the sweep target: can jobs in separate processes run kernels at once here (NVIDIA MPS)? Only looked at.
-say "GPU: $(nvidia-smi --query-gpu=name,compute_mode,mig.mode.current --format=csv,noheader 2>&1 | head -1)"
+say "GPU, compute mode, MIG: $(nvidia-smi --query-gpu=name,compute_mode,mig.mode.current --format=csv,noheader \
+  2>/dev/null | head -1)"
 say "MPS control daemon: $(command -v nvidia-cuda-mps-control || echo 'not installed')"
 
 # 2. The GPU tests (names with gpu or cuda; they skip on a CPU).
