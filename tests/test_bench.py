@@ -25,7 +25,14 @@ from torch import nn
 
 from gan_lab.bench.contenders import PlainBatches, check_overrides
 from gan_lab.bench.graphed import graphed_arms, graphed_loop
-from gan_lab.bench.jobs import TIMER_FILE, jobs_at_once, projected_ratio, rates_together, read_jobs
+from gan_lab.bench.jobs import (
+    TIMER_FILE,
+    in_one_process,
+    jobs_at_once,
+    projected_ratio,
+    rates_together,
+    read_jobs,
+)
 from gan_lab.bench.loops import (
     ClassicDiscriminator,
     ClassicGenerator,
@@ -561,6 +568,23 @@ def test_sweep_ratio_projected_to_longer_arms() -> None:
     # Long arms: start-up vanishes and the ratio tends to the ratio of the training rates, (1/4) / (3/10).
     assert projected_ratio(one, many, 10**9) == pytest.approx((1 / 4) / (3 / 10), rel=1e-6)
     assert projected_ratio(one, {"command_s": 20.0}, 100) is None  # no rate measured while all trained
+
+
+def test_arms_in_one_process_as_a_sweep_time_ratio() -> None:
+    # One arm alone: 1,000 images/s. Three arms together: 2,500 images/s of all arms, so the 3 arms take
+    # 3 N / 2,500 s instead of 3 N / 1,000 s one after another: 0.4x; on one stream 2,900 images/s: 0.345x.
+    contenders = {
+        "plain_graphed": {"images_per_s": {"median": 1000.0}},
+        "arms": {"images_per_s": {"median": 2500.0}},
+        "arms_one_stream": {"images_per_s": {"median": 2900.0}},
+        "arms_failed": {"error": "RuntimeError: ..."},
+    }
+    ratios = in_one_process(contenders, "arms", "arms_one_stream", "arms_failed")
+    assert ratios == pytest.approx({"arms": 0.4, "arms_one_stream": 1000 / 2900})
+    assert (
+        in_one_process({**contenders, "plain_graphed": {"skipped": "CUDA graphs need a CUDA GPU"}}, "arms")
+        == {}
+    )
 
 
 def test_jobs_that_fit_in_gpu_memory_from_the_job_alone() -> None:
