@@ -250,7 +250,10 @@ class _Graph:
         for generator in generators:  # the default generator registers itself
             self.graph.register_generator_state(generator)
         # thread_local: CUDA calls of other threads (a loader's pin-memory thread) do not spoil the recording.
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        # A capture stream of its own: torch keys cuBLAS workspaces by stream, and graphs recorded on one stream
+        # would share one, a race where they replay at once on different streams (bench/graphed.py's arms).
+        capture = torch.cuda.Stream()
+        with torch.cuda.graph(self.graph, stream=capture, capture_error_mode="thread_local"):
             self.outputs = step(*self.inputs)
 
     def fits(self, inputs: Sequence[Tensor | None]) -> bool:
