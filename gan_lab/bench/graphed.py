@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,7 +33,11 @@ class _Arm:
     """One GAN's D and G steps as `graphs` runs them, its noise from `generator` (None: the default one)."""
 
     def __init__(
-        self, gan: PlainGAN, graphs: StepGraphs, generator: torch.Generator | None, stream: Any = None
+        self,
+        gan: PlainGAN,
+        graphs: StepGraphs,
+        generator: torch.Generator | None,
+        stream: torch.cuda.Stream | None = None,
     ) -> None:
         self.gan, self.graphs, self.generator, self.stream = gan, graphs, generator, stream
         self.device = torch.device(gan.speed.device)

@@ -250,8 +250,9 @@ class _Graph:
         for generator in generators:  # the default generator registers itself
             self.graph.register_generator_state(generator)
         # thread_local: CUDA calls of other threads (a loader's pin-memory thread) do not spoil the recording.
-        # A capture stream of its own: torch keys cuBLAS workspaces by stream, and graphs recorded on one stream
-        # would share one, a race where they replay at once on different streams (bench/graphed.py's arms).
+        # A capture stream of its own (from torch's pool): torch keys cuBLAS workspaces by stream, and graphs
+        # recorded on one stream would share one, a race where they replay at once on different streams
+        # (bench/graphed.py's arms).
         capture = torch.cuda.Stream()
         with torch.cuda.graph(self.graph, stream=capture, capture_error_mode="thread_local"):
             self.outputs = step(*self.inputs)
