@@ -19,6 +19,7 @@ from gan_lab.callbacks import InLoopMetrics
 from gan_lab.core.augment import Augmentations
 from gan_lab.core.graphs import capture_mode
 from gan_lab.core.module import GANModule
+from gan_lab.core.regularizers import build_regularizer
 from gan_lab.errors import ConfigError
 from gan_lab.metrics import settings_from_config
 from gan_lab.run.checkpoint_io import AtomicCheckpointIO
@@ -61,6 +62,17 @@ def resolve_num_classes(cfg: DictConfig, datamodule: Any) -> None:
         )
 
 
+def regularizer_entries(group: DictConfig | None) -> list[Any]:
+    """The regularizers the `regularizer` group names ({name: config}, beside `interval`), instantiated.
+
+    A `_target_` at the group's top is one regularizer: a researcher's own single-file option, or the config of a
+    run stored before the group took several."""
+    entries = {k: v for k, v in (group or {}).items() if k != "interval"}
+    if "_target_" in entries:
+        return [instantiate(entries)]
+    return [instantiate(entry) for entry in entries.values() if entry is not None]
+
+
 def build_module(cfg: DictConfig) -> GANModule:
     """The GANModule described by cfg (model, loss, regularizer, optim, scheduler, n_critic, steps)."""
     speed = cfg.get("speed") or {}
@@ -68,7 +80,8 @@ def build_module(cfg: DictConfig) -> GANModule:
         generator=instantiate(cfg.model.generator),
         discriminator=instantiate(cfg.model.discriminator),
         loss=instantiate(cfg.loss),
-        regularizer=instantiate(cfg.regularizer),
+        regularizer=build_regularizer(regularizer_entries(cfg.regularizer)),
+        regularizer_interval=cfg.regularizer.get("interval", 1),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
         n_critic=cfg.n_critic,

@@ -18,7 +18,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TRUST = "checkpoint.trusted_packages=[gan_lab,torch,my_lab]"
 OWN = [  # one choice of each from my_lab/conf
     f"hydra.searchpath=[file://{(FIXTURES / 'my_lab' / 'conf').as_posix()}]",
-    "model=mlp", "loss=smoothed_bce", "regularizer=r2", "normalization=weight", "dataset=npz", "metrics=with_mfd",
+    "model=mlp", "loss=smoothed_bce", "regularizer=gp0", "normalization=weight", "dataset=npz", "metrics=with_mfd",
 ]  # fmt: skip
 TINY = [
     "model.width=32", "dataset.batch_size=8", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
@@ -48,7 +48,7 @@ def test_a_researchers_own_pieces_train_resume_and_evaluate(tmp_path, own_setup)
     # Each piece is the researcher's own, built from their YAML.
     assert type(straight.generator).__module__ == "my_lab.family"
     assert type(straight.loss).__name__ == "SmoothedLabelsLoss" and straight.loss.real_target == 0.9
-    assert type(straight.regularizer).__name__ == "R2"
+    assert type(straight.regularizer).__name__ == "ZeroCentredGP"
     linears = [m for m in straight.discriminator.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(type(m.parametrizations.weight[0]).__name__ == "_WeightNorm" for m in linears)
     assert not any(parametrize.is_parametrized(m) for m in straight.generator.modules())  # G: batch norm

@@ -249,8 +249,8 @@ def test_cli_full_error_shows_the_traceback(tmp_path):
             "dataset.resolution=256 cannot be built: model=resnet supports 32, 48, 64, 128",
         ),
         (
-            ["regularizer=weight_clip", "loss=wasserstein", "regularizer.clip=0"],
-            "regularizer.clip must be > 0, got 0; e.g. regularizer.clip=0.01 (WGAN's)",
+            ["regularizer=weight_clip", "loss=wasserstein", "regularizer.weight_clip.clip=0"],
+            "regularizer.weight_clip.clip must be > 0, got 0; e.g. regularizer.weight_clip.clip=0.01 (WGAN's)",
         ),
     ],
 )

@@ -10,8 +10,10 @@ from gan_lab.core.losses import (
     LeastSquaresLoss,
     MinimaxLoss,
     NonSaturatingLoss,
+    RelativisticPairingLoss,
     WassersteinLoss,
     discriminator_accuracy,
+    real_margin,
 )
 
 REAL = torch.tensor([2.0, -1.0])
@@ -78,3 +80,31 @@ def test_discriminator_accuracy():
     # Wasserstein critics have no absolute scale: threshold = midpoint of the batch means (here 10.5)
     shifted = discriminator_accuracy(WassersteinLoss(), torch.tensor([11.0, 12.0]), torch.tensor([9.0, 10.0]))
     assert shifted.item() == 1.0
+
+
+def test_relativistic_pairing_pairs_the_ith_real_with_the_ith_fake():
+    loss = RelativisticPairingLoss()
+    # D: softplus(-(r_i - f_i)) = softplus(f_i - r_i): pairs (2, 0.5), (-1, -3)
+    assert loss.d_loss(REAL, FAKE).item() == pytest.approx(mean([softplus(-1.5), softplus(-2.0)]), rel=1e-6)
+    # G: softplus(-(f_i - r_i)) = softplus(r_i - f_i)
+    assert loss.g_loss(FAKE, REAL).item() == pytest.approx(mean([softplus(1.5), softplus(2.0)]), rel=1e-6)
+    # Only differences count: shifting every logit changes nothing.
+    assert loss.d_loss(REAL + 7, FAKE + 7).item() == pytest.approx(loss.d_loss(REAL, FAKE).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="real logits"):
+        loss.g_loss(FAKE)
+
+
+def test_only_relativistic_losses_read_real_logits_and_the_others_ignore_them():
+    classic = [NonSaturatingLoss(), MinimaxLoss(), WassersteinLoss(), HingeLoss(), LeastSquaresLoss()]
+    assert RelativisticPairingLoss.uses_real_logits and not any(loss.uses_real_logits for loss in classic)
+    for loss in classic:  # the G step passes no real logits to them; given some, their value is unchanged
+        assert torch.equal(loss.g_loss(FAKE, REAL), loss.g_loss(FAKE))
+
+
+def test_relativistic_accuracy_and_ada_signal_use_the_batch_midpoint():
+    # no absolute scale: threshold = midpoint of the means (here 10.5), like Wasserstein
+    real, fake = torch.tensor([11.0, 12.0]), torch.tensor([9.0, 10.0])
+    assert discriminator_accuracy(RelativisticPairingLoss(), real, fake).item() == 1.0
+    assert real_margin(RelativisticPairingLoss(), real, fake).tolist() == [0.5, 1.5]
+    assert real_margin(NonSaturatingLoss(), real, fake).tolist() == [11.0, 12.0]  # threshold 0
+    assert real_margin(LeastSquaresLoss(), real, fake).tolist() == [10.5, 11.5]  # threshold 0.5

@@ -94,7 +94,11 @@ def test_weight_clipping_bounds_d_after_a_real_step(tiny_config):
 @pytest.mark.parametrize("regularizer, weight", [("gradient_penalty", "weight"), ("r1", "gamma")])
 def test_a_penalty_changes_the_d_update_and_weight_zero_does_not(tiny_config, regularizer, weight):
     plain = d_weights("regularizer=none", tiny_config=tiny_config)
-    zero = d_weights(f"regularizer={regularizer}", f"regularizer.{weight}=0", tiny_config=tiny_config)
-    ten = d_weights(f"regularizer={regularizer}", f"regularizer.{weight}=10", tiny_config=tiny_config)
+    zero = d_weights(
+        f"regularizer={regularizer}", f"regularizer.{regularizer}.{weight}=0", tiny_config=tiny_config
+    )
+    ten = d_weights(
+        f"regularizer={regularizer}", f"regularizer.{regularizer}.{weight}=10", tiny_config=tiny_config
+    )
     assert all(torch.equal(a, b) for a, b in zip(plain, zero, strict=True))
     assert any(not torch.allclose(a, b) for a, b in zip(plain, ten, strict=True))

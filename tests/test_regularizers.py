@@ -4,7 +4,18 @@ import pytest
 import torch
 from torch import nn
 
-from gan_lab.core.regularizers import GradientPenalty, R1Penalty, Regularizer, WeightClip
+from gan_lab.build import regularizer_entries
+from gan_lab.core.regularizers import (
+    Combined,
+    GradientPenalty,
+    R1Penalty,
+    R2Penalty,
+    Regularizer,
+    WeightClip,
+    build_regularizer,
+    has_penalty,
+    lazy_interval,
+)
 from gan_lab.errors import ConfigError
 
 
@@ -15,6 +26,13 @@ class LinearCritic(nn.Module):
 
     def forward(self, x, labels=None):
         return (x.flatten(1) * self.weight.flatten()).sum(dim=1)
+
+
+class QuadraticCritic(nn.Module):
+    """D(x) = 0.5 * sum(x^2): its input gradient is x itself, so a penalty's value depends on which batch it uses."""
+
+    def forward(self, x, labels=None):
+        return 0.5 * x.flatten(1).pow(2).sum(dim=1)
 
 
 def make(norm: float) -> tuple[LinearCritic, torch.Tensor, torch.Tensor]:
@@ -66,5 +84,66 @@ def test_weight_clip_bounds_every_parameter():
 def test_base_regularizer_is_a_no_op():
     critic, real, fake = make(2.0)
     assert Regularizer().penalty(critic, real, fake, None).item() == 0.0
-    with pytest.raises(ConfigError, match="regularizer.clip"):
+    with pytest.raises(ConfigError, match="regularizer.weight_clip.clip"):
         WeightClip(0.0)
+
+
+def test_r2_is_on_the_fakes_d_scored():
+    real, fake = torch.full((4, 3, 2, 2), 3.0), torch.full((4, 3, 2, 2), 0.5)
+    # grad D(fake) = fake: ||grad||^2 = 12 * 0.25 = 3 per sample, so gamma / 2 * 3 = 1.5 * gamma
+    assert R2Penalty(gamma=4.0).penalty(QuadraticCritic(), real, fake, None).item() == pytest.approx(6.0)
+    # R1 on the same batches reads the reals instead: 12 * 9 = 108 -> 216; a mix-up of the two would show
+    assert R1Penalty(gamma=4.0).penalty(QuadraticCritic(), real, fake, None).item() == pytest.approx(216.0)
+
+
+def test_r2_known_norm_on_a_linear_critic_and_fp32_under_autocast():
+    critic, real, fake = make(2.0)
+    assert R2Penalty(gamma=4.0).penalty(critic, real, fake, None).item() == pytest.approx(0.5 * 4.0 * 4.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        penalty = R2Penalty(gamma=4.0).penalty(critic, real.bfloat16(), fake.bfloat16(), None)
+    assert penalty.dtype == torch.float32
+
+
+def test_r1_plus_r2_is_r3gans_gamma_over_2_times_the_sum():
+    real, fake = torch.full((4, 3, 2, 2), 3.0), torch.full((4, 3, 2, 2), 0.5)
+    both = build_regularizer([R1Penalty(gamma=0.1), R2Penalty(gamma=0.1)])
+    assert isinstance(both, Combined) and has_penalty(both)
+    # gamma / 2 * (R1 + R2) = 0.05 * (108 + 3)
+    assert both.penalty(QuadraticCritic(), real, fake, None).item() == pytest.approx(0.05 * 111, rel=1e-6)
+    zero = build_regularizer([R1Penalty(gamma=0.0), R2Penalty(gamma=0.0)])
+    assert zero.penalty(QuadraticCritic(), real, fake, None).item() == 0.0
+
+
+def test_several_regularizers_each_act_and_none_is_the_base():
+    assert type(build_regularizer([])) is Regularizer and type(build_regularizer([None])) is Regularizer
+    assert isinstance(build_regularizer([R1Penalty()]), R1Penalty)  # one is itself, not wrapped
+    both = build_regularizer([WeightClip(0.01), R1Penalty()])
+    d = nn.Sequential(nn.Linear(4, 2))
+    with torch.no_grad():
+        d[0].weight.fill_(1.0)
+    both.after_d_step(d)
+    assert d[0].weight.abs().max().item() == pytest.approx(0.01)  # the clip ran inside Combined
+    assert has_penalty(both) and not has_penalty(build_regularizer([WeightClip(0.01)]))
+
+
+def test_the_group_builds_new_keyed_entries_and_a_single_target():
+    from omegaconf import OmegaConf
+
+    keyed = OmegaConf.create(
+        {
+            "interval": 4,
+            "r1": {"_target_": "gan_lab.core.regularizers.R1Penalty", "gamma": 0.5},
+            "r2": {"_target_": "gan_lab.core.regularizers.R2Penalty", "gamma": 0.5},
+        }
+    )
+    assert [type(r).__name__ for r in regularizer_entries(keyed)] == ["R1Penalty", "R2Penalty"]
+    # a stored config of a run from before the group took several: the regularizer itself at the top
+    stored = OmegaConf.create({"_target_": "gan_lab.core.regularizers.R1Penalty", "gamma": 3.0})
+    (single,) = regularizer_entries(stored)
+    assert isinstance(single, R1Penalty) and single.gamma == 3.0
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "4"])
+def test_lazy_interval_must_be_a_positive_integer(bad):
+    with pytest.raises(ConfigError, match="regularizer.interval must be an integer >= 1"):
+        lazy_interval(bad)

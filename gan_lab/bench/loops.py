@@ -222,7 +222,7 @@ def build_plain(cfg: DictConfig, speed: Speed) -> PlainGAN:
     """
     unsupported = {
         "n_critic": cfg.n_critic != 1,
-        "regularizer": cfg.regularizer.get("_target_", "").split(".")[-1] != "Regularizer",
+        "regularizer": any(k != "interval" and v is not None for k, v in cfg.regularizer.items()),
         "augment": bool(cfg.get("augment")),
         "ema.decay": cfg.ema.decay is not None,
         "model.num_classes": bool(cfg.model.num_classes),

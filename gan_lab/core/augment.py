@@ -19,7 +19,7 @@ remains to name that replacement when a stored config asks for the old op.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -253,6 +253,14 @@ class Augmentations:
         for op in self.all_ops:
             x = op(x)
         return x
+
+    @property
+    def adaptive(self) -> Any:
+        """The op whose probability adapts to D (augment=ada: it has `observe` and `adjust`), or None."""
+        adaptive = [op for op in self.all_ops if hasattr(op, "observe") and hasattr(op, "adjust")]
+        if len(adaptive) > 1:
+            raise ConfigError("augment: more than one adaptive augmentation; keep one (augment=ada)")
+        return adaptive[0] if adaptive else None
 
     def __bool__(self) -> bool:
         return bool(self.real_ops or self.all_ops)

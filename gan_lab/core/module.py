@@ -2,9 +2,14 @@
 
 Schedule (manual optimization), per training batch of real images:
   1. one discriminator step on that batch: D sees the real batch and a fresh fake batch G(z) (G not in the
-     graph), minimises loss.d_loss + regularizer.penalty, then regularizer.after_d_step (e.g. weight clipping);
+     graph), minimises loss.d_loss + regularizer.penalty, then regularizer.after_d_step (e.g. weight clipping).
+     Lazy regularization (`regularizer_interval` k > 1): the penalty only on every k-th D step, weighted by k;
   2. after every `n_critic`-th discriminator step (counted over the whole run, across epoch boundaries), one
-     generator step on a fresh noise batch of the same size, minimising loss.g_loss(D(G(z))).
+     generator step on a fresh noise batch of the same size, minimising loss.g_loss(D(G(z))). A relativistic
+     loss (loss.uses_real_logits) also scores the real batch of the D step just taken (same images, and the
+     fakes take its labels, as in the D step), for loss.g_loss(D(G(z)), D(x_real)).
+An adaptive augmentation (augment=ada) sees the signs of D's real logits at every D step and adjusts its
+probability every `interval` D steps, on the device.
 So each D step uses a fresh real batch, and an epoch (one pass over the data) has len(data) D steps and about
 len(data) / n_critic G steps. Per-step schedulers advance with each G step, per-epoch ones each epoch.
 The run's budget is `max_g_steps` generator steps, trainer.max_epochs, or minutes (`budget`, Lightning's Timer, see
@@ -42,9 +47,15 @@ from gan_lab.core.graphs import (
     steps_run_eagerly,
 )
 from gan_lab.core.guards import FiniteWatch, check_finite
-from gan_lab.core.losses import GANLoss, WassersteinLoss, discriminator_accuracy
-from gan_lab.core.optim import build_optimizer, build_scheduler, learning_rates, restore_built_flags
-from gan_lab.core.regularizers import Regularizer, WeightClip
+from gan_lab.core.losses import GANLoss, WassersteinLoss, discriminator_accuracy, real_margin
+from gan_lab.core.optim import (
+    build_optimizer,
+    build_scheduler,
+    lazy_regularization,
+    learning_rates,
+    restore_built_flags,
+)
+from gan_lab.core.regularizers import Regularizer, WeightClip, has_penalty, lazy_interval, members
 from gan_lab.errors import ConfigError
 from gan_lab.run.checkpoint_io import rng_state, set_rng_state
 
@@ -60,6 +71,7 @@ class GANModule(pl.LightningModule):
         discriminator: nn.Module,
         loss: GANLoss,
         regularizer: Regularizer | None = None,
+        regularizer_interval: int = 1,
         optim: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         n_critic: int = 1,
@@ -90,6 +102,7 @@ class GANModule(pl.LightningModule):
         self.discriminator = discriminator.to(memory_format=self.memory_format)
         self.loss = loss
         self.regularizer = regularizer or Regularizer()
+        self.regularizer_interval = lazy_interval(regularizer_interval)
         self.optim = dict(optim or {"_target_": "torch.optim.Adam", "lr": 2e-4, "betas": (0.5, 0.999)})
         self.lr_g, self.lr_d = learning_rates(self.optim)
         self.scheduler = dict(scheduler) if scheduler else None
@@ -98,6 +111,8 @@ class GANModule(pl.LightningModule):
         self.z_dim = z_dim
         self.num_classes = num_classes
         self.augment = augment or Augmentations(None)
+        # Registered as a submodule: its probability and counts follow the device and live in checkpoints.
+        self.adaptive_augment = self.augment.adaptive
         self.generator_ema = build_ema(self.generator, ema_decay)
         self.ema_start_step = ema_start_step
         # speed.capture=nets includes speed.compile: with both set, capture decides (it compiles in on_fit_start).
@@ -121,7 +136,8 @@ class GANModule(pl.LightningModule):
         self.last_losses: dict[str, Tensor] = {}
         self._finite = FiniteWatch()  # the first NaN / infinite loss, checked by check_finite
         self._rng_to_restore: Mapping[str, Any] | None = None  # set on resume, applied at the next batch
-        if isinstance(self.regularizer, WeightClip) and not isinstance(self.loss, WassersteinLoss):
+        clips = any(isinstance(part, WeightClip) for part in members(self.regularizer))
+        if clips and not isinstance(self.loss, WassersteinLoss):
             log.warning(
                 "weight clipping is meant for the Wasserstein critic (loss=wasserstein); with %s it limits D "
                 "without the theory behind it",
@@ -169,9 +185,24 @@ class GANModule(pl.LightningModule):
         whole_steps = self.capture in ("steps", "auto") and self._why_steps_run_eagerly([]) is None
         fused = self.capture == "nets" or whole_steps
         capturable = whole_steps
+        optim_d, lr_d = lazy_regularization(self.optim, self.lr_d, self.regularizer_interval)
+        if self.regularizer_interval > 1 and has_penalty(self.regularizer):
+            log.info(
+                "lazy regularization: the penalty every %d D steps, weighted by %d; D's lr %g -> %g%s",
+                self.regularizer_interval,
+                self.regularizer_interval,
+                self.lr_d,
+                lr_d,
+                f", betas {tuple(self.optim['betas'])} -> {tuple(round(b, 6) for b in optim_d['betas'])}"
+                if optim_d.get("betas") is not None
+                else "",
+            )
         opt_g, opt_d = (
-            build_optimizer(self.optim, net.parameters(), lr, prefer_fused=fused, capturable=capturable)
-            for net, lr in ((self.generator, self.lr_g), (self.discriminator, self.lr_d))
+            build_optimizer(optim, net.parameters(), lr, prefer_fused=fused, capturable=capturable)
+            for net, optim, lr in (
+                (self.generator, self.optim, self.lr_g),
+                (self.discriminator, optim_d, lr_d),
+            )
         )
         if not self.scheduler:
             return [opt_g, opt_d]
@@ -214,7 +245,7 @@ class GANModule(pl.LightningModule):
         opt_g, opt_d = self.optimizers()
         self._discriminator_step(opt_d, real, labels)
         if self.d_steps % self.n_critic == 0:
-            self._generator_step(opt_g, real.shape[0])
+            self._generator_step(opt_g, real, labels)
         # Per-epoch schedulers step after each full pass over the data, counted in D steps rather than at
         # Lightning's epoch end, which also comes early when a `steps` budget stops a run mid-epoch.
         if self._scheduler_interval() == "epoch" and self.d_steps % self._batches_per_epoch() == 0:
@@ -272,9 +303,15 @@ class GANModule(pl.LightningModule):
             # A new iteration of the CUDA graphs: the last step's graph outputs may be overwritten now.
             torch.compiler.cudagraph_mark_step_begin()
         self.toggle_optimizer(opt_d)
-        update = partial(self._discriminator_update, opt_d)
+        # Lazy regularization: the penalty on every k-th D step (the first included), weighted by k. Steps with
+        # and without it are different graphs under speed.capture=steps.
+        penalized = has_penalty(self.regularizer) and self.d_steps % self.regularizer_interval == 0
+        name = (
+            "discriminator" if penalized or not has_penalty(self.regularizer) else "discriminator_unpenalized"
+        )
+        update = partial(self._discriminator_update, opt_d, self.regularizer_interval if penalized else 0)
         d_loss, penalty, real_logits, fake_logits = self._step_graphs.run(
-            "discriminator", update, real, labels, live_lr=self._live_lr(opt_d)
+            name, update, real, labels, live_lr=self._live_lr(opt_d)
         )
         if self._step_graphs.replayed:
             count_lightning_step(opt_d)
@@ -282,6 +319,10 @@ class GANModule(pl.LightningModule):
         self.untoggle_optimizer(opt_d)
         self.regularizer.after_d_step(self.discriminator)
         self.d_steps += 1
+        if self.adaptive_augment is not None:
+            self.adaptive_augment.observe(real_margin(self.loss, real_logits, fake_logits).sign())
+            if self.d_steps % self.adaptive_augment.interval == 0:
+                self.adaptive_augment.adjust(real.shape[0])
         self._finite.watch(d_loss + penalty, is_generator=False, g_step=self.g_steps, d_step=self.d_steps)
         self._accumulate(
             d_loss=d_loss,
@@ -292,9 +333,11 @@ class GANModule(pl.LightningModule):
         )
         self.last_losses["d_loss"] = d_loss
 
-    def _discriminator_update(self, opt_d: Any, real: Tensor, labels: Tensor | None) -> tuple[Tensor, ...]:
+    def _discriminator_update(
+        self, opt_d: Any, penalty_weight: int, real: Tensor, labels: Tensor | None
+    ) -> tuple[Tensor, ...]:
         """D's update on a real batch and fresh fakes (one CUDA graph under speed.capture=steps); returns the
-        detached d_loss, penalty and real and fake logits."""
+        detached d_loss, penalty (times penalty_weight; 0: not computed) and real and fake logits."""
         fake_labels = labels  # conditional D compares real and fake of the same classes
         with torch.no_grad():
             fake = self.generator(self.sample_noise(real.shape[0]), fake_labels)
@@ -302,10 +345,14 @@ class GANModule(pl.LightningModule):
         real_logits = self.discriminator(real, labels)
         fake_logits = self.discriminator(fake, fake_labels)
         d_loss = self.loss.d_loss(real_logits, fake_logits)
-        penalty_d = self.discriminator
-        if has_penalty(self.regularizer) and is_compiled(penalty_d):
-            penalty_d = uncompiled(penalty_d)  # double backward: see on_fit_start
-        penalty = self.regularizer.penalty(penalty_d, real, fake, labels)
+        penalty = d_loss.new_zeros(())
+        if penalty_weight:
+            # double backward: see on_fit_start
+            penalty_d = (
+                uncompiled(self.discriminator) if is_compiled(self.discriminator) else self.discriminator
+            )
+            penalty = self.regularizer.penalty(penalty_d, real, fake, labels)
+            penalty = penalty * penalty_weight if penalty_weight != 1 else penalty
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss + penalty)
         opt_d.step()
@@ -321,13 +368,16 @@ class GANModule(pl.LightningModule):
         if self._cuda_graphs:
             optimizer.zero_grad(set_to_none=True)
 
-    def _generator_step(self, opt_g: Any, n: int) -> None:
+    def _generator_step(self, opt_g: Any, real: Tensor, labels: Tensor | None) -> None:
         if self._cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad: no D gradients are computed
-        # One graph per batch size (n is not an input tensor the graph could take).
+        # One graph per batch size (n is not an input tensor the graph could take). Only a relativistic loss
+        # reads the real batch, which is then an input of the graph.
+        n = real.shape[0]
+        paired = (real, labels) if self.loss.uses_real_logits else ()
         update = partial(self._generator_update, opt_g, n)
-        g_loss = self._step_graphs.run(f"generator{n}", update, live_lr=self._live_lr(opt_g))
+        g_loss = self._step_graphs.run(f"generator{n}", update, *paired, live_lr=self._live_lr(opt_g))
         if self._step_graphs.replayed:
             count_lightning_step(opt_g)
         self._drop_graph_gradients(opt_g)
@@ -345,11 +395,21 @@ class GANModule(pl.LightningModule):
         if self.max_g_steps and self.g_steps >= self.max_g_steps:
             self.trainer.should_stop = True
 
-    def _generator_update(self, opt_g: Any, n: int) -> Tensor:
-        """G's update on n fresh fakes (one CUDA graph under speed.capture=steps); returns the detached g_loss."""
-        fake_labels = self.sample_labels(n)
+    def _generator_update(
+        self, opt_g: Any, n: int, real: Tensor | None = None, labels: Tensor | None = None
+    ) -> Tensor:
+        """G's update on n fresh fakes (one CUDA graph under speed.capture=steps); returns the detached g_loss.
+
+        `real` (with its `labels`): the batch a relativistic loss pairs the fakes with; the fakes then take
+        those labels, as in the D step. Without it the fakes draw uniform labels."""
+        fake_labels = self.sample_labels(n) if real is None else labels
         fake = self.augment.fake(self.generator(self.sample_noise(n), fake_labels))
-        g_loss = self.loss.g_loss(self.discriminator(fake, fake_labels))
+        fake_logits = self.discriminator(fake, fake_labels)
+        if real is None:
+            g_loss = self.loss.g_loss(fake_logits)
+        else:
+            real_logits = self.discriminator(self.augment.real(real), labels)  # a constant for G
+            g_loss = self.loss.g_loss(fake_logits, real_logits)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()
@@ -407,11 +467,6 @@ class GANModule(pl.LightningModule):
 def is_compiled(module: nn.Module) -> bool:
     """Whether nn.Module.compile() was applied to `module` in place."""
     return getattr(module, "_compiled_call_impl", None) is not None
-
-
-def has_penalty(regularizer: Regularizer) -> bool:
-    """Whether the regularizer adds a penalty term (which may differentiate through D twice)."""
-    return type(regularizer).penalty is not Regularizer.penalty
 
 
 class _Uncompiled(nn.Module):

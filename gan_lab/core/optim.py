@@ -60,6 +60,22 @@ def build_optimizer(
     return instantiate(kwargs, params=params, lr=lr, _convert_="all")
 
 
+def lazy_regularization(optim: Mapping[str, Any], lr: float, interval: int) -> tuple[dict[str, Any], float]:
+    """D's optimizer settings under lazy regularization (Karras et al. 2020, StyleGAN2): (optim, lr).
+
+    A penalty added every `interval` = k D steps, weighted by k, makes the regularized steps larger; StyleGAN2
+    compensates with c = k / (k + 1): lr * c and each beta ** c (Adam's betas; an optimizer without betas gets
+    lr * c only). k = 1 returns the settings unchanged.
+    """
+    optim = dict(optim)
+    if interval == 1:
+        return optim, lr
+    c = interval / (interval + 1)
+    if optim.get("betas") is not None:
+        optim["betas"] = [float(beta) ** c for beta in optim["betas"]]
+    return optim, lr * c
+
+
 def build_scheduler(scheduler: Mapping[str, Any], optimizer: torch.optim.Optimizer, run_length: int) -> Any:
     """Instantiate conf/scheduler's `_target_`; null T_max / total_iters become the run length in intervals."""
     kwargs = {k: v for k, v in scheduler.items() if k != "interval"}

@@ -4,9 +4,13 @@ A regularizer has two hooks, so penalties and constraints share one interface:
 - `penalty(discriminator, real, fake, labels)`: a scalar added to the D loss (0 for constraints);
 - `after_d_step(discriminator)`: applied to D's weights after each optimizer step (weight clipping).
 Penalties are computed in at least fp32 with autocast off: squared gradient norms overflow/underflow in fp16.
+Several regularizers at once (`regularizer=[r1,r2]`) are one `Combined`: their penalties add up.
+Lazy regularization (StyleGAN2) is GANModule's: `regularizer.interval=k` adds k * penalty on every k-th D step.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +38,7 @@ class WeightClip(Regularizer):
     def __init__(self, clip: float = 0.01) -> None:
         if clip <= 0:
             raise ConfigError(
-                f"regularizer.clip must be > 0, got {clip}; e.g. regularizer.clip=0.01 (WGAN's)"
+                f"regularizer.weight_clip.clip must be > 0, got {clip}; e.g. regularizer.weight_clip.clip=0.01 (WGAN's)"
             )
         self.clip = clip
 
@@ -81,3 +85,66 @@ class R1Penalty(Regularizer):
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
         grad = _input_gradients(discriminator, real, labels)
         return 0.5 * self.gamma * grad.flatten(1).pow(2).sum(dim=1).mean()
+
+
+class R2Penalty(Regularizer):
+    """R2 (Mescheder et al. 2018; R3GAN): gamma / 2 * E[||grad D(x_fake)||^2] on the fakes D scored."""
+
+    def __init__(self, gamma: float = 10.0) -> None:
+        self.gamma = gamma
+
+    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+        grad = _input_gradients(discriminator, fake, labels)
+        return 0.5 * self.gamma * grad.flatten(1).pow(2).sum(dim=1).mean()
+
+
+class Combined(Regularizer):
+    """Several regularizers as one: the sum of their penalties, each one's after_d_step in turn.
+
+    With R1 and R2 of the same gamma this is R3GAN's gamma / 2 * (R1 + R2).
+    """
+
+    def __init__(self, parts: Sequence[Regularizer]) -> None:
+        self.parts = list(parts)
+
+    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+        terms = [part.penalty(discriminator, real, fake, labels) for part in self.parts if has_penalty(part)]
+        return sum(terms[1:], terms[0]) if terms else real.new_zeros(())
+
+    @torch.no_grad()
+    def after_d_step(self, discriminator: nn.Module) -> None:
+        for part in self.parts:
+            part.after_d_step(discriminator)
+
+    def __repr__(self) -> str:
+        return " + ".join(map(repr, self.parts)) or "Regularizer()"
+
+
+def has_penalty(regularizer: Regularizer) -> bool:
+    """Whether the regularizer adds a penalty term (which differentiates through D twice)."""
+    if isinstance(regularizer, Combined):
+        return any(has_penalty(part) for part in regularizer.parts)
+    return type(regularizer).penalty is not Regularizer.penalty
+
+
+def members(regularizer: Regularizer) -> list[Regularizer]:
+    """The regularizers a Combined holds, or [regularizer]."""
+    return list(regularizer.parts) if isinstance(regularizer, Combined) else [regularizer]
+
+
+def build_regularizer(parts: Sequence[Regularizer | None]) -> Regularizer:
+    """The run's regularizer from the `regularizer` group's entries (None entries dropped): none, one, or Combined."""
+    kept = [part for part in parts if part is not None and type(part) is not Regularizer]
+    if not kept:
+        return Regularizer()
+    return kept[0] if len(kept) == 1 else Combined(kept)
+
+
+def lazy_interval(interval: object) -> int:
+    """regularizer.interval checked: an integer >= 1 (1 = a penalty at every D step)."""
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ConfigError(
+            f"regularizer.interval must be an integer >= 1 (penalty every k D steps), got {interval!r}; "
+            "e.g. regularizer.interval=16 (StyleGAN2's lazy R1)"
+        )
+    return interval
