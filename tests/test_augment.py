@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torchvision.transforms.v2.functional import adjust_sharpness
 
+from gan_lab.core.ada import AdaptiveAugment
 from gan_lab.core.augment import (
     Augmentations,
     CutMix,
@@ -27,7 +28,7 @@ from gan_lab.errors import ConfigError, one_line, user_error
 from gan_lab.utils.config import CONF_DIR, compose_config, config_choices
 
 OPS = ["color", "translation", "cutout"]
-CLASSES = {"cutmix": CutMix, "sharpen": Sharpen, "diffaugment": DiffAugment}
+CLASSES = {"cutmix": CutMix, "sharpen": Sharpen, "diffaugment": DiffAugment, "ada": AdaptiveAugment}
 
 
 def images(n: int = 8, size: int = 32, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -31,6 +31,11 @@ RESUME_CASES = {
     "ncritic3_milestones_cutmix_cgan": [
         "n_critic=3", "scheduler=step", "scheduler.milestones=[1,2]", "augment=cutmix", "model=cgan",
     ],
+    # today's recipe: RpGAN's paired G step, R1 + R2 every 3rd D step, ADA's p (adjusted every 2 D steps)
+    "rpgan_r1r2_lazy3_ada_cgan": [
+        "loss=rpgan", "regularizer=[r1,r2]", "regularizer.interval=3", "augment=ada", "augment.ada.interval=2",
+        "augment.ada.ramp_images=200", "model=cgan", "n_critic=2", "ema.decay=0.9",
+    ],
 }  # fmt: skip
 
 

@@ -383,7 +383,11 @@ FAMILIES = {
     "resnet_hinge_diffaugment": ["model=resnet", "loss=hinge", "augment=diffaugment"],
     "wgan_gp": GPU_CASES["wgan_gp"],
     "wgan_clip": ["model=dcgan", "loss=wasserstein", "regularizer=weight_clip"],
-}
+    # ADA adjusting p every D step, the relativistic G step's real batch, R1 + R2 every other D step
+    "rpgan_r1r2_lazy_ada": [
+        "loss=rpgan", "regularizer=[r1,r2]", "regularizer.interval=2", "augment=ada", "augment.ada.interval=1",
+    ],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -428,9 +428,11 @@ class GANModule(pl.LightningModule):
         """Log the means since the last write (D values over all D steps), learning rates and counters."""
         self.check_finite()
         names = list(self._log_sums)
-        means = (
-            torch.stack([total / count for total, count in self._log_sums.values()]).tolist() if names else []
-        )
+        values = [total / count for total, count in self._log_sums.values()]
+        if self.adaptive_augment is not None:  # ADA's probability now, read back with the means (one sync)
+            names.append("ada_p")
+            values.append(self.adaptive_augment.p)
+        means = torch.stack(values).tolist() if names else []
         metrics = {f"train/{name}": value for name, value in zip(names, means, strict=True)}
         opt_g, opt_d = self.optimizers()
         metrics |= {
