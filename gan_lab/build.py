@@ -70,12 +70,28 @@ def regularizer_entries(group: DictConfig | None) -> list[Any]:
     entries = {k: v for k, v in (group or {}).items() if k != "interval"}
     if "_target_" in entries:
         return [instantiate(entries)]
+    for name, entry in entries.items():
+        if entry is not None:
+            check_names_a_class(f"regularizer.{name}", entry, f"regularizer=[...,{name}]")
     return [instantiate(entry) for entry in entries.values() if entry is not None]
+
+
+def check_names_a_class(key: str, node: Any, choose: str) -> None:
+    """A config node that sets arguments but no `_target_` (a preset's setting for an option the command line
+    replaced, e.g. model=r3gan's scheduler.eta_min after scheduler=none) stops with the fix."""
+    if node and "_target_" not in node:
+        raise ConfigError(
+            f"{key} sets {', '.join(node)} but names no class (a preset's setting for an option the command line "
+            f"dropped?); drop it with {' '.join(f'~{key}.{k}' for k in node)}, or choose one: {choose}"
+        )
 
 
 def build_module(cfg: DictConfig) -> GANModule:
     """The GANModule described by cfg (model, loss, regularizer, optim, scheduler, n_critic, steps)."""
     speed = cfg.get("speed") or {}
+    check_names_a_class(
+        "scheduler", {k: v for k, v in (cfg.scheduler or {}).items() if k != "interval"}, "scheduler=cosine"
+    )
     return GANModule(
         generator=instantiate(cfg.model.generator),
         discriminator=instantiate(cfg.model.discriminator),

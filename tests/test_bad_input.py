@@ -252,6 +252,29 @@ def test_cli_full_error_shows_the_traceback(tmp_path):
             ["regularizer=weight_clip", "loss=wasserstein", "regularizer.weight_clip.clip=0"],
             "regularizer.weight_clip.clip must be > 0, got 0; e.g. regularizer.weight_clip.clip=0.01 (WGAN's)",
         ),
+        (
+            ["regularizer=r1", "regularizer.interval=0"],
+            "regularizer.interval must be an integer >= 1 (penalty every k D steps), got 0; "
+            "e.g. regularizer.interval=16 (StyleGAN2's lazy R1)",
+        ),
+        (
+            ["model=r3gan", "model.channels_per_group=4", "scheduler=none"],
+            "scheduler sets eta_min but names no class (a preset's setting for an option the command line "
+            "dropped?); drop it with ~scheduler.eta_min, or choose one: scheduler=cosine",
+        ),
+        (
+            ["regularizer=r1", "+regularizer.r2.gamma=1"],
+            "regularizer.r2 sets gamma but names no class (a preset's setting for an option the command line "
+            "dropped?); drop it with ~regularizer.r2.gamma, or choose one: regularizer=[...,r2]",
+        ),
+        (
+            ["model=r3gan", "model.channels_per_group=4", "normalization=spectral"],
+            "model=r3gan has no normalization layers (R3GAN's design); drop normalization=spectral (the preset sets none)",
+        ),
+        (
+            ["augment=ada", "augment.ada.target=1.5"],
+            "augment.ada.target must be in (0, 1) (ADA uses 0.6), got 1.5",
+        ),
     ],
 )
 def test_bad_value_is_one_line_and_keeps_files(tiny_config, tmp_path, capsys, overrides, expected):
