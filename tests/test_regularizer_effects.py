@@ -4,11 +4,20 @@ constraint is dropped, computed on the wrong images, or left to bf16 autocast.
 The critic D(x) = ½‖x‖² has the input gradient x, so a penalty's value is known in closed form at any point.
 """
 
+import csv
+
 import pytest
 import torch
 from torch import nn
 
-from gan_lab.core.regularizers import GradientPenalty, R1Penalty
+from gan_lab.core.regularizers import (
+    Combined,
+    GradientPenalty,
+    R1Penalty,
+    R2Penalty,
+    build_regularizer,
+    has_penalty,
+)
 from gan_lab.train import train
 
 
@@ -102,3 +111,55 @@ def test_a_penalty_changes_the_d_update_and_weight_zero_does_not(tiny_config, re
     )
     assert all(torch.equal(a, b) for a, b in zip(plain, zero, strict=True))
     assert any(not torch.allclose(a, b) for a, b in zip(plain, ten, strict=True))
+
+
+def test_r2_is_on_the_fakes_d_scored():
+    real, fake = torch.full((4, 3, 2, 2), 3.0), torch.full((4, 3, 2, 2), 0.5)
+    # grad D(fake) = fake: ||grad||^2 = 12 * 0.25 = 3 per sample, so gamma / 2 * 3 = 1.5 * gamma
+    assert R2Penalty(gamma=4.0).penalty(HalfSquaredNorm(), real, fake, None).item() == pytest.approx(6.0)
+    # R1 on the same batches reads the reals instead: 12 * 9 = 108 -> 216; a mix-up of the two would show
+    assert R1Penalty(gamma=4.0).penalty(HalfSquaredNorm(), real, fake, None).item() == pytest.approx(216.0)
+
+
+def test_r1_plus_r2_is_r3gans_gamma_over_2_times_the_sum():
+    real, fake = torch.full((4, 3, 2, 2), 3.0), torch.full((4, 3, 2, 2), 0.5)
+    both = build_regularizer([R1Penalty(gamma=0.1), R2Penalty(gamma=0.1)])
+    assert isinstance(both, Combined) and has_penalty(both)
+    # gamma / 2 * (R1 + R2) = 0.05 * (108 + 3)
+    assert both.penalty(HalfSquaredNorm(), real, fake, None).item() == pytest.approx(0.05 * 111, rel=1e-6)
+    zero = build_regularizer([R1Penalty(gamma=0.0), R2Penalty(gamma=0.0)])
+    assert zero.penalty(HalfSquaredNorm(), real, fake, None).item() == 0.0
+
+
+@pytest.mark.parametrize("interval", [1, 4])
+def test_lazy_regularization_every_kth_d_step_weighted_by_k(
+    tiny_config, tmp_path, monkeypatch, caplog, interval
+):
+    """k = 4: R1 on D steps 1, 5, 9 of 10, the logged penalty k times the computed one, D's Adam lr * 0.8 and
+    betas ** 0.8 (c = k / (k + 1)); k = 1: R1 on every D step, weight 1, the optimizer as configured."""
+    raw: list[float] = []
+    plain_penalty = R1Penalty.penalty
+
+    def recorded(self, *args):
+        value = plain_penalty(self, *args)
+        raw.append(value.item())
+        return value
+
+    monkeypatch.setattr(R1Penalty, "penalty", recorded)
+    caplog.set_level("INFO", logger="gan_lab.module")
+    module = train(tiny_config("regularizer=r1", f"regularizer.interval={interval}", "steps=10"))
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        logged = [float(row["train/d_penalty"]) for row in csv.DictReader(f)]  # one D step per row
+    penalized = [i for i in range(10) if i % interval == 0]
+    assert len(raw) == len(penalized)
+    assert [i for i, value in enumerate(logged) if value != 0.0] == penalized
+    assert [logged[i] for i in penalized] == pytest.approx([interval * value for value in raw], rel=1e-6)
+    c = interval / (interval + 1) if interval > 1 else 1.0
+    group = module.trainer.optimizers[1].param_groups[0]  # D's
+    assert group["lr"] == pytest.approx(2e-4 * c) and group["betas"] == pytest.approx((0.5**c, 0.999**c))
+    assert module.trainer.optimizers[0].param_groups[0]["lr"] == 2e-4  # G's is not regularized
+    said = [r.getMessage() for r in caplog.records if "lazy regularization" in r.getMessage()]
+    assert said == ([] if interval == 1 else [
+        "lazy regularization: the penalty every 4 D steps, weighted by 4; D's lr 0.0002 -> 0.00016, "
+        "betas (0.5, 0.999) -> (0.574349, 0.9992)"
+    ])  # fmt: skip
