@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from gan_lab.data.device import DeviceImages, IndexBatches, as_collated, choose_device_images
 from gan_lab.data.memory import (
@@ -39,6 +39,10 @@ log = logging.getLogger("gan_lab.data")
 IN_MEMORY_MAX_BYTES = 4 * 2**30
 MIN_CACHED_IMAGES = 2000  # smaller sets decode in a second or so: not worth a cache file
 DECODE_BATCH = 256  # images per worker batch while decoding into memory
+# dataset.max_images: the seed of the fixed training subset's permutations. A constant, not the run's seed or
+# order_seed, so that every arm of a study (seeds, augmentations, losses) trains on the very same images, and a
+# subset can be cited and reproduced; changing it changes every subset (see `fixed_subset`).
+SUBSET_SEED = 0
 
 
 @rank_zero_only  # DDP ranks check the same files: one warning is enough
@@ -57,8 +61,47 @@ def _positive_int(name: str, value: object, example: int) -> int:
     return value
 
 
+def fixed_subset(labels: torch.Tensor, num_classes: int, count: int) -> torch.Tensor:
+    """The indices, ascending, of the fixed `count`-image subset of a training set labelled `labels` (N,).
+
+    The rule (dataset.max_images): with K = num_classes > 0 classes, class k (k = 0..K-1) gets count // K images,
+    and the first count % K classes one more each; without labels (K = 0) all N images form one group that gets
+    `count`. One generator, ``g = torch.Generator().manual_seed(SUBSET_SEED)``, permutes the groups in turn
+    (class 0 first): each group's indices, in dataset order, are reordered by ``torch.randperm(len(group),
+    generator=g)`` and the first ones the group gets are kept; the kept indices of all groups are sorted
+    ascending. Nothing else enters (not the run's seed nor order_seed), so the subset is the same for every run;
+    and a larger count keeps a smaller count's images. The caller checks that each group has enough images.
+    """
+    if num_classes == 0:
+        groups = [torch.arange(len(labels))]
+    else:
+        groups = [torch.nonzero(labels == k).flatten() for k in range(num_classes)]
+    g, kept = torch.Generator().manual_seed(SUBSET_SEED), []
+    for k, group in enumerate(groups):
+        quota = count // len(groups) + (k < count % len(groups))
+        kept.append(group[torch.randperm(len(group), generator=g)[:quota]])
+    return torch.cat(kept).sort().values
+
+
+def _subset(dataset: Dataset, keep: torch.Tensor) -> Dataset:
+    """Items `keep` of `dataset`; tensors held in memory are indexed (a copy), so they stay tensors (on_device)."""
+    if isinstance(dataset, InMemoryImages):
+        return InMemoryImages(dataset.images[keep], dataset.labels[keep])
+    if isinstance(dataset, _TensorImages):
+        return _TensorImages(dataset.images[keep], dataset.labels[keep], dataset.transform)
+    return Subset(dataset, keep.tolist())
+
+
 class ImageDataModule(pl.LightningDataModule):
-    """Shared settings and the training dataloader; subclasses only build the dataset."""
+    """Shared settings and the training dataloader; subclasses only build the dataset.
+
+    dataset.max_images=N trains on a fixed subset of N training images (small-data studies, as in ADA), chosen
+    by `fixed_subset`: class-stratified where the dataset has labels, independent of seed and order_seed. It is
+    the training set only (what the sampler draws from, `train_set`, `subset` its indices into the full set);
+    the metrics' reference images (`reference_dataset("train")`) stay the FULL training set, as in the ADA paper.
+    The in-memory mode decodes (and caches) the full set and then keeps the subset, so the decoded cache is
+    shared with full-data runs; `num_images` therefore counts the full set, which is what the decode holds.
+    """
 
     def __init__(
         self,
@@ -70,8 +113,19 @@ class ImageDataModule(pl.LightningDataModule):
         order_seed: int = 0,
         in_memory: bool | str | None = None,
         on_device: bool | str = "auto",
+        max_images: int | None = None,
     ) -> None:
         super().__init__()
+        if max_images is not None and (
+            isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
+        ):
+            raise ConfigError(
+                f"dataset.max_images={max_images!r} must be a positive integer or null (all images); "
+                "set e.g. dataset.max_images=2000"
+            )
+        self.max_images = max_images  # train on a fixed subset of this many images (None: all of them)
+        # With max_images, set by setup: the subset's indices into the full training set (ascending).
+        self.subset: torch.Tensor | None = None
         for key, value, allowed in (
             ("in_memory", in_memory, (None, True, False, "auto")),  # None: the images are generated in memory
             ("on_device", on_device, (True, False, "auto")),
@@ -108,9 +162,12 @@ class ImageDataModule(pl.LightningDataModule):
         if split not in ("train", "test"):
             raise ConfigError(f"metrics.reference_split must be 'train' or 'test', got '{split}'")
         resolution = resolution or self.resolution
-        if split == "train" and resolution == self.resolution and isinstance(self.train_set, InMemoryImages):
+        held = isinstance(self.train_set, InMemoryImages) and self.max_images is None
+        if split == "train" and resolution == self.resolution and held:
             # The decoded images are reference_transform's output already: the same bytes, no second decode.
-            return _TensorImages(self.train_set.images, self.train_set.labels, None)
+            return _TensorImages(self.train_set.images, self.train_set.labels, None)  # type: ignore[union-attr]
+        # With dataset.max_images, train is still the full training set (not the subset trained on): a small-data
+        # study's FID compares with all the real images, as ADA's does.
         return self.build_dataset(reference_transform(resolution, self.crop), split)
 
     def native_resolution(self) -> int | None:
@@ -118,8 +175,55 @@ class ImageDataModule(pl.LightningDataModule):
         return None
 
     def num_images(self) -> int | None:
-        """Images in the training set, known without decoding any; None: unknown (in_memory=auto is then off)."""
+        """Images in the training set, known without decoding any; None: unknown (in_memory=auto is then off).
+
+        The full set even with dataset.max_images: the in-memory mode decodes all of them before it keeps the subset.
+        """
         return None
+
+    def train_labels(self) -> torch.Tensor | None:
+        """Labels (N,) of the full training set in dataset order, known without decoding; None: no classes."""
+        if not self.num_classes:
+            return None
+        dataset = self.build_dataset(reference_transform(self.resolution, self.crop))
+        labels = getattr(dataset, "targets", None)  # torchvision's name (CIFAR10)
+        if labels is None:
+            labels = dataset.labels  # type: ignore[attr-defined]
+        return torch.as_tensor(labels, dtype=torch.long)
+
+    def choose_subset(self, total: int) -> torch.Tensor:
+        """dataset.max_images' indices into the `total` training images (`fixed_subset`), checked and logged."""
+        n, name = self.max_images, type(self).__name__
+        assert n is not None
+        if n > total:
+            raise ConfigError(
+                f"dataset.max_images={n} but {name} has only {total} training images; lower it or set null"
+            )
+        labels, classes = self.train_labels(), self.num_classes
+        if labels is None:
+            labels, classes = torch.zeros(total, dtype=torch.long), 0
+        elif len(labels) != total:
+            raise DataError(f"{name} lists {len(labels)} labels for its {total} training images")
+        if classes and n < classes:
+            raise ConfigError(
+                f"dataset.max_images={n} is fewer than the {classes} classes of {name}: the subset takes the same "
+                f"number of images from each class; set dataset.max_images to at least {classes}, or null"
+            )
+        counts = torch.bincount(labels, minlength=max(classes, 1)).tolist()
+        for k in range(classes):
+            quota = n // classes + (k < n % classes)
+            if counts[k] < quota:
+                cls = self.class_names[k] if k < len(self.class_names) else str(k)
+                raise ConfigError(
+                    f"dataset.max_images={n} takes {quota} images of class {cls!r}, which has only {counts[k]}; "
+                    "lower it or set null"
+                )
+        keep = fixed_subset(labels, classes, n)
+        per_class = (
+            f" ({n // classes}{f' or {n // classes + 1}' * bool(n % classes)} per class)" if classes else ""
+        )
+        _info_once("training on a fixed subset of %d of %d images%s", n, total, per_class)
+        return keep
 
     def use_in_memory(self) -> bool:
         """Resolve dataset.in_memory (auto: the decoded uint8 set fits IN_MEMORY_MAX_BYTES) and log which."""
@@ -144,14 +248,19 @@ class ImageDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         if self.use_in_memory():
+            # The full set is decoded (and cached, shared with runs on all images), then the subset kept.
             train_set: Dataset = InMemoryImages(*self.load_decoded())
         else:
             train_set = self.build_dataset(image_transform(self.resolution, self.crop))
+        if self.max_images is not None:
+            self.subset = self.choose_subset(len(train_set))  # type: ignore[arg-type]
+            train_set = _subset(train_set, self.subset)
         size = len(train_set)  # type: ignore[arg-type]
         if size < self.batch_size:
             where = self.root if self.root is not None else type(self).__name__
+            of = f" (dataset.max_images={self.max_images})" if self.max_images is not None else ""
             raise DataError(
-                f"dataset.batch_size={self.batch_size} is larger than the {size} images in {where}; "
+                f"dataset.batch_size={self.batch_size} is larger than the {size} images in {where}{of}; "
                 "lower dataset.batch_size"
             )
         self.train_set = train_set

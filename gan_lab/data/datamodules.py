@@ -43,8 +43,11 @@ class CIFAR10DataModule(ImageDataModule):
         download: bool = True,
         in_memory: bool | str = "auto",
         on_device: bool | str = "auto",
+        max_images: int | None = None,
     ) -> None:
-        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed, in_memory, on_device)
+        super().__init__(
+            root, resolution, batch_size, num_workers, hflip, order_seed, in_memory, on_device, max_images
+        )
         self.download = download
         self.num_classes = 10
         self.class_names = list(self.CLASS_NAMES)
@@ -114,9 +117,12 @@ class LSUNChurchDataModule(ImageDataModule):
         order_seed: int = 0,
         in_memory: bool | str = "auto",
         on_device: bool | str = "auto",
+        max_images: int | None = None,
     ) -> None:
         # auto never picks memory here (num_images is unknown): 126k images at 128² take ~5.8 GiB.
-        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed, in_memory, on_device)
+        super().__init__(
+            root, resolution, batch_size, num_workers, hflip, order_seed, in_memory, on_device, max_images
+        )
 
     def source_files(self) -> list[Path]:
         return [self.root / "church_outdoor_train_lmdb" / "data.mdb"]  # type: ignore[operator]
@@ -157,8 +163,11 @@ class FolderDataModule(ImageDataModule):
         crop: int | None = None,
         in_memory: bool | str = "auto",
         on_device: bool | str = "auto",
+        max_images: int | None = None,
     ) -> None:
-        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed, in_memory, on_device)
+        super().__init__(
+            root, resolution, batch_size, num_workers, hflip, order_seed, in_memory, on_device, max_images
+        )
         self.crop = _positive_int("dataset.crop", crop, 108) if crop is not None else None
         self.skip_corrupt = skip_corrupt
         self.test_root = Path(test_root).expanduser() if test_root else None
@@ -237,6 +246,9 @@ class FolderDataModule(ImageDataModule):
     def num_images(self) -> int:
         return len(self.files)
 
+    def train_labels(self) -> torch.Tensor | None:
+        return torch.tensor(self.labels, dtype=torch.long) if self.num_classes else None
+
     def native_resolution(self) -> int | None:
         """The common image size (read from up to HEADER_SAMPLE headers), after dataset.crop; None if sizes differ."""
         _, _, sizes = read_headers(self.files, HEADER_SAMPLE)
@@ -291,9 +303,12 @@ class FakeDataModule(ImageDataModule):
         num_classes: int = 0,
         seed: int = 0,
         on_device: bool | str = "auto",
+        max_images: int | None = None,
     ) -> None:
         # Its images are generated in memory (no dataset.in_memory); on the device only with on_device=true.
-        super().__init__(root, resolution, batch_size, num_workers, hflip, order_seed, None, on_device)
+        super().__init__(
+            root, resolution, batch_size, num_workers, hflip, order_seed, None, on_device, max_images
+        )
         self.num_samples = _positive_int("dataset.num_samples", num_samples, 256)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ConfigError(f"dataset.num_classes={num_classes!r} must be >= 0 (0 = unconditional)")
@@ -323,6 +338,9 @@ class FakeDataModule(ImageDataModule):
         background = 0.3 * gradient[:, None] - 0.4
         images = background + blob[:, None] * (colour[:, :, None, None] - background)
         return images.clamp(-1, 1), labels
+
+    def train_labels(self) -> torch.Tensor | None:
+        return self.generate("train")[1] if self.num_classes else None
 
     def build_dataset(
         self, transform: Callable[[Image.Image], torch.Tensor], split: str = "train"

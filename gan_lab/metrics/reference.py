@@ -111,6 +111,7 @@ _NOT_IDENTITY = {
     "download",
     "in_memory",
     "on_device",
+    "max_images",  # a training subset: the reference is the full training set (ImageDataModule.reference_dataset)
 }
 
 
