@@ -519,9 +519,7 @@ def test_quick_reproduce_trains_scores_and_writes_the_report(tmp_path: Path, sma
     assert "optim.lr=1e-6" in results["arms"]["sndcgan_lr_sweep/lr1e-6"]["overrides"]
     assert (out / "reproduction" / "curves.png").stat().st_size > 5000
     report = (out / "reproduction.md").read_text()
-    assert (
-        "`cgan_study/cgan`" in report and "`fid8_train32`" in report and "conditional DCGAN beats" in report
-    )
+    assert "`cgan_study/cgan`" in report and "`fid8_train32`" in report and "CGAN 1 + improvements" in report
     assert "--epochs 100" in report  # the GPU command with the studies' budget
 
 

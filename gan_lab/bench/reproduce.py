@@ -35,39 +35,56 @@ class Arm:
     anchor: str = ""  # a published number for the same kind of model, with its protocol
 
 
-# The studies' own reports are not part of gan_lab; their findings are quoted from issue 11. Published anchors
-# (with their protocols) come from PyTorch-StudioGAN's README tables and Mimicry's.
+# What each study reported for the arm, with the protocol it states and what it leaves unstated (n/s), as
+# docs/studies.md summarises the studies' own reports. Published anchors (with their protocols) come from
+# PyTorch-StudioGAN's README tables and Mimicry's.
 STUDIOGAN_OLD = "StudioGAN README @8ac1fa1: FID-10k vs the 10k test images, 32²"
+CGAN_STUDY = (
+    "study: FID and KID on Inception features, CIFAR-10, most models 100 epochs; image counts, split, resolution "
+    "(32² presumed), Inception port, KID subset size and scale n/s"
+)
+LR_SWEEP = {  # lr: (FID, D accuracy, G loss, D loss) after 100 epochs
+    "1e-4": ("41.0076", "0.5971", "3.0062", "0.3962"),
+    "1e-5": ("117.2166", "0.7393", "2.8577", "0.2060"),
+    "1e-6": ("335.2663", "0.5000", "4.2558", "0.0286"),
+}
 ARMS: dict[str, Arm] = {
     a.name: a
     for a in (
         Arm(
             "cgan_study/dcgan", ("experiment=cgan_study", "variant=cgan_study/dcgan", "scheduler=exponential"),
-            "baseline of the study (FID and KID, 100 epochs); CGAN reported better",
+            "DCGAN 1–4: FID 53 / 54 / 47 / 62, KID 0.04 / 0.04 / 0.03 / 0.47 (likely a typo); DCGAN 3 + improvements "
+            f"(which ones n/s): FID 50, KID 0.02 ({CGAN_STUDY})",
             f"DCGAN: FID 49.03 ({STUDIOGAN_OLD}); 48.29 (StudioGAN now: 50k vs train)",
         ),
         Arm(
             "cgan_study/cgan", ("experiment=cgan_study", "variant=cgan_study/cgan", "scheduler=exponential"),
-            "conditional DCGAN beats the unconditional one",
+            "CGAN 1–3: FID 36 / 38 / 36, KID 0.02 / 0.02 / 0.018; CGAN 1 + improvements: FID 31, KID 0.01, the "
+            f"study's best ({CGAN_STUDY})",
             f"ACGAN: FID 45.57 ({STUDIOGAN_OLD}); ACGAN-Mod 33.39 (StudioGAN now: 50k vs train)",
         ),
         Arm(
             "cgan_study/wgan", ("experiment=cgan_study", "variant=cgan_study/wgan", "scheduler=exponential"),
-            "WGAN-GP arm of the study",
+            "WGAN 1 / WGAN 2 (SN in D): FID 129 / 182, KID 0.08 / 0.19, the study's worst (critic loss without "
+            f"sigmoid or logs; GP, critic steps, optimizer n/s; {CGAN_STUDY})",
             f"WGAN-GP: FID 25.85 ({STUDIOGAN_OLD}); 53.98 (StudioGAN now); 26.08 (Mimicry: 50k vs 50k train)",
         ),
         Arm(
             "sn_study/wgan_clip", ("experiment=sn_study", "variant=sn_study/wgan_clip"),
-            "WGAN with weight clipping lags the other arms (scored by IS in the study)",
+            "no number: the W-WC-DCGAN IS curve is a figure only (turbulent; unstable to ~epoch 50, stable to ~120, "
+            "chaotic after; epochs n/s) (study: IS on 1,024 generated images, 5 splits, CIFAR-10, Inception-v3, "
+            "port and resizing n/s; on it real CIFAR-10 scores 9.79 ± 0.36, DCGAN plateaus near 5.8)",
             f"WGAN (clipping): FID 159.09 ({STUDIOGAN_OLD}); 107.68 (StudioGAN now: 50k vs train)",
         ),
         *(
             Arm(
                 f"sndcgan_lr_sweep/lr{lr}", ("experiment=sndcgan_lr_sweep", f"optim.lr={lr}"),
-                "lr 1e-4 learns, lower rates learn slower, lr 1e-6 fails (FID and D accuracy, 100 epochs at 64²)",
+                f"FID {fid}, D accuracy {acc} (G loss {g_loss}, D loss {d_loss}) (study: CIFAR-10 upsampled to 64², "
+                "batch 128, after 100 epochs; FID image counts, real split, resolution, Inception port and how D "
+                "accuracy is computed n/s)",
                 "SNGAN (standard CNN, Miyato et al. 2018): FID 29.3 (the paper's own protocol)" * (lr == "1e-4"),
             )
-            for lr in ("1e-4", "1e-5", "1e-6")
+            for lr, (fid, acc, g_loss, d_loss) in LR_SWEEP.items()
         ),
     )
 }  # fmt: skip
@@ -82,7 +99,7 @@ class ReproduceOptions:
     arms: tuple[str, ...] = CPU_ARMS
     minutes: float | None = 4.0  # wall-clock training budget per arm; None: the epochs budget
     epochs: int | None = None  # the studies' budget (100) for a GPU run
-    resolution: int = 32  # training resolution (the studies trained 64²; 32² is what a CPU can afford)
+    resolution: int = 32  # training resolution (the lr sweep trained 64²; 32² is what a CPU can afford)
     num_fake: int = 1000
     num_real: int = 1000
     protocol: str | None = None  # a named protocol instead of the counts (fid10k_test, fid50k_train, ...)
@@ -233,11 +250,14 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Measured with `python -m gan_lab.bench reproduce` on {machine_line(results['machine'])}.",
         "",
-        "The studies' own reports are not part of this repository: the 'study reported' column gives their "
-        "findings as issue 11 records them; the published anchors are other frameworks' numbers for the same "
-        "kinds of model, each with its protocol.",
+        "The 'study reported' column gives each study's own numbers for the arm, with the protocol the study "
+        "states and what it leaves unstated (n/s); [docs/studies.md](../docs/studies.md) summarises each study's "
+        "settings and reported numbers. No study pins its whole metric protocol, so agreement means the same "
+        "ordering and rough size, not the same digits. The published anchors are other frameworks' numbers for "
+        "the same kinds of model, each with its protocol.",
         "",
-        f"Budget: {budget} at {opts['resolution']}² (the studies trained 100 epochs, at 64² where they say so). "
+        f"Budget: {budget} at {opts['resolution']}² (the studies' budgets and resolutions, where they state them, "
+        "are in the 'study reported' column). "
         "At a CPU budget the point is the ordering and the trend, not the level: FID at 1k samples is biased "
         "far above FID at 10k or 50k, so compare gan_lab's numbers with each other, and with the published "
         "ones only under the same protocol.",
