@@ -36,7 +36,14 @@ GPU_CASES = {
     "dcgan": ["model=dcgan"],
     "sndcgan": ["model=sndcgan"],
     "wgan_gp": ["model=dcgan", "loss=wasserstein", "normalization=none", "regularizer=gradient_penalty"],
-}
+    # the G step's real batch as a graph input, a D step with and one without the lazy penalty, ADA's p read by
+    # the graphs from its buffer and adjusted between replays
+    "rpgan_lazy_ada": [
+        "model=dcgan", "loss=rpgan", "regularizer=r3gan", "regularizer.interval=2", "augment=ada",
+        "augment.ada.interval=1", "augment.ada.ramp_images=100",
+    ],
+    "r3gan_ada": ["model=r3gan", "model.channels_per_group=8", "augment=ada", "augment.ada.interval=1"],
+}  # fmt: skip
 
 
 def test_capture_mode_values() -> None:
@@ -309,7 +316,7 @@ def replays_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("replays_without_python")
-@pytest.mark.parametrize("case", ["dcgan", "sndcgan", "wgan_gp", "dcgan_auto"])
+@pytest.mark.parametrize("case", ["dcgan", "sndcgan", "wgan_gp", "dcgan_auto", "rpgan_lazy_ada"])
 def test_replayed_steps_train_and_count_like_eager_steps(case: str, tmp_path: Path) -> None:
     """GANModule's wiring of StepGraphs, on the CPU (see replays_without_python): a run trains bit for bit as
     eager steps, and Lightning's global_step and the checkpoints count every step. `auto` records where steps
@@ -320,7 +327,8 @@ def test_replayed_steps_train_and_count_like_eager_steps(case: str, tmp_path: Pa
     run = [*CPU_FP32, *GPU_CASES[case.removesuffix("_auto")], "steps=8", "dataset.num_samples=128"]
     eager = train(compose_config(run, output_dir=tmp_path / "eager"))
     graphed = train(compose_config([*run, f"speed.capture={mode}"], output_dir=tmp_path / "steps"))
-    assert graphed._step_graphs.enabled and len(_FakeGraph.made) == 2  # one D and one G graph, replayed
+    # one D and one G graph, replayed (lazy regularization: D steps with and without the penalty, two graphs)
+    assert graphed._step_graphs.enabled and len(_FakeGraph.made) == 2 + ("lazy" in case)
     torch.testing.assert_close(graphed.state_dict(), eager.state_dict(), atol=0, rtol=0)
     assert graphed.trainer.global_step == eager.trainer.global_step == 16  # 8 D + 8 G optimizer steps
     saved = load_checkpoint(tmp_path / "steps" / "checkpoints" / "last.ckpt")
