@@ -29,17 +29,29 @@ def arms(experiment: str) -> list[list[str]]:
 
 
 def test_every_study_has_a_preset():
-    assert {"sndcgan_lr_sweep", "sn_study", "dcgan_lsun_church128", "dcgan_vs_sagan", "cgan_study"} <= set(
-        config_choices("experiment")
-    )
+    studies = {
+        "sndcgan_lr_sweep",
+        "sn_study",
+        "dcgan_lsun_church128",
+        "dcgan_vs_sagan",
+        "cgan_study",
+        "modern_study",
+    }
+    assert studies <= set(config_choices("experiment"))
     assert len(arms("sndcgan_lr_sweep")) == 3 and len(arms("sn_study")) == 5 and len(arms("cgan_study")) == 24
+    assert len(arms("modern_study")) == 6
 
 
 @pytest.mark.parametrize(
     ("experiment", "arm"), [(e, a) for e in config_choices("experiment") for a in arms(e)], ids=str
 )
 def test_every_arm_trains(tiny_config, experiment, arm):
-    cfg = tiny_config(f"experiment={experiment}", *arm, *TINY, "steps=2")
+    r3gan = ["model.channels_per_group=4"] * any(
+        "r3gan" in override for override in arm
+    )  # width 4 x 2 = 8 channels
+    cfg = tiny_config(f"experiment={experiment}", *arm, *TINY, *r3gan, "steps=2")
+    if cfg.dataset.get("max_images"):  # a small-data arm: a subset of the 32 fake images
+        cfg.dataset.max_images = 16
     for override in arm:  # the arm's own settings survive the tiny-run overrides
         key, value = override.split("=", 1)
         if key == "optim.lr":

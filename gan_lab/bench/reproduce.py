@@ -43,6 +43,37 @@ CGAN_STUDY = (
     "study: FID and KID on Inception features, CIFAR-10, most models 100 epochs; image counts, split, resolution "
     "(32² presumed), Inception port, KID subset size and scale n/s"
 )
+# gan_lab's own study (issue 23): what each arm stands for, and the papers' numbers with their protocols.
+R3GAN_PAPER = "R3GAN (Huang et al. 2024): FID 1.96 class-conditional (fid50k_full: 50k generated vs the 50k training images, 32²)"
+ADA_PAPER = "StyleGAN2-ADA (Karras et al. 2020): FID 2.42 conditional, 2.92 unconditional (fid50k_full)"
+MODERN_STUDY = (
+    (
+        "sndcgan_bce",
+        "the 2018 baseline: SN-DCGAN, BCE (in gan_lab's 8-mode test it collapses onto one mode)",
+        "SNGAN (standard CNN, Miyato et al. 2018): FID 29.3 (the paper's own protocol)",
+    ),
+    (
+        "resnet_hinge",
+        "ResNet-SNGAN with its own setting (hinge, n_critic 5)",
+        "SNGAN (ResNet, Miyato et al. 2018): FID 21.7 (the paper's own protocol)",
+    ),
+    (
+        "dcgan_rpgan",
+        "the same DCGAN nets with today's loss: RpGAN + R1 + R2 (R3GAN's claim: keeps every mode)",
+        R3GAN_PAPER,
+    ),
+    (
+        "r3gan",
+        "R3GAN's nets and setting (no normalization, grouped ResNeXt blocks, RpGAN + R1 + R2)",
+        f"{R3GAN_PAPER}; {ADA_PAPER}",
+    ),
+    ("small_sndcgan", "SN-DCGAN on 2,000 training images, no augmentation: D overfits", ADA_PAPER),
+    (
+        "small_sndcgan_ada",
+        "the same 2,000 images with adaptive augmentation (ADA's claim: it stops D overfitting)",
+        ADA_PAPER,
+    ),
+)
 LR_SWEEP = {  # lr: (FID, D accuracy, G loss, D loss) after 100 epochs
     "1e-4": ("41.0076", "0.5971", "3.0062", "0.3962"),
     "1e-5": ("117.2166", "0.7393", "2.8577", "0.2060"),
@@ -85,6 +116,10 @@ ARMS: dict[str, Arm] = {
                 "SNGAN (standard CNN, Miyato et al. 2018): FID 29.3 (the paper's own protocol)" * (lr == "1e-4"),
             )
             for lr, (fid, acc, g_loss, d_loss) in LR_SWEEP.items()
+        ),
+        *(
+            Arm(f"modern_study/{variant}", ("experiment=modern_study", f"variant=modern_study/{variant}"), claim, anchor)
+            for variant, claim, anchor in MODERN_STUDY
         ),
     )
 }  # fmt: skip
