@@ -63,6 +63,12 @@ def _input_gradients(discriminator: nn.Module, x: Tensor, labels: Tensor | None)
     return grad
 
 
+def _zero_centred(discriminator: nn.Module, x: Tensor, labels: Tensor | None, gamma: float) -> Tensor:
+    """gamma / 2 * E[||grad D(x)||^2]: R1 on real images, R2 on fakes."""
+    grad = _input_gradients(discriminator, x, labels)
+    return 0.5 * gamma * grad.flatten(1).pow(2).sum(dim=1).mean()
+
+
 class GradientPenalty(Regularizer):
     """WGAN-GP (Gulrajani et al. 2017): weight * E[(||grad D(x_hat)|| - 1)^2] on random interpolates."""
 
@@ -83,8 +89,7 @@ class R1Penalty(Regularizer):
         self.gamma = gamma
 
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
-        grad = _input_gradients(discriminator, real, labels)
-        return 0.5 * self.gamma * grad.flatten(1).pow(2).sum(dim=1).mean()
+        return _zero_centred(discriminator, real, labels, self.gamma)
 
 
 class R2Penalty(Regularizer):
@@ -94,8 +99,7 @@ class R2Penalty(Regularizer):
         self.gamma = gamma
 
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
-        grad = _input_gradients(discriminator, fake, labels)
-        return 0.5 * self.gamma * grad.flatten(1).pow(2).sum(dim=1).mean()
+        return _zero_centred(discriminator, fake, labels, self.gamma)
 
 
 class Combined(Regularizer):

@@ -84,6 +84,24 @@ def _check_groups(widths: list[int], expansion: int, channels_per_group: int) ->
             )
 
 
+def _plan(
+    resolution: int,
+    width: int,
+    stage_widths: Sequence[int] | None,
+    norm: str | Norm,
+    expansion: int,
+    channels_per_group: int,
+    net: str,
+) -> list[int]:
+    """A net's settings checked (one ConfigError line each); the channels of its stages, from 4x4 up."""
+    check_sizes(width=width, expansion=expansion, channels_per_group=channels_per_group)
+    stages = _check_resolution(resolution)
+    _check_no_norm(norm, "normalization.generator" if net == "generator" else "normalization")
+    widths = _widths(width, stage_widths, stages, net)
+    _check_groups(widths, expansion, channels_per_group)
+    return widths
+
+
 def _he(layer: nn.Conv2d | nn.Linear, activation: bool = False, scale: float = 1.0) -> nn.Module:
     """He-normal (fan-in) weights times scale, zero bias; the LeakyReLU gain only where an activation follows."""
     nn.init.kaiming_normal_(layer.weight, a=SLOPE, nonlinearity="leaky_relu" if activation else "linear")
@@ -149,17 +167,9 @@ class R3GANGenerator(nn.Module):
         channels: int = 3,
     ) -> None:
         super().__init__()
-        check_sizes(
-            z_dim=z_dim,
-            width=width,
-            blocks_per_stage=blocks_per_stage,
-            expansion=expansion,
-            channels_per_group=channels_per_group,
-        )
-        stages = _check_resolution(resolution)
-        _check_no_norm(norm, "normalization.generator")
-        widths = _widths(width, stage_widths, stages, "generator")
-        _check_groups(widths, expansion, channels_per_group)
+        check_sizes(z_dim=z_dim, blocks_per_stage=blocks_per_stage)
+        widths = _plan(resolution, width, stage_widths, norm, expansion, channels_per_group, "generator")
+        stages = len(widths)
         self.z_dim, self.num_classes = z_dim, num_classes
         self.embed = nn.Embedding(num_classes, z_dim) if num_classes else None
         self.basis = nn.Parameter(torch.randn(widths[0], 4, 4))
@@ -196,16 +206,9 @@ class R3GANDiscriminator(nn.Module):
         channels: int = 3,
     ) -> None:
         super().__init__()
-        check_sizes(
-            width=width,
-            blocks_per_stage=blocks_per_stage,
-            expansion=expansion,
-            channels_per_group=channels_per_group,
-        )
-        stages = _check_resolution(resolution)
-        _check_no_norm(norm, "normalization")
-        widths = _widths(width, stage_widths, stages, "discriminator")
-        _check_groups(widths, expansion, channels_per_group)
+        check_sizes(blocks_per_stage=blocks_per_stage)
+        widths = _plan(resolution, width, stage_widths, norm, expansion, channels_per_group, "discriminator")
+        stages = len(widths)
         widths = widths[::-1]  # from the image down to 4x4
         self.num_classes = num_classes
         self.extract = _he(nn.Conv2d(channels, widths[0], 1))
