@@ -424,3 +424,24 @@ def test_d_overfits_64_images_and_p_rises(tiny_config, tmp_path):
     # augmentations stop it (r_t < target), as ADA's controller should.
     assert max(p) > 0.1, f"p over training: {p}"
     assert all(0.0 <= value <= 1.0 for value in p)
+
+
+def _ddp_adjust(rank: int, init_file: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    ada = AdaptiveAugment(p=0.5, interval=4, ramp_images=3200)
+    ada.observe(torch.ones(8) if rank == 0 else -torch.ones(24))  # rank 0 all +1, rank 1 all -1: r_t = -0.5
+    ada.adjust(batch_size=8)
+    torch.save(ada.p, f"{out}.{rank}")
+    torch.distributed.destroy_process_group()
+
+
+def test_under_ddp_every_rank_moves_p_by_the_global_r_t_and_batch(tmp_path):
+    """Two gloo ranks with opposite signals (rank 0: 8 images all +1, rank 1: 24 images all -1): both take
+    r_t = -0.5 over all 32 images and step p from 0.5 down by the global batch, 2 * 8 * 4 / 3200 = 0.02.
+    Left to its own signal, rank 0 would rise to 0.51 and rank 1 fall to 0.49."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "p")
+    mp.spawn(_ddp_adjust, args=(str(tmp_path / "init"), out), nprocs=2, join=True)
+    p0, p1 = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert p0.item() == p1.item() == pytest.approx(0.48)

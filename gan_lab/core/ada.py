@@ -79,6 +79,12 @@ ADA_OPS: dict[str, tuple[Callable[[Tensor], Tensor], ...]] = {
 }
 
 
+def _world_size() -> int:
+    """Processes of the distributed run (1 without one)."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return torch.distributed.get_world_size() if distributed else 1
+
+
 class AdaptiveAugment(nn.Module):
     """ADA's pipeline on images (N, C, H, W) in [-1, 1]; each op per image with probability p (a device buffer).
 
@@ -152,12 +158,20 @@ class AdaptiveAugment(nn.Module):
     def adjust(self, batch_size: int) -> None:
         """Move p by sign(r_t - target) * batch_size * interval / ramp_images, clamp to [0, 1], restart r_t.
 
+        Under DDP `batch_size` is one rank's: r_t and the step are taken over all ranks' images.
+
         r_t equal to the target (sign 0), or no observations since the last call, leave p where it is.
         """
+        world = _world_size()
+        if (
+            world > 1
+        ):  # DDP: r_t over every rank's reals, so that every rank moves p alike (ADA's global batch)
+            torch.distributed.all_reduce(self.sign_sum)
+            torch.distributed.all_reduce(self.sign_count)
         if self.adaptive:
             rt = self.sign_sum / self.sign_count.clamp(min=1)
             direction = torch.sign(rt - self.rt_target) * (self.sign_count > 0)
-            self.p.add_(direction * (batch_size * self.interval / self.ramp_images)).clamp_(0.0, 1.0)
+            self.p.add_(direction * (batch_size * world * self.interval / self.ramp_images)).clamp_(0.0, 1.0)
         self.sign_sum.zero_()
         self.sign_count.zero_()
 
