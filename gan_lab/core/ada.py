@@ -163,9 +163,7 @@ class AdaptiveAugment(nn.Module):
         r_t equal to the target (sign 0), or no observations since the last call, leave p where it is.
         """
         world = _world_size()
-        if (
-            world > 1
-        ):  # DDP: r_t over every rank's reals, so that every rank moves p alike (ADA's global batch)
+        if world > 1:  # DDP: r_t over every rank's reals, so every rank moves p alike (by ADA's global batch)
             torch.distributed.all_reduce(self.sign_sum)
             torch.distributed.all_reduce(self.sign_count)
         if self.adaptive:
