@@ -13,6 +13,15 @@ What is asserted (measured on CPU: AMD EPYC with AVX-512-bf16, seed 42):
 - The unconditional bce, hinge and lsgan runs produce samples on the modes (>= 90 %; measured 100 %) but, at these
   budgets, on a single mode: SN-DCGAN with those losses collapsed onto one colour at 600 and 1,500 steps
   (also with TTUR, n_critic 5 and R1), while WGAN-GP covered all eight. Their coverage is therefore not asserted.
+- Today's recipe (issue 23): the DCGAN nets (no normalization in D, as R3GAN) with RpGAN + R1 + R2 (gamma 10 each,
+  the r1/r2 defaults), Adam(5e-4, 0, 0.9), n_critic 1, 800 steps, cover the modes as WGAN-GP does, where BCE with
+  the same nets and optimizer collapses onto one. Measured on an AMX Xeon (seed 42 / seed 1): RpGAN 8 modes,
+  shares 0.06-0.20 / 0.05-0.24, 74 % / 66 % on a mode; BCE 1 mode. The same objective with gamma 1: 8 modes at
+  seed 42 but 4 at seed 1; SN-DCGAN's D (spectral norm) with gamma 1: 3 modes.
+- model=r3gan (width 16, one block per stage, RpGAN + R1 + R2 with gamma 10, Adam(5e-4, 0, 0.9)) does not yet reach
+  7 of 8 at a test's budget, so it is not asserted: 5 modes at 800 steps, 6 at 2,000 (8 minutes; 70 % on a mode,
+  shares up to 0.25); at width 32 and lr 2e-4, 5 at 800. Its grouped convolutions' double backward (R1, R2) is
+  what makes it slow on a CPU.
 """
 
 import itertools
@@ -85,13 +94,9 @@ def modes_of(module, labels=None, n=256):
 def test_unconditional_families_cover_the_modes_at_their_frequencies(
     tmp_path, modes_folder, model, steps, extra
 ):
-    module = trained(tmp_path, modes_folder, f"model={model}", f"steps={steps}", *WGAN_GP, *extra)
-    nearest, on_mode = modes_of(module)
-    shares = torch.bincount(nearest[on_mode], minlength=8) / on_mode.sum()
-    covered = shares > 0
-    assert on_mode.float().mean() >= 0.3, f"only {on_mode.float().mean():.0%} of samples on a mode"
-    assert covered.sum() >= 7, f"modes covered: {covered.sum()} of 8 (shares {shares.tolist()})"
-    assert ((shares[covered] >= 1 / 32) & (shares[covered] <= 1 / 4)).all(), f"shares {shares.tolist()}"
+    assert_covers_the_modes(
+        trained(tmp_path, modes_folder, f"model={model}", f"steps={steps}", *WGAN_GP, *extra)
+    )
 
 
 @pytest.mark.parametrize(
@@ -124,3 +129,26 @@ def test_unconditional_losses_draw_samples_on_the_modes(tmp_path, modes_folder, 
     module = trained(tmp_path, modes_folder, "model=sndcgan", f"loss={loss}", "steps=600")
     _, on_mode = modes_of(module)
     assert on_mode.float().mean() >= 0.9, f"only {on_mode.float().mean():.0%} of samples on a mode"
+
+
+RPGAN_R1_R2 = ["loss=rpgan", "regularizer=[r1,r2]"]
+MODERN = ["model=dcgan", "normalization=none", "optim.betas=[0.0,0.9]", "optim.lr=5e-4", "steps=800"]
+
+
+def assert_covers_the_modes(module):
+    nearest, on_mode = modes_of(module)
+    shares = torch.bincount(nearest[on_mode], minlength=8) / on_mode.sum()
+    covered = shares > 0
+    assert on_mode.float().mean() >= 0.3, f"only {on_mode.float().mean():.0%} of samples on a mode"
+    assert covered.sum() >= 7, f"modes covered: {covered.sum()} of 8 (shares {shares.tolist()})"
+    assert ((shares[covered] >= 1 / 32) & (shares[covered] <= 1 / 4)).all(), f"shares {shares.tolist()}"
+
+
+def test_relativistic_pairing_with_r1_r2_keeps_every_mode_where_bce_collapses(tmp_path, modes_folder, capsys):
+    """R3GAN's claim on known modes: the same nets, optimizer and budget, only the objective differs."""
+    bce = trained(tmp_path / "bce", modes_folder, *MODERN, "loss=bce")
+    nearest, on_mode = modes_of(bce)
+    bce_modes = int((torch.bincount(nearest[on_mode], minlength=8) > 0).sum())
+    with capsys.disabled():
+        print(f"\nmodes covered at 800 steps: bce {bce_modes} of 8 (measured 1)")
+    assert_covers_the_modes(trained(tmp_path / "rpgan", modes_folder, *MODERN, *RPGAN_R1_R2))
