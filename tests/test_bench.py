@@ -523,6 +523,22 @@ def test_quick_reproduce_trains_scores_and_writes_the_report(tmp_path: Path, sma
     assert "--epochs 100" in report  # the GPU command with the studies' budget
 
 
+def test_reproduce_keeps_the_stored_arms_it_does_not_run_again_with_their_machine(tmp_path: Path) -> None:
+    from gan_lab.bench.reproduce import merged_with_stored
+
+    stored = {
+        "machine": {"cpu": "EPYC"},
+        "options": {"minutes": 4},
+        "arms": {"a/x": {"g_steps": 1}, "a/y": {}},
+    }
+    (tmp_path / "reproduction.json").write_text(json.dumps(stored))
+    here = {"machine": {"cpu": "Xeon"}, "options": {"minutes": 3}}
+    merged = merged_with_stored(tmp_path / "reproduction.json", here, rerun=("a/y", "b/z"))
+    assert merged["machine"] == {"cpu": "Xeon"} and list(merged["arms"]) == ["a/x"]  # a/y is measured again
+    assert merged["arms"]["a/x"] == {"machine": {"cpu": "EPYC"}, "options": {"minutes": 4}, "g_steps": 1}
+    assert merged_with_stored(tmp_path / "none.json", here, rerun=())["arms"] == {}
+
+
 # --- the GPU command (`gpu`), its jobs sharing a machine and the GPU machine's script --------------------------
 
 

@@ -210,13 +210,14 @@ def reproduce(opts: ReproduceOptions, out_dir: Path, workdir: Path) -> dict[str,
     unknown = [a for a in opts.arms if a not in ARMS]
     if unknown:
         raise SystemExit(f"gan_lab.bench: error: unknown arm {unknown[0]}; choose from {', '.join(ARMS)}")
-    results: dict[str, Any] = {"machine": machine(), "options": _jsonable(opts), "arms": {}}
+    here = {"machine": machine(), "options": _jsonable(opts)}
+    results = merged_with_stored(out_dir / "reproduction.json", here, rerun=opts.arms)
     figures = out_dir / "reproduction"
     figures.mkdir(parents=True, exist_ok=True)
     for name in opts.arms:
         arm, run_dir = ARMS[name], workdir / name.replace("/", "__")
         log.info("arm %s: training", name)
-        record = {**asdict(arm), **train_arm(arm, opts, run_dir), "scores": {}}
+        record = {**asdict(arm), **train_arm(arm, opts, run_dir), **here, "scores": {}}
         resolutions = ["native"] + ["model"] * (opts.resolution > 32)
         for resolution in resolutions:
             log.info("arm %s: scoring at metrics.resolution=%s", name, resolution)
@@ -227,9 +228,22 @@ def reproduce(opts: ReproduceOptions, out_dir: Path, workdir: Path) -> dict[str,
         record["run_dir"] = str(run_dir)
         results["arms"][name] = record
         _write(results, out_dir)  # after every arm: a stopped run keeps what it measured
-    plot_curves(results, figures / "curves.png")
+    studies = sorted({name.split("/")[0] for name in opts.arms})
+    this_run = {name: results["arms"][name] for name in opts.arms}
+    plot_curves({"arms": this_run}, figures / f"curves{'_' + studies[0] if len(studies) == 1 else ''}.png")
     _write(results, out_dir)
     return results
+
+
+def merged_with_stored(path: Path, here: dict[str, Any], rerun: tuple[str, ...]) -> dict[str, Any]:
+    """The report's results: the stored arms not run again (each keeping the machine and options it was measured
+    with), then the arms of this run, which are added as they finish."""
+    stored = json.loads(path.read_text()) if path.is_file() else {"arms": {}}
+    kept = {}
+    for name, record in stored.get("arms", {}).items():
+        if name not in rerun:  # records from before arms carried their own machine: the file's
+            kept[name] = {"machine": stored.get("machine"), "options": stored.get("options"), **record}
+    return {**here, "arms": kept}
 
 
 def plot_curves(results: dict[str, Any], path: Path) -> Path | None:
@@ -273,17 +287,14 @@ def _write(results: dict[str, Any], out_dir: Path) -> None:
 
 
 def render(results: dict[str, Any]) -> str:
-    """The markdown report: budget, protocol, and per arm gan_lab's numbers beside the study's and the literature's."""
-    opts, arms = results["options"], results["arms"]
-    budget = (
-        f"{opts['epochs']} epochs"
-        if opts.get("epochs")
-        else f"{opts['minutes']:g} minutes of training per arm"
-    )
+    """The markdown report: per group of arms measured alike (machine, budget), gan_lab's numbers beside the
+    study's and the literature's."""
+    arms = results["arms"]
     lines = [
         "# Reproduction of the studies' arms",
         "",
-        f"Measured with `python -m gan_lab.bench reproduce` on {machine_line(results['machine'])}.",
+        "Measured with `python -m gan_lab.bench reproduce`, arms grouped by the machine and budget they were "
+        "measured with (compare times and numbers only within a group).",
         "",
         "The 'study reported' column gives each study's own numbers for the arm, with the protocol the study "
         "states and what it leaves unstated (n/s); [docs/studies.md](../docs/studies.md) summarises each study's "
@@ -291,43 +302,65 @@ def render(results: dict[str, Any]) -> str:
         "ordering and rough size, not the same digits. The published anchors are other frameworks' numbers for "
         "the same kinds of model, each with its protocol.",
         "",
-        f"Budget: {budget} at {opts['resolution']}² (the studies' budgets and resolutions, where they state them, "
-        "are in the 'study reported' column). "
         "At a CPU budget the point is the ordering and the trend, not the level: FID at 1k samples is biased "
         "far above FID at 10k or 50k, so compare gan_lab's numbers with each other, and with the published "
         "ones only under the same protocol.",
-        "",
-        "| arm | G steps | epochs | train min | gan_lab FID (protocol) | KID | study reported | published anchor (protocol) |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    groups: dict[tuple[str, str], list[str]] = {}
     for name, r in arms.items():
-        scores = []
-        for resolution, s in r["scores"].items():
-            scores.append(
-                f"{s['fid']:.1f} (`{s['names']['fid']}`{', as the study scored' * (resolution == 'model')})"
-            )
-        kid = r["scores"]["native"].get("kid_mean")
-        minutes = f"{r['train_s'] / 60:.1f}" if r.get("train_s") else "—"
-        note = f" ({r['note']})" if r.get("note") else ""
-        lines.append(
-            f"| `{name}`{note} | {r['g_steps']:,} | {r['epochs']} | {minutes} | {'; '.join(scores)} | "
-            f"{kid:.4f} | {r['study']} | {r['anchor'] or '—'} |"
+        opts = r.get("options") or results["options"]
+        budget = (
+            f"{opts['epochs']} epochs"
+            if opts.get("epochs")
+            else f"{opts['minutes']:g} minutes of training per arm"
         )
-    first = next(iter(arms.values()), None)
-    if first is not None:
-        lines += ["", f"gan_lab's numbers: {describe_protocol(first['scores']['native']['protocol'])}."]
+        where = machine_line(r.get("machine") or results["machine"])
+        groups.setdefault((where, f"{budget} at {opts['resolution']}²"), []).append(name)
+    for (where, budget), names in groups.items():
+        lines += [
+            "",
+            f"## {', '.join(sorted({n.split('/')[0] for n in names}))}",
+            "",
+            f"On {where}. Budget: {budget} (the studies' budgets and resolutions, where they state them, are in "
+            "the 'study reported' column).",
+            "",
+            "| arm | G steps | epochs | train min | gan_lab FID (protocol) | KID | study reported | published anchor (protocol) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [_row(name, arms[name]) for name in names]
+        protocol = describe_protocol(arms[names[0]]["scores"]["native"]["protocol"])
+        lines += ["", f"gan_lab's numbers: {protocol}."]
     lines += ["", "Ordering by gan_lab's FID within each study (lower is better):", ""]
     for study, ranked in rankings(arms).items():
         lines.append(f"- {study}: " + " < ".join(f"{arm} ({fid:.1f})" for arm, fid in ranked))
     lines += [
         "",
         "Sample grids (the last grid of each run, fixed noise): `reproduction/<arm>.png` beside this file; "
-        "training curves of all arms: `reproduction/curves.png`.",
+        "training curves of the arms run together: `reproduction/curves*.png`.",
         "",
-        "Re-run on a GPU with the studies' budgets and a published protocol:",
+        "Re-run on a GPU with the studies' budgets and a published protocol (the modern study: its preset's "
+        "50,000 generator steps at batch 64 = 64 epochs, scored as R3GAN and StyleGAN2-ADA score, 50k generated "
+        "against the 50k training images):",
         "",
         "```bash",
-        "python -m gan_lab.bench reproduce --epochs 100 --resolution 64 --protocol fid10k_test",
+        "python -m gan_lab.bench reproduce --epochs 100 --resolution 64 --protocol fid10k_test \\",
+        "    --arms " + " ".join(name for name in ARMS if not name.startswith("modern_study/")),
+        "python -m gan_lab.bench reproduce --epochs 64 --protocol fid50k_train \\",
+        "    --arms " + " ".join(name for name in ARMS if name.startswith("modern_study/")),
         "```",
     ]
     return "\n".join(lines)
+
+
+def _row(name: str, r: dict[str, Any]) -> str:
+    scores = [
+        f"{s['fid']:.1f} (`{s['names']['fid']}`{', as the study scored' * (resolution == 'model')})"
+        for resolution, s in r["scores"].items()
+    ]
+    kid = r["scores"]["native"].get("kid_mean")
+    minutes = f"{r['train_s'] / 60:.1f}" if r.get("train_s") else "—"
+    note = f" ({r['note']})" if r.get("note") else ""
+    return (
+        f"| `{name}`{note} | {r['g_steps']:,} | {r['epochs']} | {minutes} | {'; '.join(scores)} | "
+        f"{kid:.4f} | {r['study']} | {r['anchor'] or '—'} |"
+    )
