@@ -173,7 +173,7 @@ def test_cli_unknown_option_is_one_line_and_touches_nothing(tmp_path):
     result = run_module("gan_lab.train", *TINY_CLI, "model=nope", f"hydra.run.dir={run}", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "gan_lab: error: unknown model 'nope'; choose one of: cgan, cgan_projection, dcgan, resnet, sagan, sndcgan"
+        "gan_lab: error: unknown model 'nope'; choose one of: cgan, cgan_projection, dcgan, r3gan, resnet, sagan, sndcgan"
     ]
     assert_earlier_run_kept(run)
     assert not (run / ".hydra").exists()

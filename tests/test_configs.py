@@ -42,13 +42,13 @@ def _combinations() -> list:
     every normalization (20 of 24 pairs; all in CI).
     """
     cases = []
-    for (m, model), (r, regularizer), (l, loss) in itertools.product(
+    for (m, model), (r, regularizer), (k, loss) in itertools.product(
         enumerate(MODELS), enumerate(REGULARIZERS), enumerate(LOSSES)
     ):
         for n, norm in enumerate(NORMS):
             if model == "r3gan" and norm != "none":
                 continue  # no normalization layers by design (tests/test_r3gan.py checks the refusal)
-            chosen = l == (m + r) % len(LOSSES) and (
+            chosen = k == (m + r) % len(LOSSES) and (
                 norm == "none" if model == "r3gan" else n == (m + 2 * r + r // 2) % len(NORMS)
             )
             cases.append(

@@ -313,6 +313,8 @@ def test_a_checkpoint_naming_old_homes_resumes_bit_for_bit_and_exports(tmp_path:
     ckpt = tmp_path / "half" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)  # as stored, not upgraded
     stored = checkpoint["hyper_parameters"]
+    # before the regularizer group took several, it held the one regularizer at its top, without `interval`
+    stored["regularizer"] = {"_target_": "gan_lab.core.regularizers.R1Penalty", "gamma": 10.0}
     old = {
         ("loss",): "gan_lab.losses.HingeLoss",
         ("regularizer",): "gan_lab.regularizers.R1Penalty",
@@ -331,12 +333,13 @@ def test_a_checkpoint_naming_old_homes_resumes_bit_for_bit_and_exports(tmp_path:
     exported = export_checkpoint(ckpt, tmp_path / "export")
     export_config = OmegaConf.load(exported["config"])
     assert export_config.loss._target_ == "gan_lab.core.losses.HingeLoss"
-    export_config.regularizer._target_ = "gan_lab.regularizers.R1Penalty"  # an export of an earlier version
+    # an export of an earlier version
+    export_config.regularizer = {"_target_": "gan_lab.regularizers.R1Penalty", "gamma": 10.0}
     OmegaConf.save(export_config, exported["config"])
-    assert (
-        load_generator(tmp_path / "export").config.regularizer._target_
-        == "gan_lab.core.regularizers.R1Penalty"
-    )
+    assert load_generator(tmp_path / "export").config.regularizer == {
+        "interval": 1,
+        "r1": {"_target_": "gan_lab.core.regularizers.R1Penalty", "gamma": 10.0},
+    }
     assert load_generator(ckpt).config.augment.cutmix._target_ == "gan_lab.core.augment.CutMix"
     # The command line names the same choices, now under their new homes: the same settings, not a change.
     resume = ["loss=hinge", "regularizer=r1", "augment=cutmix", "steps=4", f"resume={tmp_path / 'half'}"]

@@ -172,7 +172,7 @@ class R3GANGenerator(nn.Module):
         stages = len(widths)
         self.z_dim, self.num_classes = z_dim, num_classes
         self.embed = nn.Embedding(num_classes, z_dim) if num_classes else None
-        self.basis = nn.Parameter(torch.randn(widths[0], 4, 4))
+        self.basis = nn.Parameter(nn.init.normal_(torch.empty(widths[0], 4, 4)))  # the learned 4x4 constant
         self.project = _he(nn.Linear(2 * z_dim if num_classes else z_dim, widths[0]))
         num_blocks = stages * blocks_per_stage
         layers = _stage(widths[0], blocks_per_stage, expansion, channels_per_group, num_blocks)
