@@ -191,7 +191,10 @@ def score_arm(run_dir: Path, opts: ReproduceOptions, resolution: str) -> dict[st
     metrics = [f"metrics.protocol={opts.protocol}"] if opts.protocol else [
         f"metrics.num_fake={opts.num_fake}", f"metrics.num_real={opts.num_real}",
     ]  # fmt: skip
-    extra = [f"metrics.inception_weights={opts.inception_weights}"] if opts.inception_weights else []
+    from gan_lab.bench.shared import inception_weights
+
+    weights = opts.inception_weights or inception_weights()  # as --help says: else ../shared's copy
+    extra = [f"metrics.inception_weights={weights}"] if weights else []
     extra += [f"metrics.cache_dir={opts.cache_dir}"] if opts.cache_dir else []
     cfg = compose_config(
         [f"ckpt={RunDir(run_dir).last_ckpt}", *metrics, f"metrics.resolution={resolution}", *extra,
