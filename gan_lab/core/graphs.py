@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gan_lab.errors import ConfigError
 
@@ -269,3 +269,28 @@ class _Graph:
                 buffer.copy_(value)
         self.graph.replay()
         return self.outputs
+
+
+# --- nets compiled in place (speed.compile, speed.capture=nets) ------------------------------------------------
+# torch 2.2-2.14: nn.Module.compile() keeps the compiled call in `_compiled_call_impl` and `_call_impl` is the
+# plain one (also read by bench/loops.resolved_speed).
+def is_compiled(module: nn.Module) -> bool:
+    """Whether nn.Module.compile() was applied to `module` in place."""
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
+class _Uncompiled(nn.Module):
+    """`module` called without its in-place compilation: same parameters, buffers and hooks."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.training = module.training  # this flag only: train() would reset every submodule of `module`
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module._call_impl(*args, **kwargs)
+
+
+def uncompiled(module: nn.Module) -> nn.Module:
+    """`module`, or a view of it that skips the torch.compile nn.Module.compile() put in place."""
+    return _Uncompiled(module) if is_compiled(module) else module

@@ -8,21 +8,17 @@ Schedule (manual optimization), per training batch of real images:
      generator step on a fresh noise batch of the same size, minimising loss.g_loss(D(G(z))). A relativistic
      loss (loss.uses_real_logits) also scores the real batch of the D step just taken (same images, and the
      fakes take its labels, as in the D step), for loss.g_loss(D(G(z)), D(x_real)).
-An adaptive augmentation (augment=ada) sees the signs of D's real logits at every D step and adjusts its
-probability every `interval` D steps, on the device.
+ADA (augment=ada) sees the signs of D's real logits at every D step and adjusts p every `interval` D steps.
 So each D step uses a fresh real batch, and an epoch (one pass over the data) has len(data) D steps and about
 len(data) / n_critic G steps. Per-step schedulers advance with each G step, per-epoch ones each epoch.
 The run's budget is `max_g_steps` generator steps, trainer.max_epochs, or minutes (`budget`, Lightning's Timer, see
 build.build_trainer): Lightning's `global_step` counts D and G optimizer steps together, so gan_lab keeps its own
 counters (`g_steps`, `d_steps`, saved in checkpoints).
 
-speed.compile compiles G and D in place (nn.Module.compile: parameter names, and so checkpoints, stay those of the
-plain nets). speed.capture=nets does the same when fitting starts, once the device is known: mode "reduce-overhead"
-on CUDA, so that each G and D call (forward and backward, BN statistics and spectral norm's power iteration
-included) replays as a CUDA graph; the default mode elsewhere. A penalty (regularizer.penalty: GP, R1)
-differentiates D's input gradient again, which a compiled D cannot do, so it calls D uncompiled, on the same
-weights. speed.capture=steps records each whole D update and G update (`_discriminator_update`,
-`_generator_update`) as one CUDA graph and replays it (core/graphs.py); the bookkeeping around them stays eager.
+speed.compile and speed.capture (core/graphs.py) compile G and D in place (checkpoints keep the plain nets' names)
+or record each whole `_discriminator_update` and `_generator_update` as one CUDA graph; the bookkeeping around
+them stays eager. A penalty differentiates D's input gradient again, which a compiled D cannot do: it calls D
+uncompiled, on the same weights.
 """
 
 from __future__ import annotations
@@ -44,7 +40,9 @@ from gan_lab.core.graphs import (
     capture_mode,
     count_lightning_step,
     hooks_inside_a_step,
+    is_compiled,
     steps_run_eagerly,
+    uncompiled,
 )
 from gan_lab.core.guards import FiniteWatch, check_finite
 from gan_lab.core.losses import GANLoss, WassersteinLoss, discriminator_accuracy, real_margin
@@ -185,18 +183,9 @@ class GANModule(pl.LightningModule):
         whole_steps = self.capture in ("steps", "auto") and self._why_steps_run_eagerly([]) is None
         fused = self.capture == "nets" or whole_steps
         capturable = whole_steps
-        optim_d, lr_d = lazy_regularization(self.optim, self.lr_d, self.regularizer_interval)
-        if self.regularizer_interval > 1 and has_penalty(self.regularizer):
-            log.info(
-                "lazy regularization: the penalty every %d D steps, weighted by %d; D's lr %g -> %g%s",
-                self.regularizer_interval,
-                self.regularizer_interval,
-                self.lr_d,
-                lr_d,
-                f", betas {tuple(self.optim['betas'])} -> {tuple(round(b, 6) for b in optim_d['betas'])}"
-                if optim_d.get("betas") is not None
-                else "",
-            )
+        optim_d, lr_d, said = lazy_regularization(self.optim, self.lr_d, self.regularizer_interval)
+        if said and has_penalty(self.regularizer):
+            log.info("lazy regularization: %s", said)
         opt_g, opt_d = (
             build_optimizer(optim, net.parameters(), lr, prefer_fused=fused, capturable=capturable)
             for net, optim, lr in (
@@ -346,12 +335,8 @@ class GANModule(pl.LightningModule):
         fake_logits = self.discriminator(fake, fake_labels)
         d_loss = self.loss.d_loss(real_logits, fake_logits)
         penalty = d_loss.new_zeros(())
-        if penalty_weight:
-            # double backward: see on_fit_start
-            penalty_d = (
-                uncompiled(self.discriminator) if is_compiled(self.discriminator) else self.discriminator
-            )
-            penalty = self.regularizer.penalty(penalty_d, real, fake, labels)
+        if penalty_weight:  # D uncompiled for the double backward (on_fit_start); weight 1: bit-exact
+            penalty = self.regularizer.penalty(uncompiled(self.discriminator), real, fake, labels)
             penalty = penalty * penalty_weight if penalty_weight != 1 else penalty
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss + penalty)
@@ -461,28 +446,3 @@ class GANModule(pl.LightningModule):
         self.g_steps = state.get("g_steps", 0)
         self.d_steps = state.get("d_steps", 0)
         self._rng_to_restore = state.get("rng")
-
-
-# --- compiled nets ----------------------------------------------------------------------------------------------
-# torch 2.2-2.14: nn.Module.compile() keeps the compiled call in `_compiled_call_impl` and `_call_impl` is the
-# plain one (also read by bench/loops.resolved_speed).
-def is_compiled(module: nn.Module) -> bool:
-    """Whether nn.Module.compile() was applied to `module` in place."""
-    return getattr(module, "_compiled_call_impl", None) is not None
-
-
-class _Uncompiled(nn.Module):
-    """`module` called without its in-place compilation: same parameters, buffers and hooks."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-        self.training = module.training  # this flag only: train() would reset every submodule of `module`
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.module._call_impl(*args, **kwargs)
-
-
-def uncompiled(module: nn.Module) -> nn.Module:
-    """`module`, or a view of it that skips the torch.compile nn.Module.compile() put in place."""
-    return _Uncompiled(module) if is_compiled(module) else module

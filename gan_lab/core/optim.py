@@ -60,20 +60,25 @@ def build_optimizer(
     return instantiate(kwargs, params=params, lr=lr, _convert_="all")
 
 
-def lazy_regularization(optim: Mapping[str, Any], lr: float, interval: int) -> tuple[dict[str, Any], float]:
-    """D's optimizer settings under lazy regularization (Karras et al. 2020, StyleGAN2): (optim, lr).
+def lazy_regularization(
+    optim: Mapping[str, Any], lr: float, interval: int
+) -> tuple[dict[str, Any], float, str]:
+    """D's optimizer settings under lazy regularization (Karras et al. 2020, StyleGAN2): (optim, lr, what changed).
 
     A penalty added every `interval` = k D steps, weighted by k, makes the regularized steps larger; StyleGAN2
     compensates with c = k / (k + 1): lr * c and each beta ** c (Adam's betas; an optimizer without betas gets
-    lr * c only). k = 1 returns the settings unchanged.
+    lr * c only). k = 1 returns the settings unchanged and says nothing.
     """
     optim = dict(optim)
     if interval == 1:
-        return optim, lr
+        return optim, lr, ""
     c = interval / (interval + 1)
+    said = f"the penalty every {interval} D steps, weighted by {interval}; D's lr {lr:g} -> {lr * c:g}"
     if optim.get("betas") is not None:
-        optim["betas"] = [float(beta) ** c for beta in optim["betas"]]
-    return optim, lr * c
+        betas = [float(beta) ** c for beta in optim["betas"]]
+        said += f", betas {tuple(optim['betas'])} -> {tuple(round(beta, 6) for beta in betas)}"
+        optim["betas"] = betas
+    return optim, lr * c, said
 
 
 def build_scheduler(scheduler: Mapping[str, Any], optimizer: torch.optim.Optimizer, run_length: int) -> Any:
