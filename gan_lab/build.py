@@ -22,6 +22,7 @@ from gan_lab.core.module import GANModule
 from gan_lab.core.regularizers import build_regularizer
 from gan_lab.errors import ConfigError
 from gan_lab.metrics import settings_from_config
+from gan_lab.run.checkpoint_callback import LastCheckpoint
 from gan_lab.run.checkpoint_io import AtomicCheckpointIO
 from gan_lab.run.paths import RunDir
 from gan_lab.run.preemption import PreemptionCheckpoint
@@ -171,6 +172,8 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     callbacks.append(PreemptionCheckpoint(RunDir(cfg.paths.output_dir).checkpoints))
     if cfg.trainer.get("enable_model_summary", True):
         callbacks.append(ModelSize())  # one line in place of Lightning's table
+    # The last checkpoint after every other callback of the step: what they log at a step is on disk with it
+    callbacks.sort(key=lambda c: isinstance(c, LastCheckpoint))
     return instantiate(
         cfg.trainer,
         enable_model_summary=False,

@@ -34,14 +34,14 @@ def user_errors_as_one_line(main: Callable[..., Any]) -> Callable[..., Any]:
             if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"gan_lab: error: {one_line(err)}", file=sys.stderr)
-            if _in_multirun():
+            if in_multirun():
                 raise  # Hydra marks this job failed, runs the others, and reports the failure at the end
             sys.exit(getattr(err, "exit_code", 1))  # e.g. 143 after SIGTERM (preempted)
 
     return wrapper
 
 
-def _in_multirun() -> bool:
+def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

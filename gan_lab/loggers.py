@@ -37,9 +37,10 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from gan_lab.errors import ConfigError
 from gan_lab.metrics.registry import better, kind_of
-from gan_lab.run.paths import RUN_ID_FILE
+from gan_lab.run.paths import MULTIRUN_FILE, RUN_ID_FILE
 from gan_lab.utils import compat
 from gan_lab.utils.config import flatten_config
+from gan_lab.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,15 @@ class _CSVWriter(ExperimentWriter):
             self._fs.rm_file(self.metrics_file_path)
             self._replace_earlier = False
         super().save()
+
+    def _rewrite_with_new_header(self, fields: list[str]) -> None:
+        """Lightning's rewrite for a new column, done atomically: a kill mid-rewrite loses no earlier row."""
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            rows = list(csv.DictReader(file))
+        with atomic_path(self.metrics_file_path) as tmp, open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 class CSVLogger(LightningCSVLogger):
@@ -216,11 +226,11 @@ def _hydra_job() -> tuple[list[str], str | None, str | None]:
         if hc.mode != RunMode.MULTIRUN:
             return overrides, None, hc.runtime.get("output_dir")
         sweep_dir = Path(hc.runtime.cwd, hc.sweep.dir)
-        # What is swept: a preset's hydra.sweeper.params, and the sweep's command line (multirun.yaml, which
+        # What is swept: a preset's hydra.sweeper.params, and the sweep's command line (Hydra's sweep record, which
         # Hydra writes before starting the jobs).
         sweep = [f"{key}={value}" for key, value in (hc.sweeper.get("params") or {}).items()]
         with contextlib.suppress(Exception):
-            sweep += list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+            sweep += list(OmegaConf.load(sweep_dir / MULTIRUN_FILE).hydra.overrides.task)
         with contextlib.suppress(Exception):
             overrides = job_swept_overrides(overrides, sweep)
         return overrides, str(sweep_dir), hc.runtime.get("output_dir")

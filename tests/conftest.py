@@ -89,6 +89,7 @@ TINY_RUN = [
     "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
     "metrics=none",
+    "overwrite=true",  # tests train into one directory again on purpose (test_run_store.py checks the refusal)
 ]
 
 

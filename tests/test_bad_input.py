@@ -425,6 +425,7 @@ def test_cli_truncated_file_in_a_worker_is_one_line_and_keeps_files(tmp_path):
         "dataset.num_workers=1",
         "steps=2",
         f"hydra.run.dir={run}",
+        "overwrite=true",  # the earlier run is put back when this one fails before a step
         cwd=tmp_path,
     )
     assert result.returncode == 1

@@ -27,7 +27,7 @@ def outside(allowed: set[str], found: set[str]) -> list[str]:
     )
 
 
-@pytest.mark.parametrize("name", ["last.ckpt", "best.ckpt", "status.json"])
+@pytest.mark.parametrize("name", ["last.ckpt", "best.ckpt", "status.json", "multirun.yaml"])
 def test_run_file_names_are_only_spelt_in_run_paths(name: str) -> None:
     found = holders(name, sources())
     assert "run/paths.py" in found, f"gan_lab/run/paths.py no longer names {name}"

@@ -31,6 +31,12 @@ class LastCheckpoint(EveryNGeneratorSteps):
         """Write the checkpoint unless it already holds this generator step."""
         self.run_once(trainer, module)
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict) -> None:
+        # Every metrics row up to this step goes to disk with the checkpoint: a resume trims the rows after
+        # it and logs them again, and would never log again a row that was still only in memory.
+        for logger in trainer.loggers:
+            logger.save()
+
     def on_every(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)
 

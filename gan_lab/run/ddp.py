@@ -11,6 +11,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from gan_lab.run.store import PLAN_ENV
+
 
 def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
     """(command, cwd) that starts DDP rank `local_rank` of the current Hydra job, single run or multirun job."""
@@ -27,9 +29,9 @@ def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
     return command, get_original_cwd()
 
 
-# What Lightning's DDP launcher leaves in os.environ: the next job of a multirun in the same process (joblib
-# launcher, n_jobs > 1) would otherwise join the previous job's process group and hang.
-DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+# What Lightning's DDP launcher (and rank 0's run plan) leaves in os.environ: the next job of a multirun in the
+# same process (joblib launcher, n_jobs > 1) would otherwise join the previous job's process group and hang.
+DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", PLAN_ENV)
 
 
 def install() -> dict[str, str | None]:

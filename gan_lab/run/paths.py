@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 CHECKPOINTS_DIR = "checkpoints"  # LAST_CKPT, BEST_CKPT and the periodic epochNNN.ckpt
 LAST_CKPT = "last.ckpt"  # kept current during the run: what resume= continues from
 BEST_CKPT = "best.ckpt"  # the checkpoint at the best in-loop FID
+LOCK_FILE = "run.lock"  # held by the one process writing the run (gan_lab/run/lock.py)
 STATUS_FILE = "status.json"  # running / completed / failed / preempted, wall time, error
 CONFIG_FILE = "config.yaml"  # the resolved run config (secret-looking values redacted)
 METRICS_FILE = "metrics.csv"  # the CSV logger's metrics
@@ -17,6 +19,7 @@ FID_CURVE = "fid_curve.png"  # in-loop FID against generator steps
 SAMPLES_DIR = "samples"  # the sample grids
 EXPORT_DIR = "export"  # python -m gan_lab.export's default output folder
 GENERATED_DIR = "generated"  # python -m gan_lab.sample's default output folders, one per seed
+MULTIRUN_FILE = "multirun.yaml"  # in a sweep directory: Hydra's record of the sweep (its overrides, launcher)
 HYDRA_DIR = ".hydra"  # Hydra's copy of the job config
 OVERRIDES_FILE = "overrides.yaml"  # in HYDRA_DIR: the job's command-line overrides
 RUN_ID_FILE = "wandb_run_id.txt"  # the W&B run id, so resume= continues the same W&B run
@@ -54,6 +57,10 @@ class RunDir:
     @property
     def best_ckpt(self) -> Path:
         return self.checkpoints / BEST_CKPT
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
 
     @property
     def status(self) -> Path:
@@ -107,12 +114,33 @@ def evaluation_name(metric: str, source: str) -> str:
     return f"evaluation_{metric}_{source}.json"
 
 
+def resumed_run_or(resume: Any, new_dir: str) -> str:
+    """The directory of the run `resume` names (a run directory or a checkpoint in it), else new_dir.
+
+    A resumed run's Hydra job (its log) goes where the run is, not into a new empty directory; a path that does
+    not exist, and a sweep directory (continued with -m), leave new_dir, and train() says what is wrong.
+    """
+    path = Path(str(resume)).expanduser() if resume else None
+    if path is None or not path.exists() or (path / MULTIRUN_FILE).is_file():
+        return new_dir
+    return str(RunDir.of(path).root)
+
+
 def register_run_dir_resolver() -> None:
-    """`${run_dir:checkpoints}` in conf/ is RunDir(paths.output_dir).checkpoints, so YAML spells no file name."""
+    """The resolvers conf/ uses to name run directories and files, so YAML spells no file name:
+    `${run_dir:checkpoints}` is RunDir(paths.output_dir).checkpoints; `${unique_suffix:}` is 4 random hex digits,
+    drawn once per config (two runs started in the same second get different directories);
+    `${resumed_run_or:${resume},DIR}` is resumed_run_or."""
     from omegaconf import OmegaConf
 
     def run_dir(name: str, _root_: Any) -> str:
         return str(getattr(RunDir(_root_.paths.output_dir), name))
 
-    if not OmegaConf.has_resolver("run_dir"):
-        OmegaConf.register_new_resolver("run_dir", run_dir)
+    resolvers = {
+        "run_dir": (run_dir, False),
+        "unique_suffix": (lambda: secrets.token_hex(2), True),  # cached: every read of the config agrees
+        "resumed_run_or": (resumed_run_or, False),
+    }
+    for name, (resolver, cached) in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=cached)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 from types import FrameType
@@ -26,12 +27,26 @@ class Preempted(GanLabError):
         self.exit_code = 128 + signum
 
 
+def requeue_signal() -> int | None:
+    """The signal a SLURM job gets before its time limit when a handler (submitit's) requeues it, else None.
+
+    submitit asks SLURM for SIGUSR2 (SUBMITIT_PREEMPT_SIGNAL changes it) `signal_delay_s` before the limit, and
+    its handler requeues the job and exits at once, which would lose the steps since the last checkpoint.
+    """
+    if not os.environ.get("SLURM_JOB_ID"):
+        return None
+    signum = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    return signum if signum is not None and callable(signal.getsignal(signum)) else None
+
+
 class PreemptionCheckpoint(pl.Callback):
     """On SIGTERM or a first Ctrl+C: finish the current step, save `<dirpath>/<LAST_CKPT>`, stop the run.
 
     Lightning turns SIGTERM into a SIGTERMException between two training batches (on every DDP rank), so the
     saved state is always that of a whole step. Ctrl+C is routed the same way; a second Ctrl+C aborts at once
-    without saving.
+    without saving. A SLURM job's requeue signal (requeue_signal) too: once the checkpoint is saved, requeue()
+    hands the signal to the handler that requeues the job; the job, started again, continues its run
+    (gan_lab/run/store.py).
     """
 
     def __init__(self, dirpath: str | Path) -> None:
@@ -43,8 +58,9 @@ class PreemptionCheckpoint(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._trainer = trainer
+        requeue = requeue_signal()
         try:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, *([requeue] if requeue else [])):
                 # Lightning adds its own SIGTERM handler after this hook and keeps ours beside it.
                 self._previous[signum] = signal.signal(signum, self._on_signal)
         except ValueError:  # not the main thread: signals cannot be caught here
@@ -56,11 +72,11 @@ class PreemptionCheckpoint(pl.Callback):
         if signum == signal.SIGINT and self.signum is not None:
             raise KeyboardInterrupt  # a second Ctrl+C: stop now, without a checkpoint
         self.signum = signum
-        if signum == signal.SIGINT and self._trainer is not None:
+        if signum != signal.SIGTERM and self._trainer is not None:
             # Reuse Lightning's SIGTERM path: it stops between batches, in step on every DDP rank.
             compat.mark_sigterm_received(self._trainer)
         log.warning(
-            "received %s: saving a resumable checkpoint after the current step (Ctrl+C again aborts without one)",
+            "received %s: saving a resumable checkpoint after the current step (Ctrl+C aborts without one)",
             signal.Signals(signum).name,
         )
 
@@ -87,6 +103,12 @@ class PreemptionCheckpoint(pl.Callback):
         self._trainer = None
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+    def requeue(self) -> None:
+        """After a requeue signal's checkpoint: pass the signal on to the handler that requeues the job (it exits)."""
+        handler = self._previous.get(self.signum) if self.signum is not None else None
+        if self.signum not in (signal.SIGTERM, signal.SIGINT) and callable(handler):
+            handler(self.signum, None)
 
     def error(self, g_steps: int) -> Preempted:
         """The one-line error a preempted run ends with."""

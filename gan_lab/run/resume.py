@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,7 @@ _ABSENT = object()
 # is an error. Everything else that makes the continuation exact lives with its owner: GANModule saves counters
 # and RNG states, data.StreamSampler positions the data stream, Lightning restores optimizers and schedulers.
 CHANGEABLE = (
-    "resume", "steps", "budget", "paths", "logger", "callbacks", "metrics", "hydra", "objective", "checkpoint",
+    "resume", "overwrite", "retry_failed", "steps", "budget", "paths", "logger", "callbacks", "metrics", "hydra", "objective", "checkpoint",
     "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.default_root_dir",
     "dataset.root", "dataset.test_root", "dataset.num_workers", "dataset.download",
@@ -195,14 +196,16 @@ def _continue_wandb_run(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def trim_metrics_csv(path: Path, g_steps: int) -> None:
-    """Drop rows logged after the checkpoint (the resumed run logs those steps again); atomic rewrite."""
+    """Drop rows logged after the checkpoint (the resumed run logs those steps again), and a last row a kill cut
+    short; atomic rewrite."""
     if not path.is_file():
         return
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames or [], list(reader)
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]  # a row is written whole, with its newline, or not at all
+    reader = csv.DictReader(io.StringIO(complete, newline=""))
+    fields, rows = reader.fieldnames or [], list(reader)
     kept = [r for r in rows if not r.get("step") or float(r["step"]) <= g_steps]
-    if len(kept) == len(rows):
+    if len(kept) == len(rows) and complete == text:
         return
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)

@@ -38,6 +38,34 @@ def save_config(cfg: DictConfig, path: Path) -> None:
     atomic_write_text(path, OmegaConf.to_yaml(config))
 
 
+# Command-line overrides that tell this process what to do with the run, not what the run is: left out of the
+# job's overrides.yaml, which the sweep report reads as the job's settings.
+INSTRUCTIONS = ("resume", "overwrite", "retry_failed")
+
+
+@rank_zero_only  # DDP ranks share the run directory
+def save_hydra_files(run: RunDir, cfg: DictConfig) -> None:
+    """Hydra's record of the job (.hydra/config.yaml, hydra.yaml, overrides.yaml) for the composed `cfg`.
+
+    gan_lab writes it once the run directory is known to be this run's (hydra.output_subdir is null): Hydra
+    itself would write it before the job starts, over the files of a run that directory already holds.
+    Nothing is written outside a Hydra job (train() called from Python).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    task = [o for o in hydra_cfg.overrides.task if o.lstrip("+~").split("=", 1)[0] not in INSTRUCTIONS]
+    files = {
+        "config.yaml": OmegaConf.to_yaml(cfg),  # as composed: interpolations unresolved
+        "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
+        run.overrides.name: OmegaConf.to_yaml(task),
+    }
+    for name, text in files.items():
+        atomic_write_text(run.hydra / name, text)
+
+
 @rank_zero_only  # DDP ranks share the run directory
 def write_status(output_dir: Path, status: str, started: float, **extra: Any) -> None:
     """The status, wall time since `started` (time.time()), and what went wrong; written whole (atomic)."""
