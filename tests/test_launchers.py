@@ -3,6 +3,7 @@ joblib (several jobs at once on one machine, e.g. sharing one GPU)."""
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,29 @@ def test_joblib_jobs_can_decode_in_loader_workers(tmp_path: Path, tiny_image_fol
     assert done.returncode == 0, done.stderr[-3000:]
     for job in ("0", "1"):
         assert json.loads(RunDir(sweep / job).status.read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_a_stopped_sweep_continues_through_its_own_launcher(tmp_path: Path, launcher: str) -> None:
+    """`-m resume=<sweep>` relaunches the stored sweep with its launcher: a job that never started (its directory
+    gone) is started, one preempted is continued from its checkpoint, a completed one is skipped."""
+    sweep = tmp_path / "sweep"
+    args = [*TINY_CLI, "steps=6", "callbacks.last.every_n_steps=2", "optim.lr=1e-4,2e-4,3e-4"]
+    first = run_module(
+        "gan_lab.train", "-m", f"hydra/launcher={launcher}", *args, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        OMP_NUM_THREADS="1",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    completed = RunDir(sweep / "0").last_ckpt.read_bytes()
+    shutil.rmtree(sweep / "2")  # never started
+    status = RunDir(sweep / "1").status  # preempted: its status says so, its checkpoint is the last one
+    status.write_text(json.dumps({"status": "preempted", "g_steps": 6}))
+    continued = run_module("gan_lab.train", "-m", f"resume={sweep}", cwd=tmp_path, OMP_NUM_THREADS="1")
+    assert continued.returncode == 0, continued.stderr[-3000:]
+    assert RunDir(sweep / "0").last_ckpt.read_bytes() == completed
+    for job in ("0", "1", "2"):
+        assert json.loads(RunDir(sweep / job).status.read_text())["status"] == "completed"
+    assert OmegaConf.load(RunDir(sweep / "2").config_file).optim.lr == 3e-4
+    if launcher == "submitit_local":
+        assert (sweep / ".submitit").is_dir()

@@ -72,6 +72,36 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(case: str, tmp_path: Path) 
     assert not (tmp_path / "unused").exists()
 
 
+def _train_rows(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open(newline="") as f:
+        return [
+            {k: v for k, v in r.items() if k == "step" or k.startswith("train/")} for r in csv.DictReader(f)
+        ]
+
+
+def test_a_resumed_run_writes_the_metrics_rows_an_unbroken_one_writes(tmp_path: Path) -> None:
+    """A row holds means over the steps since the last row: the running sums live in the checkpoint (step 5
+    is between the rows of steps 3 and 6)."""
+    base = [*TINY_RUN, "trainer.log_every_n_steps=3", "n_critic=2"]
+    train(compose_config([*base, "steps=10"], output_dir=tmp_path / "full"))
+    train(compose_config([*base, "steps=5"], output_dir=tmp_path / "half"))
+    resume = ["steps=10", f"resume={tmp_path / 'half'}"]
+    train(compose_config([*base, *resume], output_dir=tmp_path / "unused"), overrides=resume)
+    rows = [_train_rows(tmp_path / run) for run in ("full", "half")]
+    assert [r["step"] for r in rows[1]] == ["3", "5", "6", "9", "10"]  # 5: the half run's last step
+    assert [r for r in rows[1] if r["step"] != "5"] == rows[0]
+
+
+def test_resuming_a_run_at_the_end_of_its_budget_trains_no_further(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    done = train(compose_config([*TINY_RUN, "steps=4"], output_dir=run))
+    before = _weights(done)
+    resume = ["steps=4", f"resume={run}"]
+    again = train(compose_config([*TINY_RUN, *resume], output_dir=tmp_path / "unused"), overrides=resume)
+    assert (again.g_steps, again.d_steps) == (4, 4)
+    _assert_identical(before, _weights(again))
+
+
 # Interrupted by a budget that leaves `steps` alone (Lightning's max_steps counts D and G steps: 10 = 5 G steps),
 # so schedules sized to the run (cosine, linear) and the penalties' random draws must continue exactly.
 MID_RUN_CASES = {

@@ -269,3 +269,70 @@ def test_resume_of_a_sweep_without_multirun_says_to_add_it(tmp_path):
         f"gan_lab: error: resume={sweep} is a sweep (multirun) directory; continue it with -m: "
         f"python -m gan_lab.train -m resume={sweep}"
     ]
+
+
+# --- SLURM: checkpoint, then requeue, then continue --------------------------------------------------------
+FAKE_SUBMITIT = """
+import json, os, signal, sys, threading, time
+from pathlib import Path
+
+run = Path(os.environ["RUN_DIR"])
+
+
+def requeue(signum, frame):  # what submitit's handler does: requeue the job, then exit
+    status = json.loads((run / "status.json").read_text())
+    Path(os.environ["MARKER"]).write_text(json.dumps(status))
+    sys.exit(-1)
+
+
+def time_limit_near():  # SLURM's signal before the time limit, once the run has a checkpoint
+    while not (run / "checkpoints" / "last.ckpt").is_file():
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGUSR2)
+
+
+if os.environ.get("SEND_SIGNAL"):
+    signal.signal(signal.SIGUSR2, requeue)
+    threading.Thread(target=time_limit_near, daemon=True).start()
+import runpy
+
+sys.argv = ["gan_lab.train", *sys.argv[1:]]
+runpy.run_module("gan_lab.train", run_name="__main__")  # python -m gan_lab.train, with the fake submitit
+"""
+
+
+def test_a_slurm_job_checkpoints_at_its_time_limit_is_requeued_and_continues_exactly(tmp_path):
+    args = [*TINY_CLI, "steps=40", "callbacks.last.every_n_steps=4", "trainer.log_every_n_steps=2"]
+    reference = tmp_path / "reference"
+    assert run_module("gan_lab.train", *args, f"hydra.run.dir={reference}", cwd=tmp_path).returncode == 0
+    driver, run, marker = tmp_path / "job.py", tmp_path / "run", tmp_path / "requeued.json"
+    driver.write_text(FAKE_SUBMITIT)
+    env = {
+        **os.environ,
+        "HYDRA_FULL_ERROR": "0",
+        "SLURM_JOB_ID": "4242",
+        "RUN_DIR": str(run),
+        "MARKER": str(marker),
+    }
+    command = [sys.executable, str(driver), *args, f"hydra.run.dir={run}"]
+    first = subprocess.run(
+        command, cwd=tmp_path, env={**env, "SEND_SIGNAL": "1"}, capture_output=True, text=True
+    )
+    assert marker.is_file(), first.stderr[-3000:]  # the requeue handler ran...
+    at_requeue = json.loads(marker.read_text())
+    assert at_requeue["status"] == "preempted"  # ...after the checkpoint and the status were written
+    assert 0 < at_requeue["g_steps"] < 40
+    requeued = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True
+    )  # the same job id
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert "SLURM job 4242 was requeued: continuing its run" in requeued.stdout
+    assert json.loads(RunDir(run).status.read_text())["g_steps"] == 40
+    theirs, ours = weights(reference), weights(run)
+    assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
+    other_job = subprocess.run(
+        command, cwd=tmp_path, env={**env, "SLURM_JOB_ID": "7"}, capture_output=True, text=True
+    )
+    assert (
+        other_job.returncode == 1 and "already holds a run" in other_job.stderr
+    )  # another job does not continue it

@@ -281,7 +281,10 @@ class GANModule(pl.LightningModule):
     def on_fit_end(self) -> None:
         self._step_graphs.reset()  # the graphs hold GPU memory, and the nets may move to the CPU now
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if self.max_g_steps and self.g_steps >= self.max_g_steps:
+            self.trainer.should_stop = True  # resumed from the budget's last step: nothing is left to train
+            return -1  # Lightning's "end this epoch now"
         if self._rng_to_restore is not None:
             # Restored here, not when the checkpoint is read: Lightning draws random numbers while setting up.
             set_rng_state(self._rng_to_restore)
@@ -375,8 +378,11 @@ class GANModule(pl.LightningModule):
                 scheduler.step()
         self._accumulate(g_loss=g_loss)
         self.last_losses["g_loss"] = g_loss
-        if self.g_steps % self.trainer.log_every_n_steps == 0 or self.g_steps == self.max_g_steps:
-            self._write_training_metrics()
+        on_interval = self.g_steps % self.trainer.log_every_n_steps == 0
+        if on_interval or self.g_steps == self.max_g_steps:
+            # The budget's last step gets a row too; its sums carry on (into the checkpoint), so a run resumed
+            # with a larger budget writes the rows an unbroken run writes.
+            self._write_training_metrics(restart_sums=on_interval)
         if self.max_g_steps and self.g_steps >= self.max_g_steps:
             self.trainer.should_stop = True
 
@@ -409,7 +415,7 @@ class GANModule(pl.LightningModule):
             total, count = self._log_sums.get(name, (0.0, 0))
             self._log_sums[name] = (total + value.detach().float(), count + 1)
 
-    def _write_training_metrics(self) -> None:
+    def _write_training_metrics(self, restart_sums: bool = True) -> None:
         """Log the means since the last write (D values over all D steps), learning rates and counters."""
         self.check_finite()
         names = list(self._log_sums)
@@ -428,7 +434,8 @@ class GANModule(pl.LightningModule):
         }
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.g_steps)
-        self._log_sums.clear()
+        if restart_sums:
+            self._log_sums.clear()
 
     # --- divergence guard ---------------------------------------------------------------------------------
     def check_finite(self) -> None:
@@ -439,10 +446,22 @@ class GANModule(pl.LightningModule):
     # --- checkpoints --------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite()  # a diverged run never overwrites its last good checkpoint
-        checkpoint["gan_lab"] = {"g_steps": self.g_steps, "d_steps": self.d_steps, "rng": rng_state()}
+        checkpoint["gan_lab"] = {
+            "g_steps": self.g_steps,
+            "d_steps": self.d_steps,
+            "rng": rng_state(),
+            # the running sums of the next metrics row: a resumed run writes that row as an unbroken one would
+            "log_sums": {
+                name: (torch.as_tensor(total).cpu(), count) for name, (total, count) in self._log_sums.items()
+            },
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gan_lab", {})
         self.g_steps = state.get("g_steps", 0)
         self.d_steps = state.get("d_steps", 0)
         self._rng_to_restore = state.get("rng")
+        sums = state.get(
+            "log_sums", {}
+        )  # absent in checkpoints written before it was kept: the row starts anew
+        self._log_sums = {name: (total.to(self.device), count) for name, (total, count) in sums.items()}

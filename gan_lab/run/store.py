@@ -27,6 +27,7 @@ from gan_lab.errors import ConfigError, GanLabError
 from gan_lab.run.lock import RunLock, read_record
 from gan_lab.run.paths import MULTIRUN_FILE, RunDir
 from gan_lab.run.resume import find_checkpoint
+from gan_lab.utils.io import remove_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,14 @@ def target(cfg: DictConfig) -> RunDir:
 def plan(cfg: DictConfig, run: RunDir, lock: RunLock) -> Plan:
     """Decide, holding the run's lock, what this process does with `run` (see the module docstring).
 
-    Raises a one-line ConfigError for a directory that holds another run; may set that run aside to replace it
-    (overwrite=true, or a sweep job started again). Rank 0 writes its decision into PLAN_ENV for the DDP ranks it starts.
+    Raises a one-line ConfigError for a directory that holds another run; sets that run aside to replace it
+    (overwrite=true, or a sweep job started again); removes what a killed writer left half-written.
     """
     resume = cfg.get("resume")
-    if resume and not is_sweep_dir(resume):
-        return Plan(run, find_checkpoint(resume))
     status = read_status(run)
-    if resume:  # a job of a continued sweep
+    if resume and not is_sweep_dir(resume):
+        decided = Plan(run, find_checkpoint(resume))
+    elif resume:  # a job of a continued sweep
         decided = _continue_job(run, status, bool(cfg.get("retry_failed")))
     elif _requeued_here(lock, status) and run.last_ckpt.is_file():
         log.info("SLURM job %s was requeued: continuing its run %s", os.environ["SLURM_JOB_ID"], run.root)
@@ -96,6 +97,9 @@ def plan(cfg: DictConfig, run: RunDir, lock: RunLock) -> Plan:
     if decided.skip is None and decided.checkpoint is None and holds_a_run(run):
         log.warning("replacing the run in %s (%s)", run.root, _summary(status))
         set_aside(run)
+    if decided.skip is None:
+        for folder in (run.root, run.checkpoints):  # what a killed writer of this run left half-written
+            remove_temporaries(folder)
     return decided
 
 

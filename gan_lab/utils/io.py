@@ -10,6 +10,17 @@ from typing import Any
 
 import torch
 
+TMP_MARK = ".tmp-"  # .<name>.tmp-<pid>: atomic_path's temporary file
+
+
+def remove_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Delete the temporary files atomic_path left in folder when its writer was killed mid-write (call only
+    where no writer can be at work, e.g. holding the run's lock); returns how many."""
+    stale = [p for p in Path(folder).glob(f".*{TMP_MARK}*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], durable: bool = False) -> Iterator[Path]:
@@ -21,7 +32,7 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = False) -> Iterator
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
         yield tmp
         if durable:
