@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from gan_lab import build, objective
 from gan_lab.cli import config_errors_as_one_line, in_multirun, user_errors_as_one_line
 from gan_lab.core.module import GANModule
-from gan_lab.errors import ConfigError, one_line, user_error
+from gan_lab.errors import ConfigError, GanLabError, one_line, user_error
 from gan_lab.metrics.registry import register_extra
 from gan_lab.run import ddp, store
 from gan_lab.run.checkpoint_io import load_checkpoint
@@ -209,5 +209,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv = expand_command_line(sys.argv)  # -m resume=<multirun dir>: that sweep's own command line
+    try:
+        sys.argv = expand_command_line(sys.argv)  # -m resume=<multirun dir>: that sweep's own command line
+    except GanLabError as err:
+        sys.exit(f"gan_lab: error: {one_line(err)}")
     main()

@@ -19,6 +19,7 @@ from conftest import TINY_CLI, run_module
 from omegaconf import OmegaConf
 
 from gan_lab.run import lock as run_lock
+from gan_lab.run.continue_sweep import expand_command_line
 from gan_lab.run.lock import RunInUse, RunLock
 from gan_lab.run.paths import RunDir
 
@@ -257,6 +258,33 @@ def test_a_continued_sweep_skips_failed_jobs_unless_retry_failed(tmp_path):
     retried = run_module("gan_lab.train", "-m", f"resume={sweep}", "retry_failed=true", cwd=tmp_path)
     assert retried.returncode == 0, retried.stderr[-3000:]
     assert json.loads(status.read_text())["status"] == "completed"
+
+
+def test_the_continuing_command_line_is_the_stored_sweeps_with_the_new_keys(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    stored = {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+        "overrides": {
+            "hydra": ["hydra/launcher=joblib", "hydra.sweep.dir=multirun/old"],
+            "task": ["optim.lr=1e-4,2e-4", "steps=40", "resume=an/earlier/continuation"],
+        },
+    }
+    OmegaConf.save({"hydra": stored}, sweep / "multirun.yaml")
+    argv = ["train.py", "-m", "--config-name", "train", f"resume={sweep}", "steps=80"]
+    assert expand_command_line(argv) == [
+        "train.py", "-m", "--config-name", "train", "hydra/launcher=joblib", "optim.lr=1e-4,2e-4", "steps=80",
+        f"hydra.sweep.dir={sweep}", f"resume={sweep}",
+    ]  # fmt: skip
+    assert expand_command_line(["train.py", f"resume={sweep}"]) == ["train.py", f"resume={sweep}"]  # no -m
+    stored["sweeper"]["_target_"] = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    OmegaConf.save({"hydra": stored}, sweep / "multirun.yaml")
+    refused = run_module("gan_lab.train", "-m", f"resume={sweep}", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert error_lines(refused) == [
+        f"gan_lab: error: resume={sweep}: that sweep ran with OptunaSweeper, whose jobs cannot be listed again; "
+        "continue its jobs one by one with resume=<job directory>"
+    ]
 
 
 def test_resume_of_a_sweep_without_multirun_says_to_add_it(tmp_path):
