@@ -108,6 +108,7 @@ def build_module(cfg: DictConfig) -> GANModule:
         augment=Augmentations(instantiate(cfg.get("augment"))),
         ema_decay=cfg.ema.decay,
         ema_start_step=cfg.ema.start_step,
+        ema_rampup=cfg.ema.get("rampup"),  # absent in configs stored before it existed
         channels_last=use_channels_last(speed, cfg.trainer.get("accelerator", "auto")),
         compile=bool(speed.get("compile", False)),
         capture=capture_mode(speed.get("capture", False)),

@@ -44,6 +44,33 @@ def test_ema_matches_closed_form(start):
     torch.testing.assert_close(ema.stat, torch.full((3,), -values[-1]))  # buffers copied, not averaged
 
 
+def test_ema_rampup_caps_the_decay_by_the_steps_seen():
+    """StyleGAN2-ADA's ramp-up: beta_t = min(decay, 0.5 ** (1 / (rampup * t))) at generator step t."""
+    decay, rampup, values = 0.9, 0.5, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    module = GANModule(Tiny(), Tiny(), NonSaturatingLoss(), ema_decay=decay, ema_rampup=rampup, z_dim=3)
+    expected = values[0]  # the first step copies G
+    for step, value in enumerate(values, start=1):
+        with torch.no_grad():
+            module.generator.weight.fill_(value)
+        module.g_steps = step
+        module._update_ema()
+        if step > 1:
+            beta = min(
+                decay, 0.5 ** (1 / (rampup * step))
+            )  # 0.5, 0.63, 0.71, 0.76, 0.79, 0.82, then 0.9 caps
+            expected = beta * expected + (1 - beta) * value
+    torch.testing.assert_close(module.generator_ema.module.weight, torch.full((3,), expected))
+    constant = module_with_ema(decay, 0)  # without the ramp-up the average stays nearer the first weights
+    for step, value in enumerate(values, start=1):
+        with torch.no_grad():
+            constant.generator.weight.fill_(value)
+        constant.g_steps = step
+        constant._update_ema()
+    assert constant.generator_ema.module.weight[0] < expected < values[-1]
+    with pytest.raises(ConfigError, match="ema.rampup"):
+        GANModule(Tiny(), Tiny(), NonSaturatingLoss(), ema_decay=decay, ema_rampup=0.0, z_dim=3)
+
+
 def test_ema_decay_is_checked():
     with pytest.raises(ConfigError, match="ema.decay"):
         module_with_ema(1.5, 0)

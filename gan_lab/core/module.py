@@ -54,6 +54,7 @@ from gan_lab.core.optim import (
     restore_built_flags,
 )
 from gan_lab.core.regularizers import Regularizer, WeightClip, has_penalty, lazy_interval, members
+from gan_lab.core.running_means import RunningMeans
 from gan_lab.errors import ConfigError
 from gan_lab.run.checkpoint_io import rng_state, set_rng_state
 
@@ -79,6 +80,7 @@ class GANModule(pl.LightningModule):
         augment: Augmentations | None = None,
         ema_decay: float | None = None,
         ema_start_step: int = 0,
+        ema_rampup: float | None = None,
         channels_last: bool = False,
         compile: bool = False,
         capture: bool | str = False,
@@ -111,7 +113,7 @@ class GANModule(pl.LightningModule):
         self.augment = augment or Augmentations(None)
         # Registered as a submodule: its probability and counts follow the device and live in checkpoints.
         self.adaptive_augment = self.augment.adaptive
-        self.generator_ema = build_ema(self.generator, ema_decay)
+        self.generator_ema = build_ema(self.generator, ema_decay, ema_rampup)
         self.ema_start_step = ema_start_step
         # speed.capture=nets includes speed.compile: with both set, capture decides (it compiles in on_fit_start).
         self.capture = capture_mode(capture)
@@ -128,7 +130,7 @@ class GANModule(pl.LightningModule):
             self.save_hyperparameters(dict(config))
         self.g_steps = 0
         self.d_steps = 0
-        self._log_sums: dict[str, tuple[Tensor | float, int]] = {}
+        self._running = RunningMeans()  # of the training metrics, until the next row
         # The last D and G losses, on the device: the progress bar reads them when it redraws. Not self.log:
         # Lightning reads every prog_bar value back from the GPU after every batch, a host sync per value.
         self.last_losses: dict[str, Tensor] = {}
@@ -282,9 +284,9 @@ class GANModule(pl.LightningModule):
         self._step_graphs.reset()  # the graphs hold GPU memory, and the nets may move to the CPU now
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        if self.max_g_steps and self.g_steps >= self.max_g_steps:
-            self.trainer.should_stop = True  # resumed from the budget's last step: nothing is left to train
-            return -1  # Lightning's "end this epoch now"
+        if self.max_g_steps and self.g_steps >= self.max_g_steps:  # resumed at the budget's end
+            self.trainer.should_stop = True
+            return -1  # Lightning's "end this epoch now": nothing is left to train
         if self._rng_to_restore is not None:
             # Restored here, not when the checkpoint is read: Lightning draws random numbers while setting up.
             set_rng_state(self._rng_to_restore)
@@ -316,7 +318,7 @@ class GANModule(pl.LightningModule):
             if self.d_steps % self.adaptive_augment.interval == 0:
                 self.adaptive_augment.adjust(real.shape[0])
         self._finite.watch(d_loss + penalty, is_generator=False, g_step=self.g_steps, d_step=self.d_steps)
-        self._accumulate(
+        self._running.add(
             d_loss=d_loss,
             d_penalty=penalty,
             d_real=real_logits.mean(),
@@ -376,12 +378,10 @@ class GANModule(pl.LightningModule):
         if self._scheduler_interval() == "step":
             for scheduler in self._schedulers():
                 scheduler.step()
-        self._accumulate(g_loss=g_loss)
+        self._running.add(g_loss=g_loss)
         self.last_losses["g_loss"] = g_loss
         on_interval = self.g_steps % self.trainer.log_every_n_steps == 0
-        if on_interval or self.g_steps == self.max_g_steps:
-            # The budget's last step gets a row too; its sums carry on (into the checkpoint), so a run resumed
-            # with a larger budget writes the rows an unbroken run writes.
+        if on_interval or self.g_steps == self.max_g_steps:  # the budget's last row keeps its sums (resume)
             self._write_training_metrics(restart_sums=on_interval)
         if self.max_g_steps and self.g_steps >= self.max_g_steps:
             self.trainer.should_stop = True
@@ -409,33 +409,21 @@ class GANModule(pl.LightningModule):
     # --- logging ------------------------------------------------------------------------------------------
     # Training metrics go straight to the loggers, at generator steps: Lightning's self.log would repeat a
     # G-step value on the D-only batches of n_critic > 1 and index rows by batch, not by generator step.
-    def _accumulate(self, **values: Tensor) -> None:
-        """Add per-step values to running sums on the device (no host sync until they are written)."""
-        for name, value in values.items():
-            total, count = self._log_sums.get(name, (0.0, 0))
-            self._log_sums[name] = (total + value.detach().float(), count + 1)
-
     def _write_training_metrics(self, restart_sums: bool = True) -> None:
         """Log the means since the last write (D values over all D steps), learning rates and counters."""
         self.check_finite()
-        names = list(self._log_sums)
-        values = [total / count for total, count in self._log_sums.values()]
+        values = self._running.means()
         if self.adaptive_augment is not None:  # ADA's probability now, read back with the means (one sync)
-            names.append("ada_p")
-            values.append(self.adaptive_augment.p)
-        means = torch.stack(values).tolist() if names else []
-        metrics = {f"train/{name}": value for name, value in zip(names, means, strict=True)}
+            values["ada_p"] = self.adaptive_augment.p
+        means = torch.stack(list(values.values())).tolist() if values else []
+        metrics = {f"train/{name}": value for name, value in zip(values, means, strict=True)}
         opt_g, opt_d = self.optimizers()
-        metrics |= {
-            "train/lr_g": opt_g.param_groups[0]["lr"],
-            "train/lr_d": opt_d.param_groups[0]["lr"],
-            "train/d_step": self.d_steps,
-            "epoch": self.current_epoch,
-        }
+        lrs = {"train/lr_g": opt_g.param_groups[0]["lr"], "train/lr_d": opt_d.param_groups[0]["lr"]}
+        metrics |= lrs | {"train/d_step": self.d_steps, "epoch": self.current_epoch}
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.g_steps)
         if restart_sums:
-            self._log_sums.clear()
+            self._running.clear()
 
     # --- divergence guard ---------------------------------------------------------------------------------
     def check_finite(self) -> None:
@@ -450,10 +438,7 @@ class GANModule(pl.LightningModule):
             "g_steps": self.g_steps,
             "d_steps": self.d_steps,
             "rng": rng_state(),
-            # the running sums of the next metrics row: a resumed run writes that row as an unbroken one would
-            "log_sums": {
-                name: (torch.as_tensor(total).cpu(), count) for name, (total, count) in self._log_sums.items()
-            },
+            "log_sums": self._running.state(),  # the next metrics row's: resumed, it is the unbroken row
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -461,7 +446,4 @@ class GANModule(pl.LightningModule):
         self.g_steps = state.get("g_steps", 0)
         self.d_steps = state.get("d_steps", 0)
         self._rng_to_restore = state.get("rng")
-        sums = state.get(
-            "log_sums", {}
-        )  # absent in checkpoints written before it was kept: the row starts anew
-        self._log_sums = {name: (total.to(self.device), count) for name, (total, count) in sums.items()}
+        self._running.load(state.get("log_sums", {}), self.device)  # absent in older checkpoints: a fresh row
