@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.utilities.logger import _convert_json_serializable, _convert_params
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from PIL import Image
 
 from gan_lab.errors import ConfigError
 from gan_lab.metrics.registry import better, kind_of
@@ -345,11 +347,14 @@ def wandb_logger(
 
 
 def log_image(loggers: Iterable[Any], key: str, path: str | os.PathLike[str], step: int) -> None:
-    """Log the image file at `path` as `key` at generator step `step` to every WandbLogger; others are skipped."""
-    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
-    if not wandb_loggers:
-        return
-    import wandb
+    """Log the image file at `path` as `key` at generator step `step` to every W&B and TensorBoard logger (the
+    CSV logger keeps its files beside it)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
 
-    for logger in wandb_loggers:
-        logger.log_metrics({key: wandb.Image(str(path), caption=Path(path).name)}, step=step)
+            logger.log_metrics({key: wandb.Image(str(path), caption=Path(path).name)}, step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            logger.experiment.add_image(key, pixels, global_step=step, dataformats="HWC")

@@ -40,6 +40,7 @@ from gan_lab.run.sweep import (
 LR_KEYS = ("optim.lr", "optim.lr_g", "optim.lr_d")
 D_ACCURACY = "train/d_accuracy"
 ERROR_CHARS = 80  # failed jobs' errors in the markdown table; report.csv keeps them whole
+FEW_POINTS = 50  # up to this many rows a job's line is also drawn as dots: a single row would draw nothing
 # training_curves.png: {panel title: the train/ columns it overlays}; panels no job logged are left out
 TRAINING_PANELS = {
     "D loss": ("train/d_loss",),
@@ -145,7 +146,10 @@ def training_figure(jobs: list[Job], swept: list[str]) -> Figure | None:
     for ax, (title, lines) in zip(axes, panels.items(), strict=False):
         for label, column, points in lines:
             style = "--" if column == "train/d_fake" else "-"
-            (line,) = ax.plot(*zip(*points, strict=True), style, color=colors[label], label=label, lw=1)
+            dots = {"marker": "o", "markersize": 3} if len(points) <= FEW_POINTS else {}  # a lone row shows
+            (line,) = ax.plot(
+                *zip(*points, strict=True), style, color=colors[label], label=label, lw=1, **dots
+            )
             handles.setdefault(label, line)
         ax.set(title=title, xlabel="generator steps")
         ax.grid(alpha=0.3)

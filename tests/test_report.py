@@ -403,3 +403,13 @@ def test_end_to_end_on_a_real_multirun(tmp_path):
     assert "| 0 | 0.0001 | completed | 2 |" in markdown and "| 1 | 0.0002 | completed | 2 |" in markdown
     assert markdown in result.stdout and f"wrote {sweep / 'report.csv'}" in result.stdout
     assert_png(sweep / "training_curves.png")  # metrics=none: the training curves all the same
+
+
+def test_a_job_with_a_single_row_is_drawn_as_a_dot(tmp_path):
+    """A 20-step sweep logs one row per job (the budget's last step): a line alone would draw nothing."""
+    make_job(tmp_path, "0", ["optim.lr=1e-4"], done(20), accuracy=[0.5])
+    make_job(tmp_path, "1", ["optim.lr=2e-4"], done(20), accuracy=[0.6])
+    jobs = load_jobs(tmp_path)
+    fig = training_figure(jobs, varying_override_keys(jobs))
+    for ax in (ax for ax in fig.axes if ax.get_visible()):
+        assert ax.lines and all(line.get_marker() == "o" for line in ax.lines), ax.get_title()
