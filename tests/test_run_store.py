@@ -245,6 +245,7 @@ def test_a_sweep_killed_midway_is_completed_by_one_command(tmp_path, uninterrupt
     assert report.stdout.count("completed") >= 4
 
 
+@pytest.mark.slow
 def test_a_continued_sweep_skips_failed_jobs_unless_retry_failed(tmp_path):
     sweep = tmp_path / "sweep"
     done = run_sweep(tmp_path, sweep)
@@ -329,6 +330,7 @@ runpy.run_module("gan_lab.train", run_name="__main__")  # python -m gan_lab.trai
 """
 
 
+@pytest.mark.slow
 def test_a_slurm_job_checkpoints_at_its_time_limit_is_requeued_and_continues_exactly(tmp_path):
     args = [*TINY_CLI, "steps=40", "callbacks.last.every_n_steps=4", "trainer.log_every_n_steps=2"]
     reference = tmp_path / "reference"
