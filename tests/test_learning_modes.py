@@ -34,7 +34,7 @@ from PIL import Image
 from gan_lab.train import train
 from gan_lab.utils.config import compose_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # resnet + WGAN-GP: 616 s alone on an AVX2 EPYC
 
 COLOURS = torch.tensor(list(itertools.product([64, 192], repeat=3)), dtype=torch.float32)
 ON_MODE = 40.0  # half the distance between neighbouring modes is 64
