@@ -73,6 +73,14 @@ def write_status(output_dir: Path, status: str, started: float, **extra: Any) ->
     atomic_write_text(RunDir(output_dir).status, json.dumps(record, indent=2) + "\n")
 
 
+def read_status(run: RunDir) -> dict[str, Any]:
+    """The run's status record; {} when it has none, or it is being rewritten or unreadable."""
+    try:
+        return json.loads(run.status.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def saved_files(output_dir: Path) -> dict[str, bytes]:
     """The config and status files an earlier run left in output_dir, to put back if this one fails early."""
     run = RunDir(output_dir)

@@ -27,6 +27,7 @@ from gan_lab.errors import ConfigError, GanLabError
 from gan_lab.run.lock import RunLock, read_record
 from gan_lab.run.paths import MULTIRUN_FILE, RunDir
 from gan_lab.run.resume import find_checkpoint
+from gan_lab.run.status import read_status
 from gan_lab.utils.io import remove_temporaries
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,6 @@ class Plan:
 def is_sweep_dir(path: str | os.PathLike[str]) -> bool:
     """Whether path is a multirun directory (Hydra wrote its record of the sweep there)."""
     return (Path(path).expanduser() / MULTIRUN_FILE).is_file()
-
-
-def read_status(run: RunDir) -> dict[str, Any]:
-    """The run's status record ({} when it has none or it cannot be read)."""
-    try:
-        return json.loads(run.status.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def holds_a_run(run: RunDir) -> bool:

@@ -4,7 +4,6 @@ which override keys vary, which columns are metrics and which value is a metric'
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from gan_lab.errors import GanLabError, one_line
 from gan_lab.metrics.registry import higher_is_better, kind_of, register_extra
 from gan_lab.run.checkpoint_io import trusted_package_prefixes
 from gan_lab.run.paths import RunDir
+from gan_lab.run.status import read_status
 
 HINT = "pass the directory Hydra printed for the multirun, e.g. multirun/2026-01-01/12-00-00"
 PREFERRED_KINDS = ("fid", "kid", "isc")  # the metric plotted when --metric is not given
@@ -92,10 +92,7 @@ def read_extra(path: Path) -> Any:
 def load_job(path: Path) -> Job:
     """A Job from its directory; missing or half-written files leave the fields empty."""
     run = RunDir(path)
-    try:
-        status = json.loads(run.status.read_text())
-    except (OSError, ValueError):
-        status = {}  # killed before it was written, or read while being rewritten
+    status = read_status(run)  # {}: killed before it was written, or read while being rewritten
     series = read_series(run.metrics)
     steps = status.get("g_steps", max((p[-1][0] for p in series.values()), default=None))
     return Job(
