@@ -136,9 +136,8 @@ MODERN = ["model=dcgan", "normalization=none", "optim.betas=[0.0,0.9]", "optim.l
 
 
 def assert_covers_the_modes(module):
-    nearest, on_mode = modes_of(
-        module, n=2048
-    )  # shares near 1/32 need more than 256 samples to be told apart
+    # Shares near 1/32 need more than 256 samples to be told apart.
+    nearest, on_mode = modes_of(module, n=2048)
     shares = torch.bincount(nearest[on_mode], minlength=8) / on_mode.sum()
     covered = shares > 0
     assert on_mode.float().mean() >= 0.3, f"only {on_mode.float().mean():.0%} of samples on a mode"
