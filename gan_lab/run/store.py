@@ -181,7 +181,8 @@ def handed_down(cfg: DictConfig, run: RunDir) -> Plan | None:
                 return _plan_of(run, record.get("plan"))
             time.sleep(1.0)
         raise GanLabError(
-            f"DDP rank {rank_zero_only.rank}: rank 0 did not start the run in {run.root} within {RANK_WAIT_S:.0f} s"
+            f"DDP rank {rank_zero_only.rank}: rank 0 did not start the run in {run.root} within {RANK_WAIT_S:.0f} s; "
+            "see rank 0's log for why (refused or failed) and start the job again"
         )
     resume = cfg.get("resume")  # another launcher (torchrun): an explicit resume= only
     return Plan(run, find_checkpoint(resume) if resume and not is_sweep_dir(resume) else None)
