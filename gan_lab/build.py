@@ -15,20 +15,19 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar, Timer
 from omegaconf import DictConfig, OmegaConf
 
-from gan_lab.callbacks import InLoopMetrics
+from gan_lab.callbacks import InLoopMetrics, LastCheckpoint
 from gan_lab.core.augment import Augmentations
 from gan_lab.core.graphs import capture_mode
 from gan_lab.core.module import GANModule
 from gan_lab.core.regularizers import build_regularizer
+from gan_lab.core.speed import resolve_precision, set_tf32, use_channels_last
 from gan_lab.errors import ConfigError
 from gan_lab.metrics import settings_from_config
-from gan_lab.run.checkpoint_callback import LastCheckpoint
 from gan_lab.run.checkpoint_io import AtomicCheckpointIO
 from gan_lab.run.paths import RunDir
 from gan_lab.run.preemption import PreemptionCheckpoint
 from gan_lab.utils.config import redact_secrets
 from gan_lab.utils.console import ModelSize
-from gan_lab.utils.precision import resolve_precision, set_tf32, use_channels_last
 
 
 def absolutize_data_paths(cfg: DictConfig) -> None:

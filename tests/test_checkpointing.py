@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import torch
 from conftest import TINY_CLI, TINY_RUN
 
+from gan_lab.callbacks import last_checkpoint_path
 from gan_lab.core.guards import Diverged
 from gan_lab.core.losses import NonSaturatingLoss
 from gan_lab.run.checkpoint_io import CheckpointWriteError, load_checkpoint
@@ -134,9 +136,29 @@ def test_nan_weights_are_never_saved(tmp_path: Path, tiny_config) -> None:
     before = last.read_bytes()
     with torch.no_grad():
         next(module.discriminator.parameters()).fill_(float("inf"))
-    with pytest.raises(Diverged, match=r"non-finite discriminator weights \(net\.0\."):
+    with pytest.raises(Diverged, match=r"non-finite discriminator weights \(net\.0\.") as err:
         module.trainer.save_checkpoint(last)
     assert last.read_bytes() == before
+    # The guard knows no checkpoints: the entry point adds the one a resume would read.
+    assert "checkpoint is kept" not in str(err.value)
+    assert last_checkpoint_path(module.trainer) == last and last_checkpoint_path(None) is None
+
+
+def test_diverged_says_what_was_kept_before_the_fix() -> None:
+    """What the entry point adds (`kept`) goes between what diverged and the fix; a pickled error (a launcher's
+    failed job) comes back whole."""
+    alone = Diverged("g_loss=nan at generator step 6 (discriminator step 6)")
+    assert str(alone) == (
+        "training diverged: g_loss=nan at generator step 6 (discriminator step 6); lower optim.lr or stabilise D "
+        "(normalization=spectral, regularizer=gradient_penalty), then resume=<checkpoint> or start again"
+    )
+    kept = Diverged(alone.what, "the last good checkpoint is kept: run/checkpoints/last.ckpt")
+    assert str(kept) == str(alone).replace(
+        "(discriminator step 6); ",
+        "(discriminator step 6); the last good checkpoint is kept: run/checkpoints/last.ckpt; ",
+    )
+    again = pickle.loads(pickle.dumps(kept))
+    assert type(again) is Diverged and str(again) == str(kept) and again.what == alone.what
 
 
 def test_diverged_cli_run_exits_1_with_one_line(tmp_path: Path) -> None:

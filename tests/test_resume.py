@@ -260,7 +260,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path: Path) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: run `make test` on a GPU machine")
 def test_cuda_rng_state_survives_the_checkpoint_round_trip(tmp_path: Path) -> None:
     """The CUDA generator (noise and GP's weights drawn on the device) continues exactly after a resume."""
-    from gan_lab.run.checkpoint_io import rng_state, set_rng_state
+    from gan_lab.utils.rng import rng_state, set_rng_state
 
     torch.cuda.manual_seed_all(3)
     torch.save({"rng": rng_state()}, tmp_path / "rng.pt")
@@ -288,13 +288,14 @@ def test_resume_with_augment_hflip_compares_the_flip_it_sets(tmp_path, stored_fl
 def _current_classes() -> dict[str, type]:
     """Every `_target_` a config stored by an earlier gan_lab names, with the class it must build now."""
     from gan_lab.callbacks.diversity import DiversityMonitor
+    from gan_lab.callbacks.last_checkpoint import LastCheckpoint
     from gan_lab.callbacks.progress import GANProgressBar
     from gan_lab.callbacks.sample_grid import SampleGrid
     from gan_lab.core import augment, losses, regularizers
-    from gan_lab.run.checkpoint_callback import LastCheckpoint
 
     moved = {
         "gan_lab.checkpointing.LastCheckpoint": LastCheckpoint,
+        "gan_lab.run.checkpoint_callback.LastCheckpoint": LastCheckpoint,
         "gan_lab.diversity.DiversityMonitor": DiversityMonitor,
         "gan_lab.callbacks.SampleGrid": SampleGrid,
         "gan_lab.callbacks.GANProgressBar": GANProgressBar,
@@ -379,5 +380,5 @@ def test_a_checkpoint_naming_old_homes_resumes_bit_for_bit_and_exports(tmp_path:
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)[
         "hyper_parameters"
     ]  # rewritten by the resume
-    assert saved["callbacks"]["last"]["_target_"] == "gan_lab.run.checkpoint_callback.LastCheckpoint"
+    assert saved["callbacks"]["last"]["_target_"] == "gan_lab.callbacks.last_checkpoint.LastCheckpoint"
     assert saved["loss"]["_target_"] == "gan_lab.core.losses.HingeLoss"

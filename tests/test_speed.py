@@ -19,15 +19,15 @@ import torch
 from conftest import TINY_RUN
 
 from gan_lab.build import build_module, build_trainer
+from gan_lab.core import speed as precision
 from gan_lab.core.module import GANModule, has_penalty, is_compiled, uncompiled
 from gan_lab.core.optim import build_optimizer
 from gan_lab.core.regularizers import GradientPenalty, R1Penalty, Regularizer, WeightClip
+from gan_lab.core.speed import resolve_precision, set_tf32
 from gan_lab.errors import ConfigError
 from gan_lab.run.checkpoint_io import load_checkpoint
 from gan_lab.train import train
-from gan_lab.utils import precision
 from gan_lab.utils.config import compose_config
-from gan_lab.utils.precision import resolve_precision, set_tf32
 
 FP32 = [*TINY_RUN, "trainer.precision=32-true", "model.width=8"]
 # bf16-mixed against fp32 from the same seed, D and G losses of every step (losses are ~0.7-1.5). Measured
@@ -271,7 +271,6 @@ def test_capture_on_cuda_leaves_the_layout_to_the_compiler(
 ) -> None:
     """channels_last weights broke the captured step on an H200 (torch 2.11): under capture on CUDA the nets
     stay NCHW, with one log line; elsewhere speed.channels_last holds."""
-    from gan_lab.utils import precision
 
     def channels_last(module) -> bool:
         weight = module.discriminator.main[0].weight if hasattr(module.discriminator, "main") else None
@@ -283,7 +282,7 @@ def test_capture_on_cuda_leaves_the_layout_to_the_compiler(
     settings = ("speed.capture=true", "speed.channels_last=true")
     assert channels_last(build_module(tiny_config(*settings, "trainer.accelerator=cpu")))
     monkeypatch.setattr(precision, "trains_on_cuda", lambda accelerator="auto": True)
-    with caplog.at_level(logging.INFO, logger="gan_lab.utils.precision"):
+    with caplog.at_level(logging.INFO, logger="gan_lab.core.speed"):
         module = build_module(tiny_config(*settings))
     assert not channels_last(module) and module.memory_format == torch.contiguous_format
     assert [r.getMessage() for r in caplog.records] == [

@@ -1,19 +1,32 @@
-"""The divergence guard: a NaN or infinite loss or weight stops the run, naming the step, and is never saved."""
+"""The divergence guard: a NaN or infinite loss or weight stops the run, naming the step, and is never saved.
+
+The guard knows nothing of checkpoints: the entry point, which does, adds what was kept (`Diverged.kept`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
 from gan_lab.errors import GanLabError
-from gan_lab.run.checkpoint_callback import LastCheckpoint
+
+DIVERGED_FIX = (
+    "lower optim.lr or stabilise D (normalization=spectral, regularizer=gradient_penalty), "
+    "then resume=<checkpoint> or start again"
+)
 
 
 class Diverged(GanLabError):
-    """A loss or a weight became NaN or infinite."""
+    """A loss or a weight became NaN or infinite: `what` diverged, at which step; `kept`, where given, says what
+    the run saved before it (e.g. "the last good checkpoint is kept: <path>"), and goes before the fix."""
+
+    def __init__(self, what: str, kept: str | None = None) -> None:
+        self.what, self.kept = what, kept
+        super().__init__("; ".join([f"training diverged: {what}", *([kept] if kept else []), DIVERGED_FIX]))
+
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
+        return type(self), (self.what, self.kept)  # pickled (a launcher's failed job) as it was made
 
 
 class FiniteWatch:
@@ -44,9 +57,9 @@ class FiniteWatch:
         return f"{which}={value} at generator step {int(g_step)} (discriminator step {int(d_step)})"
 
 
-def check_finite(watch: FiniteWatch, nets: Mapping[str, nn.Module], callbacks: Iterable[Any]) -> None:
+def check_finite(watch: FiniteWatch, nets: Mapping[str, nn.Module]) -> None:
     """Raise Diverged, naming the step and values, if a loss or a weight of `nets` ({name: net}) has become NaN
-    or infinite; the message names the last checkpoint a LastCheckpoint of `callbacks` kept."""
+    or infinite."""
     problems = [problem] if (problem := watch.problem()) else []
     for name, net in nets.items():
         weights = list(net.named_parameters())
@@ -57,12 +70,5 @@ def check_finite(watch: FiniteWatch, nets: Mapping[str, nn.Module], callbacks: I
             problems.append(
                 f"non-finite {name} weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
             )
-    if not problems:
-        return
-    saved = [c.path for c in callbacks if isinstance(c, LastCheckpoint)]
-    last = next((str(p) for p in saved if p.is_file()), None)
-    kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint was saved before it"
-    raise Diverged(
-        f"training diverged: {'; '.join(problems)}; {kept}; lower optim.lr or stabilise D "
-        "(normalization=spectral, regularizer=gradient_penalty), then resume=<checkpoint> or start again"
-    )
+    if problems:
+        raise Diverged("; ".join(problems))

@@ -56,7 +56,7 @@ from gan_lab.core.optim import (
 from gan_lab.core.regularizers import Regularizer, WeightClip, has_penalty, lazy_interval, members
 from gan_lab.core.running_means import RunningMeans
 from gan_lab.errors import ConfigError
-from gan_lab.run.checkpoint_io import rng_state, set_rng_state
+from gan_lab.utils.rng import rng_state, set_rng_state
 
 log = logging.getLogger("gan_lab.module")  # the logger name its lines had before it moved to core/
 
@@ -429,7 +429,7 @@ class GANModule(pl.LightningModule):
     def check_finite(self) -> None:
         """Raise Diverged, naming the step and values, if a loss or a weight has become NaN or infinite."""
         nets = {"generator": self.generator, "discriminator": self.discriminator}
-        check_finite(self._finite, nets, getattr(self._trainer, "callbacks", []))
+        check_finite(self._finite, nets)
 
     # --- checkpoints --------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,20 +1,18 @@
 """Checkpoint and export files: atomic durable saves, and loads that run no code (tensors, gan_lab targets).
 
-What a checkpoint holds beyond Lightning's own: the global RNG states (rng_state, as types a weights-only load
-reads), and a stored run config that is read back with the `_target_`s of moved classes upgraded.
+What a checkpoint holds beyond Lightning's own: the global RNG states (utils/rng.rng_state, as types a weights-only
+load reads), and a stored run config that is read back with the `_target_`s of moved classes upgraded.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -49,7 +47,8 @@ MOVED_TARGETS = {
     "gan_lab.losses.": "gan_lab.core.losses.",
     "gan_lab.regularizers.": "gan_lab.core.regularizers.",
     "gan_lab.augment.": "gan_lab.core.augment.",  # HFlip too: it names its replacement (dataset.hflip)
-    "gan_lab.checkpointing.LastCheckpoint": "gan_lab.run.checkpoint_callback.LastCheckpoint",
+    "gan_lab.checkpointing.LastCheckpoint": "gan_lab.callbacks.last_checkpoint.LastCheckpoint",
+    "gan_lab.run.checkpoint_callback.LastCheckpoint": "gan_lab.callbacks.last_checkpoint.LastCheckpoint",
     "gan_lab.diversity.DiversityMonitor": "gan_lab.callbacks.diversity.DiversityMonitor",
     "gan_lab.callbacks.SampleGrid": "gan_lab.callbacks.sample_grid.SampleGrid",
     "gan_lab.callbacks.GANProgressBar": "gan_lab.callbacks.progress.GANProgressBar",
@@ -139,32 +138,6 @@ _ZIP_MAGIC = b"PK\x03\x04"
 # No torch.serialization.add_safe_globals: a gan_lab checkpoint (weights, Adam and LR-scheduler states, EMA,
 # callback states, the run config as a plain dict) holds only tensors, str, int, float, bool, None, dict, list
 # and tuple, which weights_only=True accepts as is (tests/test_export.py loads one from a real run).
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG state (torch CPU and CUDA, numpy, python), as types `torch.load(weights_only=True)` reads."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
-                  "cached_gaussian": cached},
-    }  # fmt: skip
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what rng_state() returned."""
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    numpy = state["numpy"]
-    keys = numpy["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class CheckpointWriteError(GanLabError):

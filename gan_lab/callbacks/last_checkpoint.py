@@ -1,9 +1,11 @@
-"""The Lightning callback that keeps a run's last checkpoint (what resume= reads) current."""
+"""The Lightning callback that keeps a run's last checkpoint (what resume= reads) current, and where it is."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 
@@ -45,3 +47,10 @@ class LastCheckpoint(EveryNGeneratorSteps):
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.save(trainer, module)
+
+
+def last_checkpoint_path(trainer: pl.Trainer | None) -> Path | None:
+    """The checkpoint a LastCheckpoint of `trainer` has written (what a resume would read), or None if none has."""
+    callbacks: Iterable[Any] = trainer.callbacks if trainer is not None else []
+    saved = [c.path for c in callbacks if isinstance(c, LastCheckpoint)]
+    return next((p for p in saved if p.is_file()), None)

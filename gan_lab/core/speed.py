@@ -1,4 +1,5 @@
-"""trainer.precision=auto: bf16 autocast where the hardware runs bf16 fast, full fp32 elsewhere; speed.tf32.
+"""The speed settings: trainer.precision=auto (bf16 autocast where the hardware runs bf16 fast, full fp32
+elsewhere), speed.tf32 and speed.channels_last.
 
 (Kept out of train.py: `python -m gan_lab.train` runs that file as __main__, whose functions launchers such as
 submitit pickle by value, and torch.backends' module objects cannot be pickled.)
