@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: train test test-slow lint format install clean
+.PHONY: train test test-slow lint format install docs clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,12 +25,17 @@ test-slow: $(INSTALLED)
 	$(PY) -m pytest -m slow $(ARGS)
 
 lint: $(INSTALLED)
-	$(PY) -m ruff check gan_lab tests
-	$(PY) -m ruff format --check gan_lab tests
+	$(PY) -m ruff check gan_lab tests benchmarks
+	$(PY) -m ruff format --check gan_lab tests benchmarks
 
 format: $(INSTALLED)
-	$(PY) -m ruff format gan_lab tests
-	$(PY) -m ruff check --fix gan_lab tests
+	$(PY) -m ruff format gan_lab tests benchmarks
+	$(PY) -m ruff check --fix gan_lab tests benchmarks
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict fails on a broken link or anchor between pages.
+docs: $(INSTALLED)
+	$(PY) -c "import mkdocs" 2>/dev/null || $(PY) -m pip install -e '.[docs]'
+	$(PY) -m mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs multirun site .pytest_cache .ruff_cache

@@ -5,7 +5,7 @@
 #   1. source .device/setup.sh: installs the wheels of .device/ into /tmp/site, extracts CIFAR-10 to
 #      /tmp/cifar/train (~20 s; at most 120 s);
 #   2. the GPU tests: pytest -k "gpu or cuda" (they skip on a CPU) (~70-90 s; at most 120 s);
-#   3. python -m gan_lab.bench gpu (~5.5 min; its --time-limit is what is left, at most 330 s), with
+#   3. python -m benchmarks gpu (~5.5 min; its --time-limit is what is left, at most 330 s), with
 #      pytorch/examples' dcgan/main.py as part b's yardstick where gpu_prepare.sh put it in .device/;
 #   4. results.json, results.md, the pytest summary and this script's log into $OUT when it is set.
 # Every step has its own timeout, so one hang cannot eat the machine's 10 minutes; the exit status is non-zero
@@ -45,7 +45,7 @@ if "$py" -c "import pytest" 2>/dev/null; then
   parallel=$("$py" -c "import xdist" 2>/dev/null && echo "-n 6")
   # shellcheck disable=SC2086
   timeout 120 "$py" -m pytest -q -rs --durations=15 $parallel -k "gpu or cuda" -p no:cacheprovider \
-    --continue-on-collection-errors tests/ > "$work/pytest.txt" 2>&1
+    --continue-on-collection-errors tests/ benchmarks/tests/ > "$work/pytest.txt" 2>&1
   rc=$?
   tail -n 45 "$work/pytest.txt"
   [ "$rc" -eq 124 ] && say "pytest timed out after 120 s"
@@ -58,12 +58,12 @@ fi
 # 3. The benchmark, with what is left of the time (it skips the parts that would not fit, and says so).
 left=$((limit - SECONDS - 20))
 budget=$((left - 30 < 330 ? left - 30 : 330))
-say "python -m gan_lab.bench gpu --time-limit $budget"
+say "python -m benchmarks gpu --time-limit $budget"
 if [ "$budget" -ge 60 ]; then
   extra=() # pytorch/examples' script, where gpu_prepare.sh found it: part b's yardstick
   [ -f .device/pytorch_examples_dcgan_main.py ] && extra=(--examples-script .device/pytorch_examples_dcgan_main.py)
   # shellcheck disable=SC2086 # GPU_BENCH_ARGS: more options for the bench, e.g. "--repeats 2"
-  timeout "$left" "$py" -m gan_lab.bench gpu --data-root /tmp/cifar/train --out "$results" --time-limit "$budget" \
+  timeout "$left" "$py" -m benchmarks gpu --data-root /tmp/cifar/train --out "$results" --time-limit "$budget" \
     ${extra[@]+"${extra[@]}"} ${GPU_BENCH_ARGS:-}
   rc=$?
   [ "$rc" -eq 0 ] || { say "bench exit $rc"; failed=1; }

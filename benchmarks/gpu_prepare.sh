@@ -3,7 +3,7 @@
 # git-ignored .device/ of this checkout with what the GPU machine lacks and has no network to fetch.
 #   1. ../shared/gpu/prepare.sh: wheels of hydra-core, omegaconf, antlr4, torch-fidelity; CIFAR-10's training
 #      JPEGs (.device/cifar_train.tar.gz, 16 MB); setup.sh, which installs the wheels there;
-#   2. the wheels `python -m gan_lab.bench gpu` needs besides: hydra-joblib-launcher and joblib, at the versions
+#   2. the wheels `python -m benchmarks gpu` needs besides: hydra-joblib-launcher and joblib, at the versions
 #      installed here (the ones the tests passed with; both pure Python);
 #   3. pytorch/examples' dcgan/main.py, unmodified, with its commit, from a local snapshot of pytorch/examples
 #      (PYTORCH_EXAMPLES: a git directory; the agents' `fetch github:pytorch/examples` puts one in

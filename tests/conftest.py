@@ -33,7 +33,7 @@ def _cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def cifar_jpeg_root() -> Path:
     """Directory holding ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``, extracted once and cached."""
-    from gan_lab.bench.shared import extract_cifar_jpeg  # shared with `python -m gan_lab.bench`
+    from benchmarks.shared import extract_cifar_jpeg  # shared with `python -m benchmarks`
 
     archive = _shared_dir() / "data" / "cifar10-jpeg.tar.gz"
     if not archive.is_file():

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from gan_lab.bench.measure import gpu_memory_in_use_gib
+from benchmarks.measure import gpu_memory_in_use_gib
 
 # --- clocks -------------------------------------------------------------------------------------------------
 

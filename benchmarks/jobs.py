@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import gan_lab
-from gan_lab.bench.loops import StepClock, StepTimer
+from benchmarks.loops import StepClock, StepTimer
 from gan_lab.errors import GanLabError
 from gan_lab.run.sweep import load_jobs
 
-log = logging.getLogger("gan_lab.bench")
+log = logging.getLogger("benchmarks")
 
 TIMER_FILE = "bench_steps.json"
 # Inside a joblib (loky) worker a DataLoader cannot start worker processes: Python made "loky" that process's
@@ -76,9 +76,9 @@ def run_multirun(
                f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
     sweep_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = sweep_dir.parent / f"{sweep_dir.name}.log"
-    # The checkout that runs this bench, whether installed or on PYTHONPATH (the GPU machine's setup).
-    package_root = str(Path(gan_lab.__file__).resolve().parents[1])
-    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    # The jobs import the StepTimer from this checkout, and gan_lab from wherever this process has it.
+    roots = {str(Path(__file__).resolve().parents[1]), str(Path(gan_lab.__file__).resolve().parents[1])}
+    path = os.pathsep.join(p for p in (*sorted(roots), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
     env |= {"OMP_NUM_THREADS": str(threads)} if threads else {}
     log.info("multirun, %d at once: %s", n_jobs, " ".join(command[3:]))

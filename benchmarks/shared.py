@@ -15,7 +15,7 @@ INCEPTION_WEIGHTS = Path("weights") / "inception-2015-12-05-fid.pth"
 def shared_dir() -> Path:
     """$GAN_LAB_SHARED, else the `shared/` folder beside the project checkout."""
     env = os.environ.get("GAN_LAB_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared"
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def cache_dir() -> Path:

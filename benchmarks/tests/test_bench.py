@@ -1,4 +1,4 @@
-"""gan_lab.bench: statistics with known answers, the README section, fair baselines, quick mode end to end."""
+"""The benchmark (`python -m benchmarks`): statistics with known answers, fair baselines, quick mode end to end."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import copy
 import io
 import json
 import math
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -18,14 +17,13 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN, run_module, skip_without_shared
 from hydra.utils import instantiate
 from PIL import Image
 from torch import nn
 
-from gan_lab.bench.contenders import PlainBatches, check_overrides
-from gan_lab.bench.graphed import graphed_arms, graphed_loop
-from gan_lab.bench.jobs import (
+from benchmarks.contenders import PlainBatches, check_overrides
+from benchmarks.graphed import graphed_arms, graphed_loop
+from benchmarks.jobs import (
     TIMER_FILE,
     in_one_process,
     jobs_at_once,
@@ -33,7 +31,7 @@ from gan_lab.bench.jobs import (
     rates_together,
     read_jobs,
 )
-from gan_lab.bench.loops import (
+from benchmarks.loops import (
     ClassicDiscriminator,
     ClassicGenerator,
     PlainGAN,
@@ -43,7 +41,7 @@ from gan_lab.bench.loops import (
     plain_loop,
     resolved_speed,
 )
-from gan_lab.bench.measure import (
+from benchmarks.measure import (
     count_flops,
     overheads,
     paired_ratios,
@@ -51,14 +49,12 @@ from gan_lab.bench.measure import (
     step_intervals,
     summarize,
 )
-from gan_lab.bench.report import (
-    END_MARKER,
-    START_MARKER,
+from benchmarks.report import (
     merge_results,
     render_markdown,
-    replace_between_markers,
 )
-from gan_lab.bench.shared import INCEPTION_WEIGHTS, extract_cifar_jpeg, shared_dir
+from benchmarks.shared import INCEPTION_WEIGHTS, extract_cifar_jpeg, shared_dir
+from benchmarks.tests.conftest import REPOSITORY, TINY_RUN, run_module, skip_without_shared
 from gan_lab.core.graphs import StepGraphs
 
 # --- known answers ------------------------------------------------------------------------------------------
@@ -108,21 +104,6 @@ def test_flop_count_of_a_linear_layer() -> None:
 
 
 # --- results files ------------------------------------------------------------------------------------------
-
-
-def test_replace_between_markers(tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\nbefore\n{START_MARKER}\nold table\n{END_MARKER}\nafter\n")
-    assert replace_between_markers(readme, "| new | table |\n")
-    assert readme.read_text() == f"# title\n\nbefore\n{START_MARKER}\n| new | table |\n{END_MARKER}\nafter\n"
-    assert replace_between_markers(readme, "second\n")  # idempotent: the markers stay and are reused
-    assert readme.read_text() == f"# title\n\nbefore\n{START_MARKER}\nsecond\n{END_MARKER}\nafter\n"
-
-    for text in ("no markers\n", f"only {START_MARKER}\n", f"{END_MARKER} before {START_MARKER}\n"):
-        readme.write_text(text)
-        assert not replace_between_markers(readme, "table")
-        assert readme.read_text() == text
-    assert not replace_between_markers(tmp_path / "missing.md", "table")
 
 
 def test_merge_keeps_the_other_commands_section(tmp_path: Path) -> None:
@@ -422,14 +403,12 @@ def _check_summary(summary: dict[str, Any], repeats: int) -> None:
     assert all(math.isfinite(v) for v in summary["values"])
 
 
-def test_quick_throughput_writes_results_and_readme(tmp_path: Path, small_folder: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# gan_lab\n{START_MARKER}\nplaceholder\n{END_MARKER}\n## Next\n")
+def test_quick_throughput_writes_results(tmp_path: Path, small_folder: Path) -> None:
     out = tmp_path / "out"
     weights = _weights()
-    args = ["--quick", f"--data-root={small_folder}", f"--out={out}", f"--readme={readme}"]
+    args = ["--quick", f"--data-root={small_folder}", f"--out={out}"]
     args += [f"--inception-weights={weights}"] if weights else []
-    proc = run_module("gan_lab.bench", *args, cwd=tmp_path, timeout=300)
+    proc = run_module("benchmarks", *args, cwd=tmp_path, timeout=300, PYTHONPATH=str(REPOSITORY))
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     results = json.loads((out / "results.json").read_text())
@@ -466,11 +445,6 @@ def test_quick_throughput_writes_results_and_readme(tmp_path: Path, small_folder
 
     table = (out / "results.md").read_text()
     assert "Framework overhead" in table and "End to end" in table and "Quick mode" in table
-    text = readme.read_text()
-    assert text.startswith(f"# gan_lab\n{START_MARKER}\n**Quick mode") and text.endswith(
-        f"{END_MARKER}\n## Next\n"
-    )
-    assert "placeholder" not in text and table.strip() in text
 
 
 @pytest.mark.shared
@@ -481,9 +455,9 @@ def test_quick_quality_reports_both_fids(tmp_path: Path, small_folder: Path) -> 
     out = tmp_path / "out"
     (out).mkdir()
     (out / "results.json").write_text(json.dumps({"training": {"kept": True}}))
-    args = ["quality", "--quick", f"--data-root={small_folder}", f"--out={out}", "--no-readme"]
+    args = ["quality", "--quick", f"--data-root={small_folder}", f"--out={out}"]
     args += [f"--inception-weights={weights}", f"--cache-dir={tmp_path / 'cache'}"]
-    proc = run_module("gan_lab.bench", *args, cwd=tmp_path, timeout=300)
+    proc = run_module("benchmarks", *args, cwd=tmp_path, timeout=300, PYTHONPATH=str(REPOSITORY))
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["training"] == {"kept": True}  # the throughput section survives a quality run
@@ -493,50 +467,6 @@ def test_quick_quality_reports_both_fids(tmp_path: Path, small_folder: Path) -> 
         assert quality[name]["g_steps"] >= 1 and quality[name]["train_s"] > 0
     assert quality["metric"] == "FID-8 against 8 train images at 32² (`fid8_train32`)"
     assert "FID-8 against 8 train images at 32²" in render_markdown({"quality": quality})
-
-
-def test_quick_reproduce_trains_scores_and_writes_the_report(tmp_path: Path, small_folder: Path) -> None:
-    weights = _weights()
-    if weights is None:
-        skip_without_shared("weights/inception-2015-12-05-fid.pth")
-    data = tmp_path / "cifar_like"
-    for split in ("train", "test"):
-        shutil.copytree(small_folder, data / split)
-    out = tmp_path / "out"
-    args = ["reproduce", "--quick", f"--data-root={data}", f"--out={out}", f"--inception-weights={weights}"]
-    args += [f"--cache-dir={tmp_path / 'cache'}", "--arms", "cgan_study/cgan", "sndcgan_lr_sweep/lr1e-6"]
-    proc = run_module("gan_lab.bench", *args, cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((out / "reproduction.json").read_text())
-    assert list(results["arms"]) == ["cgan_study/cgan", "sndcgan_lr_sweep/lr1e-6"]
-    for name, arm in results["arms"].items():
-        native = arm["scores"]["native"]
-        assert (
-            arm["g_steps"] >= 1 and math.isfinite(native["fid"]) and native["names"]["fid"] == "fid8_train32"
-        )
-        assert native["protocol"]["resolution"] == 32
-        assert (out / "reproduction" / f"{name.replace('/', '__')}.png").stat().st_size > 500
-    assert "optim.lr=1e-6" in results["arms"]["sndcgan_lr_sweep/lr1e-6"]["overrides"]
-    assert (out / "reproduction" / "curves.png").stat().st_size > 5000
-    report = (out / "reproduction.md").read_text()
-    assert "`cgan_study/cgan`" in report and "`fid8_train32`" in report and "CGAN 1 + improvements" in report
-    assert "--epochs 100" in report  # the GPU command with the studies' budget
-
-
-def test_reproduce_keeps_the_stored_arms_it_does_not_run_again_with_their_machine(tmp_path: Path) -> None:
-    from gan_lab.bench.reproduce import merged_with_stored
-
-    stored = {
-        "machine": {"cpu": "EPYC"},
-        "options": {"minutes": 4},
-        "arms": {"a/x": {"g_steps": 1}, "a/y": {}},
-    }
-    (tmp_path / "reproduction.json").write_text(json.dumps(stored))
-    here = {"machine": {"cpu": "Xeon"}, "options": {"minutes": 3}}
-    merged = merged_with_stored(tmp_path / "reproduction.json", here, rerun=("a/y", "b/z"))
-    assert merged["machine"] == {"cpu": "Xeon"} and list(merged["arms"]) == ["a/x"]  # a/y is measured again
-    assert merged["arms"]["a/x"] == {"machine": {"cpu": "EPYC"}, "options": {"minutes": 4}, "g_steps": 1}
-    assert merged_with_stored(tmp_path / "none.json", here, rerun=())["arms"] == {}
 
 
 # --- the GPU command (`gpu`), its jobs sharing a machine and the GPU machine's script --------------------------
@@ -622,7 +552,7 @@ def test_read_jobs_keeps_each_jobs_rate_past_its_warmup(tmp_path: Path) -> None:
         record["gpu_memory_gib"] = [3.5, 80.0] if job == 0 else None  # None: a job on the CPU
         (tmp_path / str(job) / TIMER_FILE).write_text(json.dumps(record))
     jobs = [SimpleNamespace(name=str(i), status="completed", g_steps=40) for i in range(2)]
-    with patch("gan_lab.bench.jobs.load_jobs", return_value=jobs):
+    with patch("benchmarks.jobs.load_jobs", return_value=jobs):
         summary = read_jobs(tmp_path, batch_size=8, warmup=5)
     assert [job["steady_steps_per_s"] for job in summary["jobs"]] == pytest.approx([10.0, 20.0])
     assert summary["jobs"][0]["gpu_memory_gib"] == [3.5, 80.0] and "gpu_memory_gib" not in summary["jobs"][1]
@@ -638,12 +568,12 @@ def test_step_clock_on_the_cpu_marks_every_timestamp_exact() -> None:
 
 @pytest.mark.slow  # ~1 minute on 2 cores: four multirun commands start Python, torch and Lightning each
 def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: Path) -> None:
-    """`python -m gan_lab.bench gpu --quick` runs every part on the CPU (the CUDA-only branches are the device,
+    """`python -m benchmarks gpu --quick` runs every part on the CPU (the CUDA-only branches are the device,
     the classic design's worker count and where timestamps wait for the GPU) and writes all of it."""
     out, examples = tmp_path / "out", tmp_path / "examples_main.py"
     examples.write_text(_EXAMPLES_STAND_IN)  # pytorch/examples' script is not in the repository
     proc = run_module(
-        "gan_lab.bench", "gpu", "--quick", f"--data-root={small_folder}", f"--out={out}",
+        "benchmarks", "gpu", "--quick", f"--data-root={small_folder}", f"--out={out}",
         f"--examples-script={examples}", cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -714,7 +644,7 @@ def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: P
 def test_examples_script_rate_from_its_iteration_lines(tmp_path: Path, exit_status: int) -> None:
     """pytorch/examples' dcgan/main.py is timed by its printed iteration lines: a stand-in that prints them at a
     known pace (3 slow, then 20 a second) measures ~20 iterations/s past a 3-iteration warm-up."""
-    from gan_lab.bench.examples import examples_dcgan
+    from benchmarks.examples import examples_dcgan
 
     script = tmp_path / "main.py"
     script.write_text(_EXAMPLES_STAND_IN)
@@ -731,7 +661,7 @@ def test_examples_script_rate_from_its_iteration_lines(tmp_path: Path, exit_stat
 
 
 def test_gpu_check_script_parses() -> None:
-    scripts = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = Path(__file__).resolve().parents[1]
     for name in ("gpu_check.sh", "gpu_prepare.sh"):
         done = subprocess.run(["bash", "-n", str(scripts / name)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
@@ -740,7 +670,7 @@ def test_gpu_check_script_parses() -> None:
 def test_step_profiler_counts_what_the_steps_run(tmp_path: Path) -> None:
     """The profile of 3 generator steps (one D step each) of the tiny DCGAN: D's and G's convolutions are called
     a known number of times per step, and the step's time is positive."""
-    from gan_lab.bench.profile import profile_run
+    from benchmarks.profile import profile_run
 
     summary = profile_run([*TINY_RUN, "trainer.precision=32-true"], tmp_path / "run", warmup=2, steps=3)
     assert summary["g_steps"] == 3 and summary["wall_ms_per_step"] > 0

@@ -1,12 +1,12 @@
-"""`python -m gan_lab.bench [throughput]`, `... quality --minutes 20`, `... reproduce --minutes 4` and `... gpu`.
+"""`python -m benchmarks [throughput]`, `... quality --minutes 20` and `... gpu`, run from a gan_lab checkout.
 
 Throughput (~9 minutes on a 2-core CPU with the defaults): framework overhead against a plain loop, end to end
 against the classic DCGAN design, FID features against torch-fidelity. Quality (1-1.5 hours: 2 x 20 minutes
 of training, then Inception on 5k + 5k generated and 10k real images, the real ones cached after the first
-run): FID-5k of gan_lab's SN-DCGAN preset against the classic design after the same training time. Both write benchmarks/results.json,
-benchmarks/results.md and README.md's section between `<!-- bench:start -->` and `<!-- bench:end -->`.
-`--quick` runs tiny settings in seconds (for tests), writing to benchmarks/quick/ and leaving README.md alone.
-`gpu` (under 6 minutes on an H100; gan_lab/bench/gpu.py) writes benchmarks/gpu/results.json and results.md.
+run): FID-5k of gan_lab's SN-DCGAN preset against the classic design after the same training time. Both write
+benchmarks/results.json and benchmarks/results.md. `--quick` runs tiny settings in seconds (for tests), writing
+to benchmarks/quick/. `gpu` (under 6 minutes on an H100; benchmarks/gpu.py) writes benchmarks/gpu/results.json
+and results.md. The studies' reproduction is a gan_lab command: `python -m gan_lab.reproduce`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from gan_lab.bench import suite
-from gan_lab.bench.report import END_MARKER, START_MARKER, write_results
+from benchmarks import suite
+from benchmarks.report import write_results
 
 # Tiny settings for --quick: seconds in all, every code path exercised.
 QUICK_THROUGHPUT = dict(
@@ -30,11 +30,6 @@ QUICK_THROUGHPUT = dict(
     fid_images=4, fid_batch=2, fid_repeats=3, matmul_sizes=(128, 256), matmul_time_s=0.05,
 )  # fmt: skip
 QUICK_QUALITY = dict(minutes=0.03, batch_size=8, width=8, num_fake=8, num_real=8, fid_batch=4)
-QUICK_REPRODUCE = dict(minutes=0.05, num_fake=8, num_real=8)
-QUICK_REPRODUCE_SET = (
-    "model.width=4",
-    "dataset.batch_size=8",
-)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -47,12 +42,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, help="results folder (default benchmarks/, --quick: benchmarks/quick/)"
     )
-    parser.add_argument(
-        "--readme",
-        type=Path,
-        help="README to refresh between the bench markers (default README.md; not --quick)",
-    )
-    parser.add_argument("--no-readme", action="store_true", help="leave the README alone")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--width", type=int, help="model.width, and the classic nets' ngf/ndf (default 64)")
     parser.add_argument(
@@ -73,7 +62,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m gan_lab.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
     tp = sub.add_parser("throughput", help="training and FID-feature throughput (the default)")
     _common(tp)
@@ -101,16 +90,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     qp.add_argument("--num-fake", type=int, help="generated images for FID (default 5000)")
     qp.add_argument("--num-real", type=int, help="real training images for FID (default 10000, cached)")
     qp.add_argument("--cache-dir", help="real-feature cache (default ~/.cache/gan_lab/metrics)")
-    rp = sub.add_parser("reproduce", help="train study arms for a budget and score them (reproduction.md)")
-    _common(rp)
-    rp.add_argument("--arms", nargs="+", help="arms to run (default: all; see gan_lab/bench/reproduce.py)")
-    rp.add_argument("--minutes", type=float, help="training wall time per arm (default 4)")
-    rp.add_argument("--epochs", type=int, help="train each arm this many epochs instead (the studies: 100)")
-    rp.add_argument("--resolution", type=int, help="training resolution (default 32; the studies: 64)")
-    rp.add_argument("--num-fake", type=int, help="generated images for FID (default 1000)")
-    rp.add_argument("--num-real", type=int, help="real training images for FID (default 1000, cached)")
-    rp.add_argument("--protocol", help="a named protocol instead of the counts, e.g. fid10k_test")
-    rp.add_argument("--cache-dir", help="real-feature cache (default ~/.cache/gan_lab/metrics)")
     gp = sub.add_parser("gpu", help="speed on one CUDA GPU: settings, preset, jobs sharing it (< 6 min)")
     gp.add_argument("--quick", action="store_true", help="every part on the CPU, tiny sizes (tests; ~1 min)")
     gp.add_argument("--data-root", type=Path, help="training images (default: the shared CIFAR-10's train/)")
@@ -136,7 +115,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     gp.add_argument("--workdir", type=Path, help="scratch folder for runs and sweeps (default: a temp dir)")
     gp.add_argument("-v", "--verbose", action="store_true", help="show Lightning's and gan_lab's logs")
     argv = list(argv)
-    if not argv or argv[0] not in ("throughput", "quality", "reproduce", "gpu", "-h", "--help"):
+    if not argv or argv[0] not in ("throughput", "quality", "gpu", "-h", "--help"):
         argv = ["throughput", *argv]
     return parser.parse_args(argv)
 
@@ -144,13 +123,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def _data_root(args: argparse.Namespace) -> Path:
     if args.data_root is not None:
         return args.data_root.expanduser().absolute()
-    from gan_lab.bench.shared import cifar_jpeg_root
+    from benchmarks.shared import cifar_jpeg_root
 
     root = cifar_jpeg_root()
     if root is None:
-        raise SystemExit(
-            "gan_lab.bench: error: no ../shared/data/cifar10-jpeg.tar.gz; pass --data-root=FOLDER"
-        )
+        raise SystemExit("benchmarks: error: no ../shared/data/cifar10-jpeg.tar.gz; pass --data-root=FOLDER")
     return root / "train"
 
 
@@ -169,7 +146,7 @@ def _quiet(verbose: bool) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         return
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    logging.getLogger("gan_lab.bench").setLevel(logging.INFO)
+    logging.getLogger("benchmarks").setLevel(logging.INFO)
     # gan_lab's data warnings (CIFAR's 32² upscaled to 64² is intended) and Lightning's set-up chatter.
     names = [n for n in logging.root.manager.loggerDict if n.startswith("lightning")]
     for name in (
@@ -198,13 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _gpu(args, data_root)
     # Paths are relative to where the command runs (the repository root, like `python -m gan_lab.train`).
     out = args.out or Path("benchmarks", "quick" if args.quick else "")
-    readme = None if args.no_readme else args.readme or (None if args.quick else Path("README.md"))
     with tempfile.TemporaryDirectory(prefix="gan_lab_bench_") as tmp:
         workdir = args.workdir or Path(tmp)
-        if args.command == "reproduce":
-            # reproduce takes the dataset's root (train/ and test/ below it), not its train/ folder
-            root = args.data_root.expanduser().absolute() if args.data_root else data_root.parent
-            return _reproduce(args, root, out, workdir)
         if args.command == "quality":
             names = ("minutes", "model", "batch_size", "width", "num_fake", "num_real", "inception_weights",
                      "cache_dir")  # fmt: skip
@@ -219,36 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts.fid = not args.no_fid
             results = suite.throughput(opts, workdir)
     results["quick"] = bool(args.quick)
-    refreshed = write_results(results, out, readme)
+    write_results(results, out)
     print((out / "results.md").read_text())
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
-    if readme is not None:
-        print(
-            f"refreshed {readme}" if refreshed else f"{readme} has no {START_MARKER} ... {END_MARKER} section"
-        )
-    return 0
-
-
-def _reproduce(args: argparse.Namespace, data_root: Path, out: Path, workdir: Path) -> int:
-    from gan_lab.bench.reproduce import ReproduceOptions, render, reproduce
-
-    names = ("minutes", "epochs", "resolution", "num_fake", "num_real", "protocol", "inception_weights",
-             "cache_dir")  # fmt: skip
-    chosen = _options(args, names, QUICK_REPRODUCE)
-    if args.arms:
-        chosen["arms"] = tuple(args.arms)
-    elif args.quick:
-        chosen["arms"] = ("cgan_study/cgan", "sndcgan_lr_sweep/lr1e-4")
-    quick_set = list(QUICK_REPRODUCE_SET) if args.quick else []
-    opts = ReproduceOptions(data_root, overrides=tuple(quick_set + args.set), **chosen)
-    results = reproduce(opts, out, workdir)
-    print(render(results))
-    print(f"wrote {out / 'reproduction.md'}, {out / 'reproduction.json'} and {out / 'reproduction'}/")
     return 0
 
 
 def _gpu(args: argparse.Namespace, data_root: Path) -> int:
-    from gan_lab.bench.gpu import QUICK, GPUOptions, gpu_bench
+    from benchmarks.gpu import QUICK, GPUOptions, gpu_bench
 
     out = args.out or Path("benchmarks", "quick" if args.quick else "", "gpu")
     chosen = _options(args, ("repeats", "batch_size", "width"), QUICK)
@@ -257,9 +207,7 @@ def _gpu(args: argparse.Namespace, data_root: Path) -> int:
     chosen["skip"] = tuple(args.skip)
     if args.examples_script is not None:
         if not args.examples_script.is_file():
-            raise SystemExit(
-                f"gan_lab.bench gpu: error: --examples-script {args.examples_script}: no such file"
-            )
+            raise SystemExit(f"benchmarks gpu: error: --examples-script {args.examples_script}: no such file")
         chosen["examples_script"] = args.examples_script.resolve()
     with tempfile.TemporaryDirectory(prefix="gan_lab_bench_gpu_") as tmp:
         gpu_bench(GPUOptions(data_root, overrides=args.set, **chosen), args.workdir or Path(tmp), out)

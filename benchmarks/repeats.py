@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from gan_lab.bench.measure import Deadline, steady_rate, summarize
+from benchmarks.measure import Deadline, steady_rate, summarize
 
-log = logging.getLogger("gan_lab.bench")
+log = logging.getLogger("benchmarks")
 
 
 def why(exc: BaseException) -> str:

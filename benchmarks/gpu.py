@@ -1,4 +1,4 @@
-"""`python -m gan_lab.bench gpu [--quick] [--out DIR]`: gan_lab's speed on one CUDA GPU, in under 5.5 minutes.
+"""`python -m benchmarks gpu [--quick] [--out DIR]`: gan_lab's speed on one CUDA GPU, in under 5.5 minutes.
 
 At 64², batch 128, on CIFAR-10's training JPEGs as a folder (`--data-root`; on the GPU machine /tmp/cifar/train):
 
@@ -54,11 +54,11 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
-from gan_lab.bench.contenders import CLASSIC_NZ, PlainBatches, check_overrides, gan_lab_overrides, run_gan_lab
-from gan_lab.bench.examples import examples_dcgan
-from gan_lab.bench.graphed import graphed_arms, graphed_loop
-from gan_lab.bench.jobs import in_one_process, jobs_at_once, launcher, sweep_times
-from gan_lab.bench.loops import (
+from benchmarks.contenders import CLASSIC_NZ, PlainBatches, check_overrides, gan_lab_overrides, run_gan_lab
+from benchmarks.examples import examples_dcgan
+from benchmarks.graphed import graphed_arms, graphed_loop
+from benchmarks.jobs import in_one_process, jobs_at_once, launcher, sweep_times
+from benchmarks.loops import (
     Speed,
     StepClock,
     build_plain,
@@ -68,14 +68,15 @@ from gan_lab.bench.loops import (
     classic_nets,
     plain_loop,
 )
-from gan_lab.bench.measure import Deadline, machine, matmul_flops_per_s
-from gan_lab.bench.profile import profile_contenders
-from gan_lab.bench.repeats import add_share, record_warmup, repeat_all, summarize_runs, why
-from gan_lab.bench.report import write_gpu_results
-from gan_lab.bench.suite import classic_step_flops, step_flops
+from benchmarks.measure import Deadline, matmul_flops_per_s
+from benchmarks.profile import profile_contenders
+from benchmarks.repeats import add_share, record_warmup, repeat_all, summarize_runs, why
+from benchmarks.report import write_gpu_results
+from benchmarks.suite import classic_step_flops, step_flops
 from gan_lab.utils.config import compose_config
+from gan_lab.utils.machine import machine
 
-log = logging.getLogger("gan_lab.bench")
+log = logging.getLogger("benchmarks")
 
 PRESET = "experiment=sndcgan_lr_sweep"
 # gan_lab's contenders: (overrides the contender is about, overrides applied where this gan_lab has the key).
@@ -136,10 +137,10 @@ def gpu_bench(opts: GPUOptions, workdir: Path, out: Path) -> dict[str, Any]:
     """Every part (see the module docstring); results written to `out` after each."""
     skippable = [*list(VARIANTS)[1:], "plain", "plain_graphed", ARMS, ARMS_ONE_STREAM]  # not gan_lab, classic
     for name in set(opts.skip) - set(skippable):
-        raise SystemExit(f"gan_lab.bench gpu: error: --skip {name}: not one of {', '.join(skippable)}")
+        raise SystemExit(f"benchmarks gpu: error: --skip {name}: not one of {', '.join(skippable)}")
     device = opts.device or ("cpu" if opts.quick else "cuda")
     if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("gan_lab.bench gpu: error: no CUDA GPU here; --quick runs tiny settings on the CPU")
+        raise SystemExit("benchmarks gpu: error: no CUDA GPU here; --quick runs tiny settings on the CPU")
     deadline = Deadline(opts.time_limit_s)
     workers = opts.classic_workers or (len(os.sched_getaffinity(0)) if device == "cuda" else 1)
     shape = (opts.data_root, opts.resolution, opts.batch_size, opts.width)

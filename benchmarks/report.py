@@ -1,4 +1,4 @@
-"""Results files: benchmarks/results.json (raw numbers), results.md (the table) and the README section."""
+"""Results files: benchmarks/results.json (raw numbers) and results.md (the table, linked from the docs)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from gan_lab.bench.measure import machine_line
 from gan_lab.utils.io import atomic_write_text
+from gan_lab.utils.machine import machine_line
 
-START_MARKER = "<!-- bench:start -->"
-END_MARKER = "<!-- bench:end -->"
 SECTIONS = ("training", "fid_features", "quality")  # what each command contributes to results.json
 
 
@@ -26,28 +24,13 @@ def merge_results(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     return {**old, **new}  # top-level keys are the sections (and `quick`); each carries its machine and date
 
 
-def write_results(results: dict[str, Any], out_dir: Path, readme: Path | None = None) -> bool:
-    """Merge into out_dir/results.json, write results.md, refresh README's section; True if refreshed."""
+def write_results(results: dict[str, Any], out_dir: Path) -> None:
+    """Merge into out_dir/results.json and write results.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "results.json"
     merged = merge_results(json_path, results)
     atomic_write_text(json_path, json.dumps(merged, indent=2, default=str) + "\n")
-    body = render_markdown(merged)
-    atomic_write_text(out_dir / "results.md", body + "\n")
-    return readme is not None and replace_between_markers(readme, body)
-
-
-def replace_between_markers(path: Path, body: str, start: str = START_MARKER, end: str = END_MARKER) -> bool:
-    """Put `body` between the file's start and end markers; False (file untouched) without both."""
-    if not path.is_file():
-        return False
-    text = path.read_text()
-    i = text.find(start)
-    j = text.find(end, i + len(start)) if i >= 0 else -1
-    if i < 0 or j < 0:
-        return False
-    atomic_write_text(path, text[: i + len(start)] + "\n" + body.strip("\n") + "\n" + text[j:])
-    return True
+    atomic_write_text(out_dir / "results.md", render_markdown(merged) + "\n")
 
 
 # --- rendering ----------------------------------------------------------------------------------------------
@@ -84,13 +67,13 @@ def _sections(results: dict[str, Any]) -> tuple[dict | None, dict | None, dict |
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    """The README section and results.md: one table of ratios, the machine, then raw numbers and settings."""
+    """results.md: one table of ratios, the machine, then raw numbers and settings."""
     training, fid, quality = _sections(results)
     commands = []
     if training:
-        commands.append(f"`python -m gan_lab.bench` ({training['machine']['date'][:10]})")
+        commands.append(f"`python -m benchmarks` ({training['machine']['date'][:10]})")
     if quality:
-        commands.append(f"`python -m gan_lab.bench quality` ({quality['machine']['date'][:10]})")
+        commands.append(f"`python -m benchmarks quality` ({quality['machine']['date'][:10]})")
     lines = []
     if results.get("quick"):
         lines += ["**Quick mode (tiny settings, for tests): these numbers say nothing about speed.**", ""]
@@ -240,7 +223,7 @@ def _quality_details(q: dict[str, Any], same_machine: bool) -> list[str]:
     return lines + ([""] if q.get("notes") else [])
 
 
-# --- `python -m gan_lab.bench gpu` --------------------------------------------------------------------------
+# --- `python -m benchmarks gpu` --------------------------------------------------------------------------
 
 
 def write_gpu_results(results: dict[str, Any], out_dir: Path) -> None:
@@ -316,7 +299,7 @@ def render_gpu_markdown(results: dict[str, Any]) -> str:
             "",
         ]
     lines += [
-        f"Written by `python -m gan_lab.bench gpu` on {_gpu_line(results['machine'], s['device'])}. Raw numbers in "
+        f"Written by `python -m benchmarks gpu` on {_gpu_line(results['machine'], s['device'])}. Raw numbers in "
         "results.json.",
         "",
     ]

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from gan_lab.bench.contenders import (
+from benchmarks.contenders import (
     CLASSIC_NZ,
     PlainBatches,
     UInt8Images,
@@ -31,7 +31,7 @@ from gan_lab.bench.contenders import (
     run_gan_lab,
     speed_text,
 )
-from gan_lab.bench.loops import (
+from benchmarks.loops import (
     Speed,
     StepClock,
     build_plain,
@@ -41,9 +41,8 @@ from gan_lab.bench.loops import (
     classic_nets,
     plain_loop,
 )
-from gan_lab.bench.measure import (
+from benchmarks.measure import (
     count_flops,
-    machine,
     matmul_flops_per_s,
     overheads,
     paired_ratios,
@@ -52,8 +51,9 @@ from gan_lab.bench.measure import (
     summarize,
 )
 from gan_lab.utils.config import compose_config
+from gan_lab.utils.machine import machine
 
-log = logging.getLogger("gan_lab.bench")
+log = logging.getLogger("benchmarks")
 
 # --- throughput ---------------------------------------------------------------------------------------------
 
@@ -257,7 +257,7 @@ def classic_step_flops(batch_size: int, resolution: int, width: int = 64) -> int
 
 def fid_throughput(opts: ThroughputOptions) -> dict[str, Any]:
     """Inception feature images/s: gan_lab's Evaluator against torch-fidelity's own pipeline, same images."""
-    from gan_lab.bench.shared import inception_weights
+    from benchmarks.shared import inception_weights
 
     weights = opts.inception_weights or inception_weights()
     if weights is None:
@@ -333,7 +333,7 @@ class QualityOptions:
 
 def quality(opts: QualityOptions, workdir: Path) -> dict[str, Any]:
     """Train gan_lab's preset and the classic design for the same wall time, then FID both the same way."""
-    from gan_lab.bench.shared import inception_weights
+    from benchmarks.shared import inception_weights
     from gan_lab.metrics import Evaluator, MetricSettings
 
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 """pytorch/examples' `dcgan/main.py`, unmodified: the yardstick issue 14 names for the study preset's speed.
 
 gan_lab neither ships nor downloads the script: `benchmarks/gpu_prepare.sh` copies it, with its commit, from a
-local snapshot of pytorch/examples into `.device/`, and `python -m gan_lab.bench gpu --examples-script PATH`
+local snapshot of pytorch/examples into `.device/`, and `python -m benchmarks gpu --examples-script PATH`
 runs it as the issue did (`--accel --workers N`, a folder dataset, fp32, its own loader and loop). Each of its
 training iterations prints one line `[epoch/niter][i/len] Loss_D: ...` after reading the losses back from the
 device, so a line means that iteration's work is done: the bench time-stamps the lines as they arrive.
@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from gan_lab.bench.measure import summarize
+from benchmarks.measure import summarize
 
 ITERATION = re.compile(r"^\[(\d+)/(\d+)\]\[(\d+)/(\d+)\] Loss_D")
 

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gan_lab.bench.loops import Speed, StepTimer, timer_config
+from benchmarks.loops import Speed, StepTimer, timer_config
 from gan_lab.utils.config import CONF_DIR, compose_config
 
 CLASSIC_NZ = 100

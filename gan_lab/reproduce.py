@@ -1,28 +1,36 @@
-"""`python -m gan_lab.bench reproduce`: train chosen study arms for a declared budget and score them alike.
+"""`python -m gan_lab.reproduce`: train chosen study arms for a declared budget and score them alike.
 
 Each arm is a study preset run as a user runs it (`experiment=... variant=...`), trained for `--minutes` of
 wall time (CPU) or the study's `--epochs` (GPU), then scored by `gan_lab.evaluate` under the standard 32²
 protocol (generated images reduced to CIFAR's own 32², real training images) and, when the generator is
-larger, also at its own resolution (the way the studies scored). Writes benchmarks/reproduction.md (the table
+larger, also at its own resolution (the way the studies scored). Writes reproduction.md into `--out` (the table
 beside what each study and the literature report), reproduction.json, a sample grid per arm and the training
 curves of all arms.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
 import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gan_lab.bench.loops import StepTimer
-from gan_lab.bench.measure import machine, machine_line
+from lightning.pytorch.callbacks import Timer
+
+from gan_lab.cli import user_errors_as_one_line
+from gan_lab.errors import ConfigError
 from gan_lab.run.paths import RunDir
 from gan_lab.utils.io import atomic_write_text
+from gan_lab.utils.machine import machine, machine_line
 
-log = logging.getLogger("gan_lab.bench")
+log = logging.getLogger("gan_lab.reproduce")
 
 
 @dataclass(frozen=True)
@@ -128,8 +136,8 @@ CPU_ARMS = tuple(ARMS)
 
 @dataclass
 class ReproduceOptions:
-    data_root: (
-        Path  # CIFAR-10 as an image folder with train/ and test/ (the shared copy), or None: dataset=cifar10
+    data_root: Path | None = (
+        None  # CIFAR-10 as an image folder with train/ and test/, or None: dataset=cifar10
     )
     arms: tuple[str, ...] = CPU_ARMS
     minutes: float | None = 4.0  # wall-clock training budget per arm; None: the epochs budget
@@ -138,7 +146,7 @@ class ReproduceOptions:
     num_fake: int = 1000
     num_real: int = 1000
     protocol: str | None = None  # a named protocol instead of the counts (fid10k_test, fid50k_train, ...)
-    inception_weights: str | None = None
+    inception_weights: str | None = None  # None: $GAN_LAB_INCEPTION_WEIGHTS, else torch-fidelity's download
     cache_dir: str | None = None
     seed: int = 0
     overrides: tuple[str, ...] = ()
@@ -155,30 +163,25 @@ def dataset_overrides(opts: ReproduceOptions) -> list[str]:
 
 def train_arm(arm: Arm, opts: ReproduceOptions, run_dir: Path) -> dict[str, Any]:
     """Train one arm as `python -m gan_lab.train` would, under the declared budget; its training record."""
-    from omegaconf import open_dict
-
-    from gan_lab.bench.loops import timer_config
     from gan_lab.train import train
     from gan_lab.utils.config import compose_config
 
-    budget = ["steps=null", f"trainer.max_epochs={opts.epochs}"] if opts.epochs else ["steps=1000000000"]
+    if opts.epochs:
+        budget = ["steps=null", f"trainer.max_epochs={opts.epochs}"]
+    else:  # minutes of training time (gan_lab's `budget`); `steps` only as far off as before (schedules)
+        budget = ["steps=1000000000", f"budget={opts.minutes}"]
     overrides = [
         *arm.overrides, *dataset_overrides(opts), "metrics=none", f"seed={opts.seed}",
         "trainer.log_every_n_steps=10", "trainer.enable_model_summary=false", *budget, *opts.overrides,
     ]  # fmt: skip
-    cfg = compose_config(overrides, output_dir=run_dir)
-    key = StepTimer.new_key()
-    budget_s = opts.minutes * 60 if opts.minutes and not opts.epochs else None
-    with open_dict(cfg):
-        cfg.callbacks.bench_timer = timer_config(key, budget_s)
-    module = train(cfg)
-    clock = StepTimer.find(key).clock
+    module = train(compose_config(overrides, output_dir=run_dir))
+    timer = next(c for c in module.trainer.callbacks if isinstance(c, Timer))
     return {
         "overrides": overrides,
         "g_steps": module.g_steps,
         "d_steps": module.d_steps,
         "epochs": round(module.d_steps / max(1, module.trainer.num_training_batches), 2),
-        "train_s": round(clock.elapsed_s, 1) if clock else None,
+        "train_s": round(timer.time_elapsed("train"), 1),
         "model_resolution": opts.resolution,
     }
 
@@ -191,9 +194,7 @@ def score_arm(run_dir: Path, opts: ReproduceOptions, resolution: str) -> dict[st
     metrics = [f"metrics.protocol={opts.protocol}"] if opts.protocol else [
         f"metrics.num_fake={opts.num_fake}", f"metrics.num_real={opts.num_real}",
     ]  # fmt: skip
-    from gan_lab.bench.shared import inception_weights
-
-    weights = opts.inception_weights or inception_weights()  # as --help says: else ../shared's copy
+    weights = opts.inception_weights or os.environ.get("GAN_LAB_INCEPTION_WEIGHTS")
     extra = [f"metrics.inception_weights={weights}"] if weights else []
     extra += [f"metrics.cache_dir={opts.cache_dir}"] if opts.cache_dir else []
     cfg = compose_config(
@@ -212,7 +213,7 @@ def reproduce(opts: ReproduceOptions, out_dir: Path, workdir: Path) -> dict[str,
     """Train and score every arm; write reproduction.md/.json, grids and curves into out_dir."""
     unknown = [a for a in opts.arms if a not in ARMS]
     if unknown:
-        raise SystemExit(f"gan_lab.bench: error: unknown arm {unknown[0]}; choose from {', '.join(ARMS)}")
+        raise ConfigError(f"unknown arm {unknown[0]}; choose from {', '.join(ARMS)}")
     here = {"machine": machine(), "options": _jsonable(opts)}
     results = merged_with_stored(out_dir / "reproduction.json", here, rerun=opts.arms)
     figures = out_dir / "reproduction"
@@ -296,11 +297,11 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "# Reproduction of the studies' arms",
         "",
-        "Measured with `python -m gan_lab.bench reproduce`, arms grouped by the machine and budget they were "
+        "Measured with `python -m gan_lab.reproduce`, arms grouped by the machine and budget they were "
         "measured with (compare times and numbers only within a group).",
         "",
         "The 'study reported' column gives each study's own numbers for the arm, with the protocol the study "
-        "states and what it leaves unstated (n/s); [docs/studies.md](../docs/studies.md) summarises each study's "
+        "states and what it leaves unstated (n/s); gan_lab's docs/studies.md summarises each study's "
         "settings and reported numbers. No study pins its whole metric protocol, so agreement means the same "
         "ordering and rough size, not the same digits. The published anchors are other frameworks' numbers for "
         "the same kinds of model, each with its protocol.",
@@ -346,9 +347,9 @@ def render(results: dict[str, Any]) -> str:
         "against the 50k training images):",
         "",
         "```bash",
-        "python -m gan_lab.bench reproduce --epochs 100 --resolution 64 --protocol fid10k_test \\",
+        "python -m gan_lab.reproduce --epochs 100 --resolution 64 --protocol fid10k_test \\",
         "    --arms " + " ".join(name for name in ARMS if not name.startswith("modern_study/")),
-        "python -m gan_lab.bench reproduce --epochs 64 --protocol fid50k_train \\",
+        "python -m gan_lab.reproduce --epochs 64 --protocol fid50k_train \\",
         "    --arms " + " ".join(name for name in ARMS if name.startswith("modern_study/")),
         "```",
     ]
@@ -367,3 +368,57 @@ def _row(name: str, r: dict[str, Any]) -> str:
         f"| `{name}`{note} | {r['g_steps']:,} | {r['epochs']} | {minutes} | {'; '.join(scores)} | "
         f"{kid:.4f} | {r['study']} | {r['anchor'] or '—'} |"
     )
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m gan_lab.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arms", nargs="+", help=f"arms to run (default: all): {', '.join(ARMS)}")
+    parser.add_argument("--minutes", type=float, default=4.0, help="training time per arm (default 4)")
+    parser.add_argument(
+        "--epochs", type=int, help="train each arm this many epochs instead (the studies: 100)"
+    )
+    parser.add_argument("--resolution", type=int, default=32, help="training resolution (the studies: 64)")
+    parser.add_argument("--num-fake", type=int, default=1000, help="generated images for FID (default 1000)")
+    parser.add_argument(
+        "--num-real", type=int, default=1000, help="real training images (default 1000, cached)"
+    )
+    parser.add_argument("--protocol", help="a named protocol instead of the counts, e.g. fid10k_test")
+    parser.add_argument(
+        "--data-root", type=Path, help="CIFAR-10 as image folders train/ and test/ (default: dataset=cifar10)"
+    )
+    parser.add_argument("--inception-weights", help="default: $GAN_LAB_INCEPTION_WEIGHTS, else the download")
+    parser.add_argument("--cache-dir", help="real-feature cache (default ~/.cache/gan_lab/metrics)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("reproduction"), help="report folder (default reproduction/)"
+    )
+    parser.add_argument("--workdir", type=Path, help="keep the arms' runs here (default: a temporary folder)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a gan_lab override for every arm"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+@user_errors_as_one_line
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    opts = ReproduceOptions(
+        data_root=args.data_root.expanduser().absolute() if args.data_root else None,
+        arms=tuple(args.arms or CPU_ARMS), minutes=args.minutes, epochs=args.epochs, resolution=args.resolution,
+        num_fake=args.num_fake, num_real=args.num_real, protocol=args.protocol,
+        inception_weights=args.inception_weights, cache_dir=args.cache_dir, seed=args.seed,
+        overrides=tuple(args.set),
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="gan_lab_reproduce_") as tmp:
+        results = reproduce(opts, args.out, args.workdir or Path(tmp))
+    print(render(results))
+    print(
+        f"wrote {args.out / 'reproduction.md'}, {args.out / 'reproduction.json'} and {args.out / 'reproduction'}/"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from gan_lab.bench.loops import PlainGAN, StepClock, _autocast, _endless
+from benchmarks.loops import PlainGAN, StepClock, _autocast, _endless
 from gan_lab.core.graphs import StepGraphs
 
 
