@@ -109,7 +109,7 @@ def config_error_line(exc: Exception) -> str:
     cause = exc.__cause__
     overridden = re.search(r"Could not override '([^']+)'", text)
     if overridden and f"{overridden.group(1)}.".startswith("augment.hflip."):
-        from gan_lab.core.augment import HFLIP_REPLACED  # the flip's probability is no longer a setting
+        from gan_lab.legacy import HFLIP_REPLACED  # the flip's probability is no longer a setting
 
         return HFLIP_REPLACED
     if isinstance(exc, MissingConfigException) and "/" in (exc.missing_cfg_file or ""):

@@ -15,7 +15,6 @@ from gan_lab.core.augment import (
     Augmentations,
     CutMix,
     DiffAugment,
-    HFlip,
     Sharpen,
     _adjust_sharpness,
     brightness,
@@ -25,6 +24,7 @@ from gan_lab.core.augment import (
     translation,
 )
 from gan_lab.errors import ConfigError, one_line, user_error
+from gan_lab.legacy import HFlip, upgrade_stored_config
 from gan_lab.utils.config import CONF_DIR, compose_config, config_choices
 
 OPS = ["color", "translation", "cutout"]
@@ -404,9 +404,10 @@ def test_the_removed_hflip_op_names_its_replacement_in_one_line():
         with pytest.raises(ConfigError) as raised:
             make()
         assert str(raised.value) == expected
+    # an old run's config as read: legacy.upgrade_stored_config gives HFlip its new home
     stored = OmegaConf.create(
-        {"hflip": {"_target_": "gan_lab.core.augment.HFlip", "p": 0.5}}
-    )  # an old run's config as read: run/checkpoint_io.upgrade_stored_config gives HFlip its new home
+        upgrade_stored_config({"hflip": {"_target_": "gan_lab.core.augment.HFlip", "p": 0.5}})
+    )
     with pytest.raises(Exception) as raised:
         Augmentations(instantiate(stored))
     err = user_error(raised.value)  # what the command line prints, behind Hydra's InstantiationException

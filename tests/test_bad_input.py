@@ -153,7 +153,7 @@ def test_unknown_key_suggests_the_closest(override, expected):
 @pytest.mark.parametrize("overrides", [["augment.hflip.p=0.3"], ["augment=hflip", "augment.hflip.p=0.3"]])
 def test_a_flip_probability_names_dataset_hflip(overrides):
     """augment=hflip is dataset.hflip now (p = 1/2, drawn by the sampler): asking for p says so."""
-    from gan_lab.core.augment import HFLIP_REPLACED
+    from gan_lab.legacy import HFLIP_REPLACED
 
     with pytest.raises(ConfigCompositionException) as composed:
         compose_config(overrides)

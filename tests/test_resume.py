@@ -287,6 +287,7 @@ def test_resume_with_augment_hflip_compares_the_flip_it_sets(tmp_path, stored_fl
 # --- configs stored by earlier versions name classes where they were then --------------------------------------
 def _current_classes() -> dict[str, type]:
     """Every `_target_` a config stored by an earlier gan_lab names, with the class it must build now."""
+    from gan_lab import legacy
     from gan_lab.callbacks.diversity import DiversityMonitor
     from gan_lab.callbacks.last_checkpoint import LastCheckpoint
     from gan_lab.callbacks.progress import GANProgressBar
@@ -303,17 +304,19 @@ def _current_classes() -> dict[str, type]:
     for module, names in (
         (losses, ["NonSaturatingLoss", "MinimaxLoss", "HingeLoss", "WassersteinLoss", "LeastSquaresLoss"]),
         (regularizers, ["Regularizer", "GradientPenalty", "R1Penalty", "WeightClip"]),
-        (augment, ["CutMix", "DiffAugment", "Sharpen", "HFlip"]),  # HFlip: to name its replacement
+        (augment, ["CutMix", "DiffAugment", "Sharpen"]),
     ):
         old_module = module.__name__.replace("gan_lab.core.", "gan_lab.")
         moved |= {f"{old_module}.{name}": getattr(module, name) for name in names}
+    # The removed flip op, by both of its earlier homes: built, it names its replacement
+    moved |= {"gan_lab.augment.HFlip": legacy.HFlip, "gan_lab.core.augment.HFlip": legacy.HFlip}
     return moved
 
 
 def test_stored_configs_naming_old_homes_build_the_current_classes() -> None:
     from hydra.utils import get_class
 
-    from gan_lab.run.checkpoint_io import upgrade_stored_config
+    from gan_lab.legacy import upgrade_stored_config
 
     classes = _current_classes()
     kept = ["gan_lab.nets.dcgan.DCGANGenerator", "os.system", "gan_lab.lossesque.Loss", "gan_lab.callbacks.X"]

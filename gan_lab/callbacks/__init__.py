@@ -3,7 +3,7 @@ a progress bar.
 
 Each lives in its own module; the names are re-exported here (`from gan_lab.callbacks import InLoopMetrics`).
 Configs stored with earlier runs' checkpoints name some of them by earlier homes (`gan_lab.callbacks.SampleGrid`,
-`gan_lab.run.checkpoint_callback.LastCheckpoint`): reading one renames those (run/checkpoint_io.MOVED_TARGETS).
+`gan_lab.run.checkpoint_callback.LastCheckpoint`): reading one renames those (gan_lab.legacy.MOVED_TARGETS).
 """
 
 from gan_lab.callbacks.diversity import DiversityMonitor

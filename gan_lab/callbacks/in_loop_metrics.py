@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from gan_lab.callbacks.base import EveryNGeneratorSteps
 from gan_lab.core.module import GANModule
 from gan_lab.errors import ConfigError, WeightsUnavailable, one_line
+from gan_lab.legacy import stored_best_value
 from gan_lab.metrics import KINDS, RNG_SEED, Evaluator, MetricSettings, better, higher_is_better
 
 # The logger name its lines had when gan_lab.callbacks was one module.
@@ -174,7 +175,7 @@ class InLoopMetrics(EveryNGeneratorSteps):
         return self.plot_path
 
     def state_dict(self) -> dict[str, Any]:
-        # best_fid: the key of checkpoints written before best_metric existed (FID only)
+        # best_fid as well: the key checkpoints had before best_metric existed (read by legacy.stored_best_value)
         return {
             "history": self.history,
             "best_metric": self.best_metric,
@@ -185,7 +186,7 @@ class InLoopMetrics(EveryNGeneratorSteps):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
         metric = state_dict.get("best_metric", "fid")
-        value = state_dict.get("best_value", state_dict.get("best_fid"))
+        value = stored_best_value(state_dict)
         # a resumed run that now keeps the best of another metric starts that search afresh
         self.best_value = (
             value if metric == self.best_metric and value is not None and math.isfinite(value) else None

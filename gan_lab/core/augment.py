@@ -12,8 +12,8 @@ generated batch, in both the D and the G step; `real` runs the real-only ops, th
 Randomness comes from torch's global RNG (seeding reproduces it) and is drawn on x's device: no host sync.
 
 Horizontal flips are not an op here: `augment=hflip` sets `dataset.hflip=true`, whose flips the data's
-StreamSampler draws per pass (gan_lab.data.sampler), so a resumed run sees exactly the same ones. `HFlip` only
-remains to name that replacement when a stored config asks for the old op.
+StreamSampler draws per pass (gan_lab.data.sampler), so a resumed run sees exactly the same ones. A stored
+config that asks for the old flip op gets that replacement named (gan_lab.legacy.HFlip).
 """
 
 from __future__ import annotations
@@ -66,21 +66,6 @@ class _Op:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
-
-
-# The one line for stored configs of older runs, whose augment.hflip builds HFlip.
-HFLIP_REPLACED = (
-    "augment.hflip (flips on the global RNG) was replaced by dataset.hflip=true, the sampler's resumable "
-    "flips (each image mirrored with probability 0.5); use augment=hflip or dataset.hflip=true in a new run "
-    "(a run stored with augment.hflip cannot be resumed)"
-)
-
-
-class HFlip:
-    """The removed flip op, still named by stored configs: building it says what replaced it."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        raise ConfigError(HFLIP_REPLACED)
 
 
 class CutMix(_Op):

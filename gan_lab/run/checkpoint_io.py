@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from yaml import YAMLError
 
 from gan_lab.errors import ConfigError, GanLabError
+from gan_lab.legacy import upgrade_stored_config
 from gan_lab.run.paths import CONFIG_FILE, LAST_CKPT_EXAMPLE
 from gan_lab.utils.io import atomic_torch_save
 
@@ -41,68 +42,6 @@ TRUSTED_TARGETS = {"model.generator": "gan_lab.nets.", "dataset": "gan_lab.data.
 # gan_lab and torch are always trusted (within the prefixes above); checkpoint.trusted_packages adds a
 # researcher's own packages, e.g. [gan_lab, torch, my_lab], so that my_lab.nets.MyGenerator loads.
 BUILT_IN_PACKAGES = ("gan_lab", "torch")
-# Where the classes that earlier gan_lab versions stored in run configs live now: a checkpoint's or export's
-# config names the home a class had when it was written. A key ending in "." moves every class of a module.
-MOVED_TARGETS = {
-    "gan_lab.losses.": "gan_lab.core.losses.",
-    "gan_lab.regularizers.": "gan_lab.core.regularizers.",
-    "gan_lab.augment.": "gan_lab.core.augment.",  # HFlip too: it names its replacement (dataset.hflip)
-    "gan_lab.checkpointing.LastCheckpoint": "gan_lab.callbacks.last_checkpoint.LastCheckpoint",
-    "gan_lab.run.checkpoint_callback.LastCheckpoint": "gan_lab.callbacks.last_checkpoint.LastCheckpoint",
-    "gan_lab.diversity.DiversityMonitor": "gan_lab.callbacks.diversity.DiversityMonitor",
-    "gan_lab.callbacks.SampleGrid": "gan_lab.callbacks.sample_grid.SampleGrid",
-    "gan_lab.callbacks.GANProgressBar": "gan_lab.callbacks.progress.GANProgressBar",
-}
-
-
-def upgraded_target(target: str) -> str:
-    """The current dotted name of a `_target_` that a stored config may name by an old home (MOVED_TARGETS)."""
-    for old, new in MOVED_TARGETS.items():
-        if target == old or (old.endswith(".") and target.startswith(old)):
-            return new + target[len(old) :]
-    return target
-
-
-def upgrade_stored_config(config: Any) -> Any:
-    """A plain copy of a stored run config (checkpoint or export) with every moved `_target_` renamed and the
-    regularizer group in today's keyed form; the one step between reading a stored config and using it, so old
-    checkpoints resume, sample and export."""
-    config = _renamed_targets(config)
-    if isinstance(config, Mapping) and isinstance(config.get("regularizer"), Mapping):
-        config = {**config, "regularizer": _keyed_regularizer(config["regularizer"])}
-    return config
-
-
-def _renamed_targets(config: Any) -> Any:
-    if isinstance(config, Mapping):
-        return {
-            k: upgraded_target(v) if k == "_target_" and isinstance(v, str) else _renamed_targets(v)
-            for k, v in config.items()
-        }
-    if isinstance(config, (list, tuple)):
-        return type(config)(_renamed_targets(v) for v in config)
-    return config
-
-
-# The built-in regularizers by the conf/regularizer/ option that names them.
-_REGULARIZER_OPTIONS = {
-    "gan_lab.core.regularizers.Regularizer": "none",
-    "gan_lab.core.regularizers.WeightClip": "weight_clip",
-    "gan_lab.core.regularizers.GradientPenalty": "gradient_penalty",
-    "gan_lab.core.regularizers.R1Penalty": "r1",
-}
-
-
-def _keyed_regularizer(node: Mapping[str, Any]) -> dict[str, Any]:
-    """Runs stored before the regularizer group took several (regularizer=[r1,r2]) hold one regularizer at the
-    group's top ({_target_: R1Penalty, gamma: 10}) and no `interval`: today's {interval: 1, r1: {...}}, so that a
-    resume naming `regularizer=r1` compares like with like. A researcher's own flat option stays flat (it builds)."""
-    node = {"interval": 1, **node}
-    option = _REGULARIZER_OPTIONS.get(node.get("_target_", ""))
-    if option is None:
-        return node
-    interval = node.pop("interval")
-    return {"interval": interval} if option == "none" else {"interval": interval, option: node}
 
 
 def trusted_package_prefixes(packages: Sequence[str] | None) -> tuple[str, ...]:

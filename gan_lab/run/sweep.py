@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import yaml
 
 from gan_lab.errors import GanLabError, one_line
+from gan_lab.legacy import OLD_IS_COLUMN
 from gan_lab.metrics.registry import higher_is_better, kind_of, register_extra
 from gan_lab.run.checkpoint_io import trusted_package_prefixes
 from gan_lab.run.paths import RunDir
@@ -21,7 +21,6 @@ from gan_lab.run.status import read_status
 
 HINT = "pass the directory Hydra printed for the multirun, e.g. multirun/2026-01-01/12-00-00"
 PREFERRED_KINDS = ("fid", "kid", "isc")  # the metric plotted when --metric is not given
-LEGACY_IS = re.compile(r"(?:.*/)?is\d+k?")  # 'val/is500': IS before names carried the resolution (old runs)
 # Where the classes of a run config's metrics.extra may come from, besides the packages of --trusted-packages.
 METRIC_TARGETS = "gan_lab.metrics."
 
@@ -176,7 +175,7 @@ def unknown_metric_columns(jobs: list[Job]) -> list[str]:
 
 def metric_kind(column: str) -> str | None:
     """The registry's kind of a column ('val/fid5k_train32' -> 'fid'); None for *_std spreads and non-metrics."""
-    return "isc" if LEGACY_IS.fullmatch(column) else kind_of(column)
+    return "isc" if OLD_IS_COLUMN.fullmatch(column) else kind_of(column)
 
 
 def maximize(metric: str) -> bool:
