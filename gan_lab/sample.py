@@ -18,9 +18,7 @@ from torchvision.utils import save_image
 
 from gan_lab.cli import config_errors_as_one_line, resolve_device, user_errors_as_one_line
 from gan_lab.errors import ConfigError
-from gan_lab.run.checkpoint_io import LoadedGenerator, load_generator, trusted_packages
-from gan_lab.run.paths import LAST_CKPT_EXAMPLE, RunDir
-from gan_lab.sampling import (
+from gan_lab.latents import (
     check_mode,
     check_truncation,
     class_grid_latents,
@@ -30,6 +28,8 @@ from gan_lab.sampling import (
     latents,
     seeded,
 )
+from gan_lab.run.checkpoint_io import LoadedGenerator, load_generator, trusted_packages
+from gan_lab.run.paths import LAST_CKPT_EXAMPLE, RunDir
 from gan_lab.utils.images import to_uint8
 
 log = logging.getLogger("gan_lab.sample")

@@ -1,6 +1,7 @@
-"""README's "Adding things": a researcher's own loss, regularizer, normalization, GAN family, dataset and metric,
-each one code file + one YAML in their own package (tests/fixtures/my_lab, its YAMLs in my_lab/conf), train
-together, resume exactly and are evaluated, with no file of gan_lab edited."""
+"""The extension table (README's "Adding things", in full in docs/extending.md): a researcher's own loss,
+regularizer, normalization, GAN family, dataset and metric, each one code file + one YAML in their own package
+(tests/fixtures/my_lab, its YAMLs in my_lab/conf), train together, resume exactly and are evaluated, with no file
+of gan_lab edited."""
 
 import csv
 import math

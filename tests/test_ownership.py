@@ -105,20 +105,20 @@ def test_the_stem_comparison_catches_the_old_pair() -> None:
     assert _stem("report") == "report"
 
 
-# Where torch.randn may be called: outputs draw their noise through gan_lab.sampling, so grids, interpolations,
+# Where torch.randn may be called: outputs draw their noise through gan_lab.latents, so grids, interpolations,
 # diversity checks, metrics and the sample CLI draw the same z for the same seed.
 RANDN_ALLOWED = {
-    "sampling.py",  # every output's noise
+    "latents.py",  # every output's noise
     "core/module.py",  # the training step's own noise (GANModule.sample_noise)
     "core/ada.py",  # an augmentation's per-image draws (ADA's scale factors), not an output's noise
     "bench/",  # benchmarks' synthetic inputs
 }
 
 
-def test_noise_for_outputs_is_only_drawn_in_sampling() -> None:
+def test_noise_for_outputs_is_only_drawn_in_latents() -> None:
     found = holders("torch.randn(", sources())
-    assert "sampling.py" in found, "gan_lab/sampling.py no longer draws z with torch.randn"
-    assert outside(RANDN_ALLOWED, found) == [], "draw output noise with gan_lab.sampling.latents & co"
+    assert "latents.py" in found, "gan_lab/latents.py no longer draws z with torch.randn"
+    assert outside(RANDN_ALLOWED, found) == [], "draw output noise with gan_lab.latents.latents & co"
 
 
 def test_the_randn_check_catches_a_stray_draw() -> None:

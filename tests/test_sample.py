@@ -14,9 +14,9 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 
 from gan_lab.errors import ConfigError
+from gan_lab.latents import interpolate, latents
 from gan_lab.run.checkpoint_io import LoadedGenerator
 from gan_lab.sample import default_out_dir, sample, save_each, write_samples
-from gan_lab.sampling import interpolate, latents
 from gan_lab.train import train
 from gan_lab.utils.config import CONF_DIR, compose_config
 from gan_lab.utils.images import to_uint8

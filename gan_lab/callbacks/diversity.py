@@ -20,10 +20,10 @@ from torch.utils.data import Dataset
 from gan_lab.callbacks.base import EveryNGeneratorSteps
 from gan_lab.core.module import GANModule
 from gan_lab.errors import ConfigError
+from gan_lab.latents import cycled_labels, latents, seeded
 from gan_lab.run.paths import BEST_CKPT, CHECKPOINTS_DIR, LAST_CKPT
-from gan_lab.sampling import cycled_labels, latents, seeded
 
-log = logging.getLogger("gan_lab.diversity")  # the logger name its lines had before it moved
+log = logging.getLogger("gan_lab.diversity")
 
 METRIC = "train/diversity"
 

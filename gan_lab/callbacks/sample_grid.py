@@ -11,7 +11,7 @@ from torchvision.utils import save_image
 from gan_lab.callbacks.base import EveryNGeneratorSteps
 from gan_lab.core.module import GANModule
 from gan_lab.errors import ConfigError
-from gan_lab.sampling import class_grid_latents, grid_columns, interpolation_latents, latents, seeded
+from gan_lab.latents import class_grid_latents, grid_columns, interpolation_latents, latents, seeded
 
 
 class SampleGrid(EveryNGeneratorSteps):

@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gan_lab.errors import ConfigError
+from gan_lab.latents import latents, seeded, uniform_labels
 from gan_lab.metrics import protocols
 from gan_lab.metrics.features import (
     LOGITS,
@@ -35,7 +36,6 @@ from gan_lab.metrics.features import (
 from gan_lab.metrics.reference import ReferenceFeatures, dataset_identity, image_batches
 from gan_lab.metrics.registry import FEATURE_KEYS, MetricKind, metric_name, register_extra
 from gan_lab.metrics.scores import PRDC_MAX, RNG_SEED, compute_metrics
-from gan_lab.sampling import latents, seeded, uniform_labels
 from gan_lab.utils.images import generated_to_uint8
 
 log = logging.getLogger("gan_lab.metrics")
