@@ -51,7 +51,7 @@ CGAN_STUDY = (
     "study: FID and KID on Inception features, CIFAR-10, most models 100 epochs; image counts, split, resolution "
     "(32² presumed), Inception port, KID subset size and scale n/s"
 )
-# gan_lab's own study (issue 23): what each arm stands for, and the papers' numbers with their protocols.
+# gan_lab's own study (experiment=modern_study): what each arm stands for, and the papers' numbers with their protocols.
 R3GAN_PAPER = "R3GAN (Huang et al. 2024): FID 1.96 class-conditional (fid50k_full: 50k generated vs the 50k training images, 32²)"
 ADA_PAPER = "StyleGAN2-ADA (Karras et al. 2020): FID 2.42 conditional, 2.92 unconditional (fid50k_full)"
 MODERN_STUDY = (
