@@ -30,6 +30,18 @@ from gan_lab.utils.config import redact_secrets
 from gan_lab.utils.console import ModelSize
 
 
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, GANModule, pl.Trainer]:
+    """The DataModule, GANModule and Trainer of a run.
+
+    cfg is completed in place first, so that the networks are built with it and the config saved with the run
+    (its config.yaml, its checkpoints) holds it: data paths made absolute, and a conditional model's class count
+    (model.num_classes null) taken from the dataset."""
+    absolutize_data_paths(cfg)
+    datamodule = instantiate(cfg.dataset)
+    resolve_num_classes(cfg, datamodule)
+    return datamodule, build_module(cfg), build_trainer(cfg)
+
+
 def absolutize_data_paths(cfg: DictConfig) -> None:
     """Make data paths absolute in place, so the config stored in checkpoints works from any directory."""
     for node, key in ((cfg.paths, "data_dir"), (cfg.dataset, "root"), (cfg.dataset, "test_root")):
@@ -39,7 +51,7 @@ def absolutize_data_paths(cfg: DictConfig) -> None:
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """The DataModule of cfg.dataset; sets model.num_classes from it for conditional models (see below)."""
+    """The DataModule of cfg.dataset; sets model.num_classes from it for conditional models, as build() does."""
     datamodule = instantiate(cfg.dataset)
     resolve_num_classes(cfg, datamodule)
     return datamodule

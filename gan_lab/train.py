@@ -4,36 +4,23 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
-import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gan_lab import build, objective
-from gan_lab.cli import config_errors_as_one_line, in_multirun, user_errors_as_one_line
+from gan_lab.callbacks import last_checkpoint_path
+from gan_lab.cli import config_errors_as_one_line, user_errors_as_one_line
+from gan_lab.core.guards import Diverged
 from gan_lab.core.module import GANModule
-from gan_lab.errors import ConfigError, GanLabError, one_line, user_error
+from gan_lab.errors import GanLabError, one_line, user_error
 from gan_lab.metrics.registry import register_extra
 from gan_lab.run import ddp, store
-from gan_lab.run.checkpoint_io import load_checkpoint
 from gan_lab.run.continue_sweep import expand_command_line
-from gan_lab.run.lock import RunLock, describe_holder
-from gan_lab.run.paths import RunDir
-from gan_lab.run.preemption import Preempted, PreemptionCheckpoint
-from gan_lab.run.resume import check_same_architecture, resume_config, trim_metrics_csv
-from gan_lab.run.status import (
-    check_writable,
-    restore_files,
-    save_config,
-    save_hydra_files,
-    saved_files,
-    write_status,
-)
+from gan_lab.run.preemption import Preempted
+from gan_lab.run.status import run_status
 from gan_lab.utils.console import quiet_third_party
 
 log = logging.getLogger("gan_lab.train")
@@ -41,116 +28,33 @@ quiet_third_party()
 
 
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> GANModule | None:
-    """Build data, module and trainer from cfg and fit; returns the trained module (None for a skipped job).
+    """Resolve the run (its directory, locked, and its config: resumed from a checkpoint with cfg.resume,
+    `overrides` checked against it), build it, and fit it inside its status file; returns the trained module
+    (None for a job this process skips: a continued sweep's done job).
 
-    The run's directory has one writer: this process holds its lock for the whole run (gan_lab/run/lock.py),
-    and gan_lab/run/store.py decides, holding it, whether it starts, continues (cfg.resume: the checkpoint's
-    config, `overrides` checked against it, see gan_lab.run.resume) or skips the run. The status file lets a
-    sweep report tell finished, failed, preempted and running jobs apart.
+    gan_lab/run/store.py decides what the run is; gan_lab/run/status.py keeps its status file (running, completed,
+    failed, preempted), which lets a sweep report tell jobs apart, and releases its lock (gan_lab/run/lock.py).
     """
-    run = store.target(cfg)
-    if cfg.get("resume") and store.is_sweep_dir(cfg.resume) and not in_multirun():
-        raise ConfigError(
-            f"resume={cfg.resume} is a sweep (multirun) directory; continue it with -m: "
-            f"python -m gan_lab.train -m resume={cfg.resume}"
-        )
-    handed = store.handed_down(cfg, run)
-    if handed is not None:  # a DDP rank > 0: rank 0 holds the lock and has decided
-        return _fit(cfg, overrides, handed)
-    check_writable(run.root)  # one line for a directory that cannot take files (creates it)
-    lock = RunLock(run.lock)
-    lock.acquire()  # a live writer: RunInUse, before any file is touched
-    try:
-        decided = store.plan(cfg, run, lock)
-    except BaseException:
-        lock.abandon()
-        raise
-    if decided.skip:
-        lock.abandon()
-        log.info("%s: %s; skipped", run.root, decided.skip)
+    job = store.resolve(cfg, overrides)
+    if job is None:
         return None
-    if lock.taken_over:
-        log.warning(
-            "%s: taking over its lock from %s, which ended without releasing it",
-            run.root,
-            describe_holder(lock.previous),
-        )
-    store.hand_down(decided, lock)
-    try:
-        lock.hold()
-        return _fit(cfg, overrides, decided, lock)
-    finally:
-        lock.release()
-
-
-def _fit(
-    cfg: DictConfig, overrides: Sequence[str], decided: store.Plan, lock: RunLock | None = None
-) -> GANModule:
-    ckpt_path, checkpoint = decided.checkpoint, None
-    if ckpt_path is not None:
-        checkpoint = load_checkpoint(ckpt_path)  # weights_only: a shared checkpoint cannot run code
-        cfg = resume_config(cfg, checkpoint, ckpt_path, overrides)
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"{', '.join(missing)} must be set, e.g. {missing[0]}=... on the command line")
-    output_dir = Path(cfg.paths.output_dir)
-    run = RunDir(output_dir)
-    check_writable(output_dir)
-    if ckpt_path is None:
-        save_hydra_files(
-            run, cfg
-        )  # Hydra's own copy is off (hydra.output_subdir): it would write before the lock
-    build.absolutize_data_paths(cfg)
-    # A run that fails before its first step (bad input) puts back an earlier run's files it replaced.
-    earlier = saved_files(output_dir)
-    started, module, trainer = time.time(), None, None
-    write_status(output_dir, "running", started)
-    try:
-        pl.seed_everything(cfg.seed, workers=True)
-        datamodule = build.build_datamodule(cfg)
-        save_config(cfg, run.config_file)
-        module = build.build_module(cfg)
-        if lock is not None:
-            lock.g_steps = lambda: module.g_steps
-        if checkpoint is not None:
-            check_same_architecture(module.state_dict(), checkpoint, ckpt_path)
-            g_steps = int(checkpoint.get("gan_lab", {}).get("g_steps", 0))
-            trim_metrics_csv(run.metrics, g_steps)
-            log.info("resuming %s from %s at generator step %d", output_dir, ckpt_path, g_steps)
-            checkpoint = None  # Lightning reads the file itself; free the memory
-        trainer = build.build_trainer(cfg)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except BaseException as exc:
-        g_steps = module.g_steps if module else 0
-        preemption = _preemption_callback(trainer)
-        if isinstance(exc, SIGTERMException) and preemption is not None and preemption.saved:
-            store.drop_replaced(run)
-            write_status(output_dir, "preempted", started, g_steps=g_steps, checkpoint=str(preemption.path))
-            preemption.requeue()  # a SLURM job's requeue signal: requeued, it continues this run
-            raise preemption.error(g_steps) from exc
-        err = user_error(exc)
-        reason = one_line(err) if err else f"{type(exc).__name__}: {exc}"
-        before_a_step = module is None or module.d_steps == 0
-        if before_a_step and store.restore_replaced(run):
-            pass  # overwrite=true that failed before training: the replaced run is back as it was
-        elif before_a_step and earlier:
-            restore_files(output_dir, earlier)
-        else:
-            store.drop_replaced(run)
-            write_status(output_dir, "failed", started, error=reason, g_steps=g_steps)
-        raise
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()  # the next multirun job starts its own DDP ranks
-    store.drop_replaced(run)
-    write_status(output_dir, "completed", started, g_steps=module.g_steps)
-    log.info("finished after %d generator steps; outputs in %s", module.g_steps, output_dir)
+    with run_status(job) as status:
+        pl.seed_everything(job.cfg.seed, workers=True)
+        datamodule, module, trainer = build.build(job.cfg)
+        status.built(module, trainer)  # the config as built is saved; a resumed run's checkpoint is checked
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=job.checkpoint, weights_only=True)
+        except Diverged as err:
+            raise _with_kept_checkpoint(err, trainer) from err
     return module
 
 
-def _preemption_callback(trainer: pl.Trainer | None) -> PreemptionCheckpoint | None:
-    callbacks = trainer.callbacks if trainer is not None else []
-    return next((c for c in callbacks if isinstance(c, PreemptionCheckpoint)), None)
+def _with_kept_checkpoint(err: Diverged, trainer: pl.Trainer) -> Diverged:
+    """The divergence error, saying what the run kept: the checkpoint a resume would read, if any."""
+    last = last_checkpoint_path(trainer)
+    return Diverged(
+        err.what, f"the last good checkpoint is kept: {last}" if last else "no checkpoint was saved before it"
+    )
 
 
 def run_objective(cfg: DictConfig, module: GANModule) -> float:

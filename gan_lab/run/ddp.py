@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from gan_lab.run.store import PLAN_ENV
+from gan_lab.run.lock import PLAN_ENV
 
 
 def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:

@@ -4,7 +4,8 @@ The lock is an flock(2) on the file, which the kernel drops when its process end
 included); on file systems that cannot lock, a soft lock: the holder's host, pid and a heartbeat written into the
 file, judged alive by pid on the same host and by a heartbeat younger than STALE_AFTER_S elsewhere (a lost node).
 The file also tells a refused process who holds it: host, pid, and the generator step (updated by a heartbeat
-thread, so a long evaluation still shows a live holder).
+thread, so a long evaluation still shows a live holder); and the holder's own DDP ranks > 0 what it decided
+(hand_down / handed_down).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from gan_lab.errors import GanLabError
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 30.0  # how often the holder rewrites its record
+# A DDP rank > 0 starts after rank 0 has decided (and written its status), or beside it: rank 0 hands its decision
+# down through the environment (Lightning's launcher passes it to the ranks it starts) and its lock record.
+PLAN_ENV = "GAN_LAB_RUN_PLAN"
+RANK_WAIT_S = 600.0  # how long a rank > 0 started by srun waits for rank 0's record
 STALE_AFTER_S = 300.0  # a soft lock whose holder on another host wrote nothing for this long is taken over
 RECORD_BYTES = 1024  # the record is padded to this size and written in one pwrite, so readers never see half
 _CANNOT_LOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
@@ -179,6 +184,37 @@ class RunLock:
         if self._heartbeat is not None:
             self._heartbeat.join()
             self._heartbeat = None
+
+
+def hand_down(lock: RunLock, checkpoint: Path | None) -> None:
+    """Tell this job's DDP ranks > 0 what rank 0, holding `lock`, decided (the checkpoint it continues from, or
+    None): through the environment to the ranks Lightning starts, through the lock record to the ranks SLURM
+    starts beside it."""
+    lock.plan = str(checkpoint or "")
+    os.environ[PLAN_ENV] = json.dumps({"checkpoint": lock.plan})
+
+
+def handed_down(path: Path, rank: int) -> str | None:
+    """On DDP rank `rank` > 0, the checkpoint rank 0 decided to continue from ("" for a fresh start), read from the
+    environment or from rank 0's record in the lock file `path`; None where no rank 0 hands it down (torchrun)."""
+    raw = os.environ.get(PLAN_ENV)
+    if raw is not None:  # started by rank 0 (Lightning's launcher)
+        return json.loads(raw).get("checkpoint") or ""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    restart = os.environ.get("SLURM_RESTART_COUNT", "0")  # started by srun beside rank 0: wait for its record
+    deadline = time.time() + RANK_WAIT_S
+    while time.time() < deadline:
+        record = read_record(path)
+        mine = record.get("slurm_job_id") == job and record.get("slurm_restart") == restart
+        if mine and not record.get("released", True):
+            return record.get("plan") or ""
+        time.sleep(1.0)
+    raise GanLabError(
+        f"DDP rank {rank}: rank 0 did not start the run in {path.parent} within {RANK_WAIT_S:.0f} s; "
+        "see rank 0's log for why (refused or failed) and start the job again"
+    )
 
 
 def holder_of(path: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.errors import ConfigError, GanLabError
-from gan_lab.run.checkpoint_io import check_trusted_targets, trusted_package_prefixes
-from gan_lab.run.paths import LAST_CKPT, RunDir
+from gan_lab.run.checkpoint_io import check_trusted_targets, load_checkpoint, trusted_package_prefixes
+from gan_lab.run.paths import RunDir
 from gan_lab.utils.config import flatten_config
 from gan_lab.utils.io import atomic_path
 
@@ -35,21 +35,40 @@ CHANGEABLE = (
 )  # fmt: skip
 
 
-def find_checkpoint(resume: str | os.PathLike[str]) -> Path:
-    """The checkpoint to resume from: the file itself, or the last checkpoint of a run or checkpoints folder."""
-    path = Path(resume).expanduser().absolute()
-    if path.is_dir():
-        run = RunDir(path)
-        candidate = run.last_ckpt if run.checkpoints.is_dir() else path / LAST_CKPT
-        if not candidate.is_file():
-            raise GanLabError(
-                f"resume={resume}: no {candidate.relative_to(path)} in that folder (the run saved no checkpoint "
-                "yet); pass resume=<path to a .ckpt file> or start a new run"
-            )
-        return candidate
-    if not path.is_file():
-        raise GanLabError(f"resume={resume} does not exist; pass a run directory or a .ckpt file")
-    return path
+@dataclass(frozen=True)
+class Resumed:
+    """The checkpoint a run continues from: its path, generator step, and the shape of each weight."""
+
+    path: Path
+    g_steps: int
+    shapes: dict[str, tuple[int, ...]]
+
+
+def continue_from(cfg: DictConfig, ckpt_path: Path, overrides: Sequence[str]) -> tuple[DictConfig, Resumed]:
+    """The checkpoint at ckpt_path, loaded safely, and the config of the run continued from it (resume_config);
+    of the checkpoint, only what the run's build is checked against is kept (Lightning reads the file itself)."""
+    checkpoint = load_checkpoint(ckpt_path)  # weights_only: a shared checkpoint cannot run code
+    # The run is rebuilt from the checkpoint's config: like its pickle, it must not choose what code runs.
+    # The packages to trust come from this command line, never from the file being checked.
+    packages = OmegaConf.select(cfg, "checkpoint.trusted_packages", default=None)
+    trusted = ("gan_lab.", "torch.", "lightning.pytorch.", *trusted_package_prefixes(packages))
+    saved = OmegaConf.create(checkpoint["hyper_parameters"])
+    # metrics.extra may change on the command line, but a checkpoint's own list still names code to import.
+    checked = [k for k in saved if k not in CHANGEABLE] + ["metrics.extra"]  # CHANGEABLE's top-level keys
+    check_trusted_targets(saved, ckpt_path, dict.fromkeys(checked, trusted))
+    resumed = Resumed(
+        ckpt_path,
+        int(checkpoint.get("gan_lab", {}).get("g_steps", 0)),
+        {k: tuple(getattr(v, "shape", ())) for k, v in checkpoint["state_dict"].items()},
+    )
+    return resume_config(cfg, checkpoint, ckpt_path, overrides), resumed
+
+
+def check_resumed(resumed: Resumed, module_state: Mapping[str, Any], run: RunDir) -> None:
+    """Once the run is built: its networks fit the checkpoint's weights, and metrics.csv ends at its step."""
+    check_same_architecture(module_state, resumed.shapes, resumed.path)
+    trim_metrics_csv(run.metrics, resumed.g_steps)
+    log.info("resuming %s from %s at generator step %d", run.root, resumed.path, resumed.g_steps)
 
 
 def _is_changeable(key: str) -> bool:
@@ -120,18 +139,12 @@ def check_overrides(cfg: DictConfig, saved: DictConfig, overrides: Sequence[str]
 def resume_config(
     cfg: DictConfig, checkpoint: Mapping[str, Any], ckpt_path: Path, overrides: Sequence[str]
 ) -> DictConfig:
-    """The config of the continued run: the checkpoint's, plus the CHANGEABLE keys `overrides` set in `cfg`."""
+    """The config of the continued run: the checkpoint's, plus the CHANGEABLE keys `overrides` set in `cfg`.
+    The checkpoint's config is taken as trusted: continue_from checks what code it names first."""
     run_dir = RunDir.of(ckpt_path).root
     saved_plain = checkpoint["hyper_parameters"]
     old_dir = str((saved_plain.get("paths") or {}).get("output_dir") or run_dir)
     saved = OmegaConf.create(_moved(saved_plain, old_dir, str(run_dir)))
-    # The run is rebuilt from the checkpoint's config: like its pickle, it must not choose what code runs.
-    # The packages to trust come from this command line, never from the file being checked.
-    packages = OmegaConf.select(cfg, "checkpoint.trusted_packages", default=None)
-    trusted = ("gan_lab.", "torch.", "lightning.pytorch.", *trusted_package_prefixes(packages))
-    # metrics.extra may change on the command line, but a checkpoint's own list still names code to import.
-    checked = [k for k in saved if not _is_changeable(k)] + ["metrics.extra"]
-    check_trusted_targets(saved, ckpt_path, dict.fromkeys(checked, trusted))
     check_overrides(cfg, saved, overrides)
     merged = saved.copy()
     raw = OmegaConf.to_container(cfg, resolve=False)  # interpolations such as ${paths.output_dir} stay live
@@ -217,15 +230,13 @@ def trim_metrics_csv(path: Path, g_steps: int) -> None:
 
 
 def check_same_architecture(
-    module_state: Mapping[str, Any], checkpoint: Mapping[str, Any], ckpt_path: Path
+    module_state: Mapping[str, Any], saved: Mapping[str, tuple[int, ...]], ckpt_path: Path
 ) -> None:
-    """Refuse a checkpoint whose weights do not fit the networks built from its config (e.g. code changed)."""
-    saved = checkpoint["state_dict"]
+    """Refuse a checkpoint whose weights (`saved`: their shapes) do not fit the networks built from its config
+    (e.g. code changed)."""
     missing = [k for k in module_state if k not in saved]
     unexpected = [k for k in saved if k not in module_state]
-    resized = [
-        k for k in module_state if k in saved and tuple(saved[k].shape) != tuple(module_state[k].shape)
-    ]
+    resized = [k for k in module_state if k in saved and saved[k] != tuple(module_state[k].shape)]
     if missing or unexpected or resized:
         detail = "; ".join(
             f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"

@@ -7,35 +7,33 @@ skip. Nothing here writes before the directory's lock is held and the directory 
   from the last checkpoint; failed -> skipped unless retry_failed=true; never started -> started.
 - A requeued SLURM job (the same SLURM_JOB_ID as the run's lock record) continues its preempted run by itself.
 - Any other run refuses a directory that already holds a run, unless overwrite=true.
+
+`resolve` does all of this for train(), and hands it the Job: the run, locked, and the config it trains with.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from gan_lab.cli import in_multirun
 from gan_lab.errors import ConfigError, GanLabError
-from gan_lab.run.lock import RunLock, read_record
-from gan_lab.run.paths import MULTIRUN_FILE, RunDir
-from gan_lab.run.resume import find_checkpoint
-from gan_lab.run.status import read_status
+from gan_lab.run.lock import RunLock, describe_holder, hand_down, handed_down
+from gan_lab.run.paths import LAST_CKPT, MULTIRUN_FILE, RunDir
+from gan_lab.run.resume import Resumed, continue_from
+from gan_lab.run.status import REPLACED_DIR, read_status
 from gan_lab.utils.io import remove_temporaries
 
 log = logging.getLogger(__name__)
-
-# A DDP rank > 0 starts after rank 0 has decided (and written its status), or beside it: rank 0 hands its decision
-# down through the environment (Lightning's launcher passes it to the ranks it starts) and its lock record.
-PLAN_ENV = "GAN_LAB_RUN_PLAN"
-RANK_WAIT_S = 600.0  # how long a rank > 0 started by srun waits for rank 0's record
 
 
 @dataclass(frozen=True)
@@ -47,9 +45,105 @@ class Plan:
     skip: str | None = None
 
 
+@dataclass(frozen=True)
+class Job:
+    """A run this process trains: the config it trains with, its directory, and what it continues from (None: a
+    fresh start). Rank 0 holds the run's `lock` until run_status (gan_lab/run/status.py) ends."""
+
+    cfg: DictConfig
+    run: RunDir
+    resumed: Resumed | None = None
+    lock: RunLock | None = None
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The checkpoint the run continues from (Lightning restores it in fit), or None."""
+        return self.resumed.path if self.resumed is not None else None
+
+
+def resolve(cfg: DictConfig, overrides: Sequence[str] = ()) -> Job | None:
+    """The run this process trains and the config it trains with, holding the run's lock (rank 0); None for a
+    job this process skips (a continued sweep's done job).
+
+    Rank 0 decides, holding the lock, whether the run starts, continues (the checkpoint's config, with
+    `overrides` checked against it: gan_lab.run.resume) or is skipped; DDP ranks > 0 take rank 0's decision.
+    """
+    found = target(cfg)
+    if cfg.get("resume") and is_sweep_dir(cfg.resume) and not in_multirun():
+        raise ConfigError(
+            f"resume={cfg.resume} is a sweep (multirun) directory; continue it with -m: "
+            f"python -m gan_lab.train -m resume={cfg.resume}"
+        )
+    check_writable(found.run.root)  # one line for a directory that cannot take files (creates it)
+    lock = None
+    if rank_zero_only.rank == 0:
+        decided, lock = _claim(cfg, found)
+        if lock is None:
+            return None
+    else:  # a DDP rank > 0: rank 0 holds the lock and has decided
+        handed = handed_down(found.run.lock, rank_zero_only.rank)
+        decided = found if handed is None else Plan(found.run, Path(handed) if handed else None)
+    try:
+        resumed = None
+        if decided.checkpoint is not None:
+            cfg, resumed = continue_from(cfg, decided.checkpoint, overrides)
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} must be set, e.g. {missing[0]}=... on the command line")
+        return Job(cfg, RunDir(cfg.paths.output_dir), resumed, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _claim(cfg: DictConfig, found: Plan) -> tuple[Plan, RunLock | None]:
+    """Take the run's lock and decide (plan) what to do with the run; the lock is held from here, with this
+    process's record, unless the run is refused (an error) or skipped (None: the lock is given back)."""
+    lock = RunLock(found.run.lock)
+    lock.acquire()  # a live writer: RunInUse, before any file is touched
+    status = read_status(found.run)
+    try:
+        decided = plan(cfg, found, lock, status)
+    except BaseException:
+        lock.abandon()
+        raise
+    if decided.skip:
+        lock.abandon()
+        log.info("%s: %s; skipped", found.run.root, decided.skip)
+        return decided, None
+    if lock.taken_over:
+        log.warning(
+            "%s: taking over its lock from %s, which ended without releasing it",
+            found.run.root,
+            describe_holder(lock.previous),
+        )
+    hand_down(lock, decided.checkpoint)
+    try:
+        lock.hold()  # this process's record in the lock file, kept current until run_status ends
+    except BaseException:
+        lock.release()
+        raise
+    return decided, lock
+
+
 def is_sweep_dir(path: str | os.PathLike[str]) -> bool:
     """Whether path is a multirun directory (Hydra wrote its record of the sweep there)."""
     return (Path(path).expanduser() / MULTIRUN_FILE).is_file()
+
+
+def check_writable(directory: Path) -> None:
+    """Create the run directory and prove it takes files, before anything is trained."""
+    probe = directory / f".write_test_{time.time_ns()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write to the output directory {directory} ({err.strerror or err}); choose a writable "
+            "one with hydra.run.dir=PATH (or paths.output_dir=PATH), or fix its permissions"
+        ) from err
 
 
 def holds_a_run(run: RunDir) -> bool:
@@ -57,24 +151,43 @@ def holds_a_run(run: RunDir) -> bool:
     return any(p.exists() for p in (run.config_file, run.status, run.metrics, run.checkpoints))
 
 
-def target(cfg: DictConfig) -> RunDir:
-    """The directory this run writes: the run it resumes, else paths.output_dir (a sweep job's own folder)."""
+def find_checkpoint(resume: str | os.PathLike[str]) -> Path:
+    """The checkpoint to resume from: the file itself, or the last checkpoint of a run or checkpoints folder."""
+    path = Path(resume).expanduser().absolute()
+    if path.is_dir():
+        run = RunDir(path)
+        candidate = run.last_ckpt if run.checkpoints.is_dir() else path / LAST_CKPT
+        if not candidate.is_file():
+            raise GanLabError(
+                f"resume={resume}: no {candidate.relative_to(path)} in that folder (the run saved no checkpoint "
+                "yet); pass resume=<path to a .ckpt file> or start a new run"
+            )
+        return candidate
+    if not path.is_file():
+        raise GanLabError(f"resume={resume} does not exist; pass a run directory or a .ckpt file")
+    return path
+
+
+def target(cfg: DictConfig) -> Plan:
+    """The directory this run writes, and the checkpoint that resume= names: the run it resumes, else
+    paths.output_dir (a sweep job's own folder), fresh."""
     resume = cfg.get("resume")
     if resume and not is_sweep_dir(resume):
-        return RunDir.of(find_checkpoint(resume))
-    return RunDir(Path(cfg.paths.output_dir).expanduser().absolute())
+        checkpoint = find_checkpoint(resume)
+        return Plan(RunDir.of(checkpoint), checkpoint)
+    return Plan(RunDir(Path(cfg.paths.output_dir).expanduser().absolute()))
 
 
-def plan(cfg: DictConfig, run: RunDir, lock: RunLock) -> Plan:
-    """Decide, holding the run's lock, what this process does with `run` (see the module docstring).
+def plan(cfg: DictConfig, found: Plan, lock: RunLock, status: dict[str, Any]) -> Plan:
+    """Decide, holding the run's lock, what this process does with the run `target` found, whose status record
+    is `status` (see the module docstring).
 
     Raises a one-line ConfigError for a directory that holds another run; sets that run aside to replace it
     (overwrite=true, or a sweep job started again); removes what a killed writer left half-written.
     """
-    resume = cfg.get("resume")
-    status = read_status(run)
-    if resume and not is_sweep_dir(resume):
-        decided = Plan(run, find_checkpoint(resume))
+    run, resume = found.run, cfg.get("resume")
+    if found.checkpoint is not None:
+        decided = found
     elif resume:  # a job of a continued sweep
         decided = _continue_job(run, status, bool(cfg.get("retry_failed")))
     elif _requeued_here(lock, status) and run.last_ckpt.is_file():
@@ -86,7 +199,7 @@ def plan(cfg: DictConfig, run: RunDir, lock: RunLock) -> Plan:
             "one elsewhere (hydra.run.dir=<new directory>), or replace it with overwrite=true"
         )
     else:
-        decided = Plan(run)
+        decided = found
     if decided.skip is None and decided.checkpoint is None and holds_a_run(run):
         log.warning("replacing the run in %s (%s)", run.root, _summary(status))
         set_aside(run)
@@ -119,12 +232,9 @@ def _continue_job(run: RunDir, status: dict[str, Any], retry_failed: bool) -> Pl
     return Plan(run, run.last_ckpt if run.last_ckpt.is_file() else None)
 
 
-REPLACED_DIR = ".replaced"  # a replaced run's files, until the new run has trained a step
-
-
 def set_aside(run: RunDir) -> Path:
     """Move what a run wrote in its directory into REPLACED_DIR (keeping the lock and Hydra's job log, open in
-    this process): put back by restore_replaced if the new run fails before its first step, else removed."""
+    this process): put back by status.restore_replaced if the new run fails before its first step, else removed."""
     aside = run.root / REPLACED_DIR
     shutil.rmtree(aside, ignore_errors=True)  # left by a replacing run that was killed
     aside.mkdir()
@@ -132,61 +242,3 @@ def set_aside(run: RunDir) -> Path:
         if entry not in (run.lock, aside) and entry.suffix != ".log":
             entry.rename(aside / entry.name)
     return aside
-
-
-def restore_replaced(run: RunDir) -> bool:
-    """Put back the replaced run's files (the new run failed before training a step); False if there are none."""
-    aside = run.root / REPLACED_DIR
-    if rank_zero_only.rank != 0 or not aside.is_dir():
-        return False
-    for entry in aside.iterdir():
-        target = run.root / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        entry.rename(target)
-    aside.rmdir()
-    return True
-
-
-@rank_zero_only
-def drop_replaced(run: RunDir) -> None:
-    """Remove the replaced run's files for good (the new run has trained)."""
-    shutil.rmtree(run.root / REPLACED_DIR, ignore_errors=True)
-
-
-def hand_down(decided: Plan, lock: RunLock) -> None:
-    """Tell this job's DDP ranks > 0 what rank 0 decided: through the environment to the ranks Lightning starts,
-    through the lock record to the ranks SLURM starts beside it."""
-    lock.plan = str(decided.checkpoint or "")
-    os.environ[PLAN_ENV] = json.dumps({"checkpoint": lock.plan})
-
-
-def handed_down(cfg: DictConfig, run: RunDir) -> Plan | None:
-    """On a DDP rank > 0, rank 0's decision (None on rank 0): rank 0 alone holds the lock and decides."""
-    if rank_zero_only.rank == 0:
-        return None
-    raw = os.environ.get(PLAN_ENV)
-    if raw is not None:  # started by rank 0 (Lightning's launcher)
-        return _plan_of(run, json.loads(raw).get("checkpoint"))
-    job = os.environ.get("SLURM_JOB_ID")
-    if job:  # started by srun beside rank 0: wait for rank 0's record in the lock file
-        restart = os.environ.get("SLURM_RESTART_COUNT", "0")
-        deadline = time.time() + RANK_WAIT_S
-        while time.time() < deadline:
-            record = read_record(run.lock)
-            mine = record.get("slurm_job_id") == job and record.get("slurm_restart") == restart
-            if mine and not record.get("released", True):
-                return _plan_of(run, record.get("plan"))
-            time.sleep(1.0)
-        raise GanLabError(
-            f"DDP rank {rank_zero_only.rank}: rank 0 did not start the run in {run.root} within {RANK_WAIT_S:.0f} s; "
-            "see rank 0's log for why (refused or failed) and start the job again"
-        )
-    resume = cfg.get("resume")  # another launcher (torchrun): an explicit resume= only
-    return Plan(run, find_checkpoint(resume) if resume and not is_sweep_dir(resume) else None)
-
-
-def _plan_of(run: RunDir, checkpoint: str | None) -> Plan:
-    return Plan(run, Path(checkpoint) if checkpoint else None)
