@@ -17,10 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.callbacks import InLoopMetrics, LastCheckpoint
 from gan_lab.core.augment import Augmentations
-from gan_lab.core.graphs import capture_mode
 from gan_lab.core.module import GANModule
 from gan_lab.core.regularizers import build_regularizer
-from gan_lab.core.speed import resolve_precision, set_tf32, use_channels_last
+from gan_lab.core.speed import SpeedSettings, set_tf32
 from gan_lab.errors import ConfigError
 from gan_lab.metrics import settings_from_config
 from gan_lab.run.checkpoint_io import AtomicCheckpointIO
@@ -39,7 +38,8 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, GANModule, pl.Traine
     absolutize_data_paths(cfg)
     datamodule = instantiate(cfg.dataset)
     resolve_num_classes(cfg, datamodule)
-    return datamodule, build_module(cfg), build_trainer(cfg)
+    module = build_module(cfg)
+    return datamodule, module, build_trainer(cfg, module.speed)  # the speed settings, read once
 
 
 def absolutize_data_paths(cfg: DictConfig) -> None:
@@ -98,9 +98,17 @@ def check_names_a_class(key: str, node: Any, choose: str) -> None:
         )
 
 
-def build_module(cfg: DictConfig) -> GANModule:
-    """The GANModule described by cfg (model, loss, regularizer, optim, scheduler, n_critic, steps)."""
-    speed = cfg.get("speed") or {}
+def speed_settings(cfg: DictConfig) -> SpeedSettings:
+    """The run's speed settings: the `speed` group, trainer.precision (`auto` resolved) and trainer.accelerator."""
+    trainer = cfg.get("trainer") or {}
+    return SpeedSettings.from_config(
+        cfg.get("speed"), trainer.get("precision", "auto"), trainer.get("accelerator", "auto")
+    )
+
+
+def build_module(cfg: DictConfig, speed: SpeedSettings | None = None) -> GANModule:
+    """The GANModule described by cfg (model, loss, regularizer, optim, scheduler, n_critic, steps); `speed`:
+    speed_settings(cfg) where not given."""
     check_names_a_class(
         "scheduler", {k: v for k, v in (cfg.scheduler or {}).items() if k != "interval"}, "scheduler=cosine"
     )
@@ -120,9 +128,7 @@ def build_module(cfg: DictConfig) -> GANModule:
         ema_decay=cfg.ema.decay,
         ema_start_step=cfg.ema.start_step,
         ema_rampup=cfg.ema.get("rampup"),  # absent in configs stored before it existed
-        channels_last=use_channels_last(speed, cfg.trainer.get("accelerator", "auto")),
-        compile=bool(speed.get("compile", False)),
-        capture=capture_mode(speed.get("capture", False)),
+        speed=speed or speed_settings(cfg),
         config=redact_secrets(OmegaConf.to_container(cfg, resolve=True)),
     )
 
@@ -161,8 +167,9 @@ def time_budget(cfg: DictConfig) -> float | None:
     return float(budget)
 
 
-def build_trainer(cfg: DictConfig) -> pl.Trainer:
-    """The Lightning Trainer; a `steps` or `budget` budget replaces trainer.max_epochs.
+def build_trainer(cfg: DictConfig, speed: SpeedSettings | None = None) -> pl.Trainer:
+    """The Lightning Trainer, with `speed`'s precision (speed_settings(cfg) where not given); a `steps` or `budget`
+    budget replaces trainer.max_epochs.
 
     GANModule stops the run at `steps` generator steps; a Timer at `budget` minutes of training, counted over the
     whole run: the Timer is always there, so every checkpoint holds the training time so far and a resumed run
@@ -170,7 +177,8 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     SIGTERM / Ctrl+C save a resumable one (PreemptionCheckpoint). Sets speed.tf32 (process-wide).
     """
     budget = time_budget(cfg)
-    set_tf32((cfg.get("speed") or {}).get("tf32"))
+    speed = speed or speed_settings(cfg)
+    set_tf32(speed.tf32)
     overrides: dict[str, Any] = {"max_epochs": -1} if cfg.steps or budget else {}
     max_time = timedelta(minutes=budget) if budget else cfg.trainer.get("max_time")
     callbacks = _instantiate_named(cfg.get("callbacks"))
@@ -192,7 +200,7 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         callbacks=callbacks,
         logger=_instantiate_named(cfg.get("logger")),  # logger=[] leaves no key: no logger
         plugins=[AtomicCheckpointIO()],
-        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
+        precision=speed.precision,
         max_time=None,  # the Timer above
         **overrides,
     )

@@ -20,10 +20,11 @@ from conftest import TINY_RUN
 
 from gan_lab.build import build_module, build_trainer
 from gan_lab.core import speed as precision
-from gan_lab.core.module import GANModule, has_penalty, is_compiled, uncompiled
+from gan_lab.core.graphs import is_compiled, uncompiled
+from gan_lab.core.module import GANModule
 from gan_lab.core.optim import build_optimizer
-from gan_lab.core.regularizers import GradientPenalty, R1Penalty, Regularizer, WeightClip
-from gan_lab.core.speed import resolve_precision, set_tf32
+from gan_lab.core.regularizers import GradientPenalty, R1Penalty, Regularizer, WeightClip, has_penalty
+from gan_lab.core.speed import SpeedSettings, resolve_precision, set_tf32
 from gan_lab.errors import ConfigError
 from gan_lab.run.checkpoint_io import load_checkpoint
 from gan_lab.train import train
@@ -84,6 +85,40 @@ def test_fused_adam_is_picked_and_matches_the_loop() -> None:
             opt.step()
     for w, c in zip(weights, copies, strict=True):
         torch.testing.assert_close(w, c, rtol=1e-6, atol=1e-6)
+
+
+def test_speed_settings_are_read_once_for_the_module_and_the_trainer(
+    tiny_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The speed keys are read into one SpeedSettings, which GANModule and the Trainer take as it is."""
+    import gan_lab.build as build
+
+    keys = ("speed.channels_last=false", "speed.compile=false", "speed.capture=steps", "speed.tf32=false")
+    cfg = tiny_config(*keys, "trainer.precision=32-true")
+    expected = SpeedSettings(
+        precision="32-true", channels_last=False, compile=False, capture="steps", tf32=False
+    )
+    assert build.speed_settings(cfg) == expected
+    monkeypatch.setattr(build, "speed_settings", lambda cfg: pytest.fail("the speed keys were read again"))
+    module, trainer = build.build_module(cfg, expected), build.build_trainer(cfg, expected)
+    assert module.speed is expected and module.step_runner.speed is expected
+    assert trainer.precision == "32-true"
+    assert module.memory_format == torch.contiguous_format
+
+
+def test_speed_settings_defaults_and_checks() -> None:
+    """The defaults are a config without a speed group; capture=true is nets; bad values stop with the fix."""
+    assert SpeedSettings.from_config(None, "32-true") == SpeedSettings()
+    assert SpeedSettings(capture=True).capture == "nets" and SpeedSettings(capture="nets").compiles_nets
+    assert SpeedSettings(compile=True).compiles_nets and not SpeedSettings(capture="steps").compiles_nets
+    assert SpeedSettings(channels_last=True).memory_format == torch.channels_last
+    assert SpeedSettings().as_dict() == {
+        "precision": "32-true", "channels_last": False, "compile": False, "capture": "false", "tf32": None,
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="speed.capture must be false, nets, steps or auto"):
+        SpeedSettings.from_config({"capture": "graphs"})
+    with pytest.raises(ConfigError, match="speed.tf32 must be true or false, got 'yes'"):
+        SpeedSettings.from_config({"tf32": "yes"})
 
 
 def test_precision_auto_picks_bf16_only_where_it_is_fast(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,7 +244,8 @@ def test_capture_on_cpu_trains_like_eager(
     with caplog.at_level(logging.INFO, logger="gan_lab.module"):
         captured = train(compose_config([*steps, "speed.capture=true"], output_dir=tmp_path / "captured"))
     assert is_compiled(captured.generator) and is_compiled(captured.discriminator)
-    assert not is_compiled(eager.generator) and not captured._cuda_graphs  # CPU: compiled, no CUDA graphs
+    # On the CPU: compiled, without CUDA graphs.
+    assert not is_compiled(eager.generator) and not captured.step_runner.cuda_graphs
     assert _checkpoint_layout(tmp_path / "captured") == _checkpoint_layout(tmp_path / "eager")
     torch.testing.assert_close(
         captured.state_dict(), eager.state_dict(), atol=CAPTURE_ATOL, rtol=CAPTURE_RTOL
@@ -260,9 +296,11 @@ def test_penalties_are_the_regularizers_that_need_d_uncompiled() -> None:
 
 def test_capture_includes_compile_and_compiles_when_fitting_starts(tiny_config) -> None:
     module = build_module(tiny_config("speed.capture=true", "speed.compile=true"))
-    assert module.capture and not is_compiled(module.generator)  # the mode needs the device: on_fit_start
+    # The compile mode needs the device: G and D are compiled in on_fit_start.
+    assert module.speed.capture == "nets" and not is_compiled(module.generator)
     module.on_fit_start()  # on CPU: the default mode, no CUDA graphs
-    assert is_compiled(module.generator) and is_compiled(module.discriminator) and not module._cuda_graphs
+    assert is_compiled(module.generator) and is_compiled(module.discriminator)
+    assert not module.step_runner.cuda_graphs
     assert not is_compiled(build_module(tiny_config("speed.compile=false")).generator)
 
 
@@ -513,7 +551,7 @@ def _check_capture_on_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overr
     replays_checked: list[bool] = []
 
     def check_replays(module: GANModule) -> None:
-        assert module.device.type == "cuda" and module._cuda_graphs
+        assert module.device.type == "cuda" and module.step_runner.cuda_graphs
         _assert_replays_match_eager(module)
         replays_checked.append(True)
 

@@ -69,12 +69,12 @@ def test_steps_on_the_cpu_train_eagerly_and_say_why(tmp_path: Path, caplog: pyte
     assert said == [
         "speed.capture=steps: CUDA graphs need a CUDA GPU and this run trains on cpu, so the steps run eagerly"
     ]
-    assert not steps._step_graphs.enabled
+    assert not steps.step_runner.graphs.enabled
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="gan_lab.module"):
         auto = train(compose_config([*run, "speed.capture=auto"], output_dir=tmp_path / "auto"))
     torch.testing.assert_close(auto.state_dict(), eager.state_dict(), atol=0, rtol=0)
-    assert not auto._step_graphs.enabled and not any(
+    assert not auto.step_runner.graphs.enabled and not any(
         "speed.capture" in r.getMessage() for r in caplog.records
     )
     assert all(not opt.defaults.get("capturable") for opt in auto.optimizers())  # as eager: not capturable
@@ -138,7 +138,7 @@ def test_a_hook_inside_a_step_keeps_the_steps_eager(tmp_path: Path, caplog: pyte
     run = [*CPU_FP32, "steps=5", "dataset.num_samples=128", "speed.capture=steps", counter]
     with caplog.at_level(logging.INFO, logger="gan_lab.module"):
         module = train(compose_config(run, output_dir=tmp_path))
-    assert not module._step_graphs.enabled and _FakeGraph.made == []
+    assert not module.step_runner.graphs.enabled and _FakeGraph.made == []
     assert BackwardCounter.calls == 10
     said = [r.getMessage() for r in caplog.records if "speed.capture" in r.getMessage()]
     assert said == [
@@ -274,7 +274,7 @@ def replays_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
     held while it was recorded (a number for good, or gan_lab's live device tensors)."""
     from lightning.pytorch.loops.optimization.manual import _ManualOptimization
 
-    import gan_lab.core.module as module_file
+    import gan_lab.core.speed as speed_file
 
     replaying = [False]
     for hook in ("_on_before_step", "_on_after_step"):
@@ -310,7 +310,7 @@ def replays_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(graphs, "_on_side_stream", lambda step, inputs: step(*inputs))
     real_reasons = graphs.steps_run_eagerly  # judged as on a GPU: the run's other reasons still count
     monkeypatch.setattr(
-        module_file, "steps_run_eagerly", lambda _, *rest: real_reasons(torch.device("cuda"), *rest)
+        speed_file, "steps_run_eagerly", lambda _, *rest: real_reasons(torch.device("cuda"), *rest)
     )
     _FakeGraph.made = []
 
@@ -328,7 +328,7 @@ def test_replayed_steps_train_and_count_like_eager_steps(case: str, tmp_path: Pa
     eager = train(compose_config(run, output_dir=tmp_path / "eager"))
     graphed = train(compose_config([*run, f"speed.capture={mode}"], output_dir=tmp_path / "steps"))
     # one D and one G graph, replayed (lazy regularization: D steps with and without the penalty, two graphs)
-    assert graphed._step_graphs.enabled and len(_FakeGraph.made) == 2 + ("lazy" in case)
+    assert graphed.step_runner.graphs.enabled and len(_FakeGraph.made) == 2 + ("lazy" in case)
     torch.testing.assert_close(graphed.state_dict(), eager.state_dict(), atol=0, rtol=0)
     assert graphed.trainer.global_step == eager.trainer.global_step == 16  # 8 D + 8 G optimizer steps
     saved = load_checkpoint(tmp_path / "steps" / "checkpoints" / "last.ckpt")
@@ -495,7 +495,7 @@ def test_steps_gpu_graphs_train_like_eager_without_host_sync(
     run = [*GPU_RUN, *setup, "steps=12", "callbacks.checkpoint=null"]
     eager = train(compose_config(run, output_dir=tmp_path / "eager"))
     graphed = train(compose_config([*run, "speed.capture=steps"], output_dir=tmp_path / "steps"))
-    assert graphed._step_graphs.enabled
+    assert graphed.step_runner.graphs.enabled
     assert graphed.g_steps == eager.g_steps == 12
     theirs = eager.state_dict()
     for name, value in graphed.state_dict().items():
@@ -519,7 +519,7 @@ def test_steps_gpu_resume_exactly(tmp_path: Path) -> None:
 def test_auto_gpu_records_the_steps(tmp_path: Path) -> None:
     """speed.capture=auto on one CUDA GPU with Adam: the whole-step graphs (the 5th step replays), capturable."""
     module = train(compose_config([*GPU_RUN, "speed.capture=auto", "steps=5"], output_dir=tmp_path / "auto"))
-    assert module._step_graphs.enabled and module._step_graphs.replayed
+    assert module.step_runner.graphs.enabled and module.step_runner.graphs.replayed
     assert all(opt.defaults.get("capturable") for opt in module.optimizers())
 
 

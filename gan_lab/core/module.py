@@ -15,9 +15,10 @@ The run's budget is `max_g_steps` generator steps, trainer.max_epochs, or minute
 build.build_trainer): Lightning's `global_step` counts D and G optimizer steps together, so gan_lab keeps its own
 counters (`g_steps`, `d_steps`, saved in checkpoints).
 
-speed.compile and speed.capture (core/graphs.py) compile G and D in place (checkpoints keep the plain nets' names)
-or record each whole `_discriminator_update` and `_generator_update` as one CUDA graph; the bookkeeping around
-them stays eager. A penalty differentiates D's input gradient again, which a compiled D cannot do: it calls D
+The speed settings (core/speed.SpeedSettings) lay out the nets and batches; under speed.compile and
+speed.capture a StepRunner (core/speed.py) compiles G and D in place (checkpoints keep the plain nets' names) or
+records each whole `_discriminator_update` and `_generator_update` as one CUDA graph; the bookkeeping around them
+stays eager. A penalty differentiates D's input gradient again, which a compiled D cannot do: it calls D
 uncompiled, on the same weights.
 """
 
@@ -35,15 +36,7 @@ from torch import Tensor, nn
 
 from gan_lab.core.augment import Augmentations
 from gan_lab.core.ema import build_ema, update_ema
-from gan_lab.core.graphs import (
-    StepGraphs,
-    capture_mode,
-    count_lightning_step,
-    hooks_inside_a_step,
-    is_compiled,
-    steps_run_eagerly,
-    uncompiled,
-)
+from gan_lab.core.graphs import uncompiled
 from gan_lab.core.guards import FiniteWatch, check_finite
 from gan_lab.core.losses import GANLoss, WassersteinLoss, discriminator_accuracy, real_margin
 from gan_lab.core.optim import (
@@ -55,6 +48,7 @@ from gan_lab.core.optim import (
 )
 from gan_lab.core.regularizers import Regularizer, WeightClip, has_penalty, lazy_interval, members
 from gan_lab.core.running_means import RunningMeans
+from gan_lab.core.speed import SpeedSettings, StepRunner
 from gan_lab.errors import ConfigError
 from gan_lab.utils.rng import rng_state, set_rng_state
 
@@ -81,9 +75,7 @@ class GANModule(pl.LightningModule):
         ema_decay: float | None = None,
         ema_start_step: int = 0,
         ema_rampup: float | None = None,
-        channels_last: bool = False,
-        compile: bool = False,
-        capture: bool | str = False,
+        speed: SpeedSettings | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -96,8 +88,8 @@ class GANModule(pl.LightningModule):
             raise ConfigError(
                 f"steps must be >= 1 generator steps (or null to use trainer.max_epochs), got {max_g_steps}"
             )
-        # channels_last (NHWC) convolutions are faster on CPUs (oneDNN) and on GPU tensor cores.
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.speed = speed or SpeedSettings()
+        self.memory_format = self.speed.memory_format
         self.generator = generator.to(memory_format=self.memory_format)
         self.discriminator = discriminator.to(memory_format=self.memory_format)
         self.loss = loss
@@ -115,16 +107,8 @@ class GANModule(pl.LightningModule):
         self.adaptive_augment = self.augment.adaptive
         self.generator_ema = build_ema(self.generator, ema_decay, ema_rampup)
         self.ema_start_step = ema_start_step
-        # speed.capture=nets includes speed.compile: with both set, capture decides (it compiles in on_fit_start).
-        self.capture = capture_mode(capture)
-        self._cuda_graphs = False  # set in on_fit_start: capture=nets on a CUDA device
-        self._step_graphs = StepGraphs()  # enabled in on_fit_start: capture=steps or auto, where they record
-        self._said_penalty_is_eager = False
-        if compile and self.capture != "nets":
-            # In place (nn.Module.compile): parameter names, and so checkpoints, stay those of the plain nets.
-            # G and D separately, not the LightningModule, whose step has Python control flow.
-            self.generator.compile()
-            self.discriminator.compile()
+        self.step_runner = StepRunner(self.speed)
+        self.step_runner.compile_in_place([self.generator, self.discriminator])  # after the EMA copied G
         if config:
             # The resolved run config: loggers record it (hparams.yaml) and checkpoints keep it.
             self.save_hyperparameters(dict(config))
@@ -172,19 +156,13 @@ class GANModule(pl.LightningModule):
         was_training = generator.training
         generator.eval()
         try:
-            # Captured: a CUDA graph's output is overwritten by its next replay, and eval mode would compile
-            # another graph; samples and metrics are rare enough to run G uncompiled.
-            return (uncompiled(generator) if self.capture == "nets" else generator)(z, labels)
+            return self.step_runner.sampler(generator)(z, labels)
         finally:
             generator.train(was_training)
 
     # --- optimizers ---------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        # Captured: the single-kernel step where the optimizer has one; recorded steps need capturable ones,
-        # built only where on_fit_start will record (capturable optimizers run slower outside a graph).
-        whole_steps = self.capture in ("steps", "auto") and self._why_steps_run_eagerly([]) is None
-        fused = self.capture == "nets" or whole_steps
-        capturable = whole_steps
+        fused, capturable = self.step_runner.optimizer_flags(self)
         optim_d, lr_d, said = lazy_regularization(self.optim, self.lr_d, self.regularizer_interval)
         if said and has_penalty(self.regularizer):
             log.info("lazy regularization: %s", said)
@@ -247,41 +225,15 @@ class GANModule(pl.LightningModule):
         return self.scheduler.get("interval", "step") if self.scheduler else None
 
     def on_fit_start(self) -> None:
-        if self.capture in ("steps", "auto"):
-            why = self._why_steps_run_eagerly(self.optimizers())
-            if why is None:
-                self._step_graphs.enable()
-            elif self.capture == "steps" or self.device.type == "cuda":  # auto: silent off a GPU
-                log.info("speed.capture=%s: %s, so the steps run eagerly", self.capture, why)
-        if self.capture == "nets" and not is_compiled(self.generator):
-            cuda = self.device.type == "cuda"
-            for net in (self.generator, self.discriminator):
-                net.compile(mode="reduce-overhead" if cuda else None)
-            self._cuda_graphs = cuda
-        if (
-            is_compiled(self.discriminator)
-            and has_penalty(self.regularizer)
-            and not self._said_penalty_is_eager
-        ):
-            self._said_penalty_is_eager = True
-            log.info(
-                "%s: the %s penalty calls D uncompiled (eagerly), on the same weights: its double backward "
-                "cannot go through a compiled D; the rest of the step stays compiled",
-                "speed.capture" if self.capture == "nets" else "speed.compile",
-                type(self.regularizer).__name__,
-            )
-
-    def _why_steps_run_eagerly(self, optimizers: Any) -> str | None:
-        trainer = self.trainer
-        hooks = hooks_inside_a_step(trainer.callbacks, self)
-        return steps_run_eagerly(self.device, trainer.precision_plugin, optimizers, trainer.world_size, hooks)
+        penalty = type(self.regularizer).__name__ if has_penalty(self.regularizer) else None
+        self.step_runner.start(self, [self.generator, self.discriminator], penalty)
 
     def on_train_start(self) -> None:
         for optimizer in self.optimizers():  # restored by now: a checkpoint's flags may not suit this device
             restore_built_flags(optimizer)
 
     def on_fit_end(self) -> None:
-        self._step_graphs.reset()  # the graphs hold GPU memory, and the nets may move to the CPU now
+        self.step_runner.end()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         if self.max_g_steps and self.g_steps >= self.max_g_steps:  # resumed at the budget's end
@@ -293,9 +245,6 @@ class GANModule(pl.LightningModule):
             self._rng_to_restore = None
 
     def _discriminator_step(self, opt_d: Any, real: Tensor, labels: Tensor | None) -> None:
-        if self._cuda_graphs:
-            # A new iteration of the CUDA graphs: the last step's graph outputs may be overwritten now.
-            torch.compiler.cudagraph_mark_step_begin()
         self.toggle_optimizer(opt_d)
         # Lazy regularization: the penalty on every k-th D step (the first included), weighted by k. Steps with
         # and without it are different graphs under speed.capture=steps.
@@ -304,12 +253,9 @@ class GANModule(pl.LightningModule):
             "discriminator" if penalized or not has_penalty(self.regularizer) else "discriminator_unpenalized"
         )
         update = partial(self._discriminator_update, opt_d, self.regularizer_interval if penalized else 0)
-        d_loss, penalty, real_logits, fake_logits = self._step_graphs.run(
-            name, update, real, labels, live_lr=self._live_lr(opt_d)
+        d_loss, penalty, real_logits, fake_logits = self.step_runner.run(
+            name, update, opt_d, real, labels, scheduled=bool(self.scheduler)
         )
-        if self._step_graphs.replayed:
-            count_lightning_step(opt_d)
-        self._drop_graph_gradients(opt_d)
         self.untoggle_optimizer(opt_d)
         self.regularizer.after_d_step(self.discriminator)
         self.d_steps += 1
@@ -348,29 +294,14 @@ class GANModule(pl.LightningModule):
         opt_d.step()
         return d_loss.detach(), penalty.detach(), real_logits.detach(), fake_logits.detach()
 
-    def _live_lr(self, optimizer: Any) -> Any:
-        """The optimizer whose learning rate recorded steps read at every replay: where a scheduler changes it."""
-        return optimizer if self.scheduler else None
-
-    def _drop_graph_gradients(self, optimizer: Any) -> None:
-        """Under CUDA graphs, gradients live in the graphs' memory, which the next step's replays overwrite (and
-        reading them after that raises): drop them once the optimizer has used them."""
-        if self._cuda_graphs:
-            optimizer.zero_grad(set_to_none=True)
-
     def _generator_step(self, opt_g: Any, real: Tensor, labels: Tensor | None) -> None:
-        if self._cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad: no D gradients are computed
         # One graph per batch size (n is not an input tensor the graph could take). Only a relativistic loss
         # reads the real batch, which is then an input of the graph.
         n = real.shape[0]
         paired = (real, labels) if self.loss.uses_real_logits else ()
         update = partial(self._generator_update, opt_g, n)
-        g_loss = self._step_graphs.run(f"generator{n}", update, *paired, live_lr=self._live_lr(opt_g))
-        if self._step_graphs.replayed:
-            count_lightning_step(opt_g)
-        self._drop_graph_gradients(opt_g)
+        g_loss = self.step_runner.run(f"generator{n}", update, opt_g, *paired, scheduled=bool(self.scheduler))
         self.untoggle_optimizer(opt_g)
         self.g_steps += 1
         self._finite.watch(g_loss, is_generator=True, g_step=self.g_steps, d_step=self.d_steps)
