@@ -1,6 +1,6 @@
 """cfg -> the objects of a run: the DataModule, the GANModule and the Lightning Trainer.
 
-The entry points (train, the bench, tests) compose a config and call these; nothing here trains.
+The entry points (train, reproduce, tests) compose a config and call these; nothing here trains.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from gan_lab.callbacks import InLoopMetrics, LastCheckpoint
 from gan_lab.core.augment import Augmentations
 from gan_lab.core.module import GANModule
-from gan_lab.core.regularizers import build_regularizer
+from gan_lab.core.regularizers import build_regularizer, lazy_interval
 from gan_lab.core.speed import SpeedSettings, set_tf32
 from gan_lab.errors import ConfigError
 from gan_lab.metrics import settings_from_config
@@ -34,12 +34,12 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, GANModule, pl.Traine
 
     cfg is completed in place first, so that the networks are built with it and the config saved with the run
     (its config.yaml, its checkpoints) holds it: data paths made absolute, and a conditional model's class count
-    (model.num_classes null) taken from the dataset."""
+    (model.num_classes null) taken from the dataset. The speed settings are read once, for module and trainer."""
     absolutize_data_paths(cfg)
     datamodule = instantiate(cfg.dataset)
     resolve_num_classes(cfg, datamodule)
     module = build_module(cfg)
-    return datamodule, module, build_trainer(cfg, module.speed)  # the speed settings, read once
+    return datamodule, module, build_trainer(cfg, module.speed)
 
 
 def absolutize_data_paths(cfg: DictConfig) -> None:
@@ -112,24 +112,30 @@ def build_module(cfg: DictConfig, speed: SpeedSettings | None = None) -> GANModu
     check_names_a_class(
         "scheduler", {k: v for k, v in (cfg.scheduler or {}).items() if k != "interval"}, "scheduler=cosine"
     )
+    regularizers = regularizer_entries(cfg.regularizer)
+    speed = speed or speed_settings(cfg)
+    interval = lazy_interval(cfg.regularizer.get("interval", 1))
+    regularizer = build_regularizer(regularizers)
+    augment = Augmentations(instantiate(cfg.get("augment")))
+    config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
     return GANModule(
         generator=instantiate(cfg.model.generator),
         discriminator=instantiate(cfg.model.discriminator),
         loss=instantiate(cfg.loss),
-        regularizer=build_regularizer(regularizer_entries(cfg.regularizer)),
-        regularizer_interval=cfg.regularizer.get("interval", 1),
+        regularizer=regularizer,
+        regularizer_interval=interval,
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
         n_critic=cfg.n_critic,
         max_g_steps=cfg.steps,
         z_dim=cfg.model.z_dim,
         num_classes=cfg.model.num_classes,
-        augment=Augmentations(instantiate(cfg.get("augment"))),
+        augment=augment,
         ema_decay=cfg.ema.decay,
         ema_start_step=cfg.ema.start_step,
         ema_rampup=cfg.ema.get("rampup"),  # absent in configs stored before it existed
-        speed=speed or speed_settings(cfg),
-        config=redact_secrets(OmegaConf.to_container(cfg, resolve=True)),
+        speed=speed,
+        config=config,
     )
 
 
@@ -177,16 +183,17 @@ def build_trainer(cfg: DictConfig, speed: SpeedSettings | None = None) -> pl.Tra
     SIGTERM / Ctrl+C save a resumable one (PreemptionCheckpoint). Sets speed.tf32 (process-wide).
     """
     budget = time_budget(cfg)
+    callbacks = _instantiate_named(cfg.get("callbacks"))
+    metrics_callback = build_metrics_callback(cfg)
+    logger = _instantiate_named(cfg.get("logger"))  # logger=[] leaves no key: no logger
     speed = speed or speed_settings(cfg)
     set_tf32(speed.tf32)
     overrides: dict[str, Any] = {"max_epochs": -1} if cfg.steps or budget else {}
     max_time = timedelta(minutes=budget) if budget else cfg.trainer.get("max_time")
-    callbacks = _instantiate_named(cfg.get("callbacks"))
     # Lightning adds a Timer only for max_time; this one also records the time of runs without a budget.
     callbacks.append(Timer(duration=max_time, interval="step"))
     if not cfg.trainer.get("enable_progress_bar", True):  # the flag alone turns gan_lab's bar off too
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    metrics_callback = build_metrics_callback(cfg)
     if metrics_callback is not None:
         callbacks.append(metrics_callback)
     callbacks.append(PreemptionCheckpoint(RunDir(cfg.paths.output_dir).checkpoints))
@@ -198,7 +205,7 @@ def build_trainer(cfg: DictConfig, speed: SpeedSettings | None = None) -> pl.Tra
         cfg.trainer,
         enable_model_summary=False,
         callbacks=callbacks,
-        logger=_instantiate_named(cfg.get("logger")),  # logger=[] leaves no key: no logger
+        logger=logger,
         plugins=[AtomicCheckpointIO()],
         precision=speed.precision,
         max_time=None,  # the Timer above

@@ -46,13 +46,13 @@ from gan_lab.core.optim import (
     learning_rates,
     restore_built_flags,
 )
-from gan_lab.core.regularizers import Regularizer, WeightClip, has_penalty, lazy_interval, members
+from gan_lab.core.regularizers import Regularizer, WeightClip, has_penalty, members
 from gan_lab.core.running_means import RunningMeans
 from gan_lab.core.speed import SpeedSettings, StepRunner
 from gan_lab.errors import ConfigError
 from gan_lab.utils.rng import rng_state, set_rng_state
 
-log = logging.getLogger("gan_lab.module")  # the logger name its lines had before it moved to core/
+log = logging.getLogger("gan_lab.module")  # one logger for the step's lines, GANModule's and StepRunner's
 
 
 class GANModule(pl.LightningModule):
@@ -94,7 +94,7 @@ class GANModule(pl.LightningModule):
         self.discriminator = discriminator.to(memory_format=self.memory_format)
         self.loss = loss
         self.regularizer = regularizer or Regularizer()
-        self.regularizer_interval = lazy_interval(regularizer_interval)
+        self.regularizer_interval = regularizer_interval  # checked by build (regularizers.lazy_interval)
         self.optim = dict(optim or {"_target_": "torch.optim.Adam", "lr": 2e-4, "betas": (0.5, 0.999)})
         self.lr_g, self.lr_d = learning_rates(self.optim)
         self.scheduler = dict(scheduler) if scheduler else None
