@@ -18,7 +18,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from benchmarks.loops import Speed, StepTimer, timer_config
+from benchmarks.loops import RunSpeed, StepTimer, timer_config
 from gan_lab.utils.config import CONF_DIR, compose_config
 
 CLASSIC_NZ = 100
@@ -118,10 +118,12 @@ class PlainBatches:
             yield self.datamodule.on_after_batch_transfer(move_data_to_device(batch, self.device), 0)
 
 
-def speed_text(speed: Speed) -> str:
-    """How gan_lab ran, for the descriptions: precision, memory format, compile, fused Adam."""
-    parts = [speed.precision, "channels_last" if speed.channels_last else "NCHW"]
-    parts += ["compiled"] if speed.compile else []
+def speed_text(speed: RunSpeed) -> str:
+    """How gan_lab ran, for the descriptions: precision, memory format, compile or capture, fused Adam."""
+    settings = speed.settings
+    parts = [str(settings.precision), "channels_last" if settings.channels_last else "NCHW"]
+    parts += [f"speed.capture={settings.capture}"] if settings.capture != "false" else []
+    parts += ["compiled"] if settings.compile and settings.capture != "nets" else []
     parts += [f"fused Adam={speed.fused}"]
     return ", ".join(parts)
 

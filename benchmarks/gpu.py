@@ -59,7 +59,7 @@ from benchmarks.examples import examples_dcgan
 from benchmarks.graphed import graphed_arms, graphed_loop
 from benchmarks.jobs import in_one_process, jobs_at_once, launcher, sweep_times
 from benchmarks.loops import (
-    Speed,
+    RunSpeed,
     StepClock,
     build_plain,
     classic_dataset,
@@ -256,7 +256,7 @@ def _dcgan(
         "description": "plain PyTorch loop: gan_lab's nets, loss, optimizers, batches, precision"
     }
     contenders["plain_graphed"] = {
-        "description": "the plain loop, each whole D and G step one CUDA graph (bench/graphed.py)"
+        "description": "the plain loop, each whole D and G step one CUDA graph (benchmarks/graphed.py)"
     }
     if device != "cuda":
         contenders["plain_graphed"]["skipped"] = "CUDA graphs need a CUDA GPU"
@@ -277,7 +277,7 @@ def _dcgan(
             contenders[name]["skipped"] = "CUDA graphs need a CUDA GPU"
     for name in opts.skip:
         contenders[name]["skipped"] = "--skip"
-    speeds: dict[str, Speed] = {}
+    speeds: dict[str, RunSpeed] = {}
     state: dict[str, Any] = {}
     try:  # gan_lab's batches for the plain loop; decodes the images into gan_lab's cache before any timing
         state["cfg"] = compose_config([*contenders["gan_lab"]["overrides"], "steps=1"], workdir / "plain")
@@ -290,7 +290,7 @@ def _dcgan(
             run_dir = workdir / f"{name}_{repeat}"
             sync = (opts.warmup, opts.warmup + opts.steps)
             module, timer = run_gan_lab(contenders[name]["overrides"], run_dir, sum(window) + 1, sync_at=sync)
-            speeds[name] = timer.speed or Speed()
+            speeds[name] = timer.speed or RunSpeed()
             record_warmup(contenders[name], timer.clock, opts.warmup)
             del module
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -298,7 +298,7 @@ def _dcgan(
 
         return run
 
-    def plain_speed() -> Speed:
+    def plain_speed() -> RunSpeed:
         if "gan_lab" not in speeds:
             raise RuntimeError("needs the settings gan_lab resolved, and its run failed")
         return speeds["gan_lab"]

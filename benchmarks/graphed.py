@@ -9,19 +9,56 @@ reach; the bench times both.
 
 `graphed_arms` trains several arms of a sweep (the same nets, other learning rates) in one process on the same
 batches, each arm's graphs replayed on a CUDA stream of its own: a measurement of what a sweep could gain where
-its arms' small kernels run at once (jobs in separate processes take turns on the GPU instead).
+its arms' small kernels run at once (jobs in separate processes take turns on the GPU instead). The arms record
+through `ArmGraphs`, StepGraphs with what only arms side by side need: each arm's noise generator advanced by its
+graphs, and each graph recorded on a capture stream of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from benchmarks.loops import PlainGAN, StepClock, _autocast, _endless
+from gan_lab.core import graphs as core_graphs
 from gan_lab.core.graphs import StepGraphs
+
+
+class _ArmGraph(core_graphs._Graph):
+    """One recorded step of an arm: gan_lab's recording (graphs._Graph), with the arm's own noise generator
+    registered with the graph (the default generator registers itself), so its draws advance at every replay, and
+    a capture stream of the graph's own (from torch's pool): torch keys cuBLAS workspaces by stream, and graphs
+    recorded on one stream share one, a race where arms replay them at once on different streams. Replays as a
+    _Graph does; records itself (in place of _Graph's recording)."""
+
+    def __init__(
+        self, step: Callable[..., Any], inputs: Sequence[Tensor | None], generator: torch.Generator | None
+    ) -> None:
+        self.inputs = [None if t is None else t.clone() for t in inputs]
+        self.graph = torch.cuda.CUDAGraph()
+        if generator is not None:
+            self.graph.register_generator_state(generator)
+        capture = torch.cuda.Stream()
+        with torch.cuda.graph(self.graph, stream=capture, capture_error_mode="thread_local"):
+            self.outputs = step(*self.inputs)
+
+
+class ArmGraphs(StepGraphs):
+    """StepGraphs of one arm of `graphed_arms`: its steps draw noise from `generator` (None: the default one),
+    and each is recorded as an `_ArmGraph`. No scheduler changes an arm's lr, so the recorded lr is the lr."""
+
+    def __init__(self, generator: torch.Generator | None = None, warmup: int = 3) -> None:
+        super().__init__(warmup)
+        self.generator = generator
+
+    def _record(
+        self, name: str, step: Callable[..., Any], inputs: Sequence[Tensor | None], live_lr: Any
+    ) -> _ArmGraph:
+        return _ArmGraph(step, inputs, self.generator)
 
 
 def _capturable(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
@@ -100,9 +137,9 @@ def graphed_arms(
     streams: bool = False,
 ) -> list[list[tuple[Tensor, Tensor]]]:
     """`plain_loop`'s training of every GAN in `gans` on the same batches: per batch each arm's D step and G
-    step, run by its StepGraphs (default: one per arm, enabled on CUDA; disabled, every step runs eagerly, which
-    the CPU tests compare with the plain loop). `generators`: each arm's noise (default: the default generator);
-    a generator of an arm's own must be in its StepGraphs' `generators` to be drawn from inside a graph.
+    step, run by its StepGraphs (default: an ArmGraphs per arm, of its generator, enabled on CUDA; disabled,
+    every step runs eagerly, which the CPU tests compare with the plain loop). `generators`: each arm's noise
+    (default: the default generator); given `graphs` must be ArmGraphs of those generators.
     `streams` (CUDA): each arm's work on a stream of its own, so different arms' kernels can overlap.
 
     The clock ticks once per arm and batch (G steps of all arms): size its steps in multiples of len(gans).
@@ -110,11 +147,9 @@ def graphed_arms(
     enabled it runs without its weight cache (torch.autocast inherits that setting).
     """
     device = torch.device(gans[0].speed.device)
-    memory_format = torch.channels_last if gans[0].speed.channels_last else torch.contiguous_format
+    memory_format = gans[0].speed.settings.memory_format
     if graphs is None:
-        graphs = [
-            StepGraphs(generators=[g] if g is not None else ()) for g in generators or [None] * len(gans)
-        ]
+        graphs = [ArmGraphs(generator) for generator in generators or [None] * len(gans)]
         for arm_graphs in graphs if device.type == "cuda" else ():
             arm_graphs.enable()
     on_streams = streams and device.type == "cuda"

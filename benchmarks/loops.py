@@ -16,7 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from benchmarks.measure import gpu_memory_in_use_gib
+from gan_lab.core.speed import SpeedSettings
 
 # --- clocks -------------------------------------------------------------------------------------------------
 
@@ -89,38 +90,27 @@ class StepClock:
         return self.times[-1] - self.start if self.times and self.start is not None else 0.0
 
 
-@dataclass
-class Speed:
-    """The speed settings a gan_lab run resolved, which the plain loop mirrors."""
+@dataclass(frozen=True)
+class RunSpeed:
+    """How a gan_lab run trained: the SpeedSettings its GANModule was built with, and facts of the run that are
+    not settings (whether its optimizers were fused, the device it trained on). The plain loop runs with the same.
+    """
 
-    precision: str = "32-true"
-    channels_last: bool = False
-    compile: bool = False
+    settings: SpeedSettings = field(default_factory=SpeedSettings)
     fused: bool | None = None
     device: str = "cpu"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The flat record results.json keeps: precision, channels_last, compile, capture, tf32, fused, device."""
+        return {**self.settings.as_dict(), "fused": self.fused, "device": self.device}
 
 
-def resolved_speed(trainer: pl.Trainer, module: pl.LightningModule) -> Speed:
-    """What gan_lab actually runs with (read from the live trainer and module, not from the config)."""
-    weight = next(p for p in module.generator.parameters() if p.dim() == 4)
-    memory_format = getattr(module, "memory_format", None)
-    channels_last = (
-        memory_format == torch.channels_last
-        if memory_format is not None
-        else weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-    )
-    compiled = any(
-        getattr(net, "_compiled_call_impl", None) is not None or hasattr(net, "_orig_mod")
-        for net in (module.generator, module.discriminator)
-    )
+def run_speed(trainer: pl.Trainer, module: Any) -> RunSpeed:
+    """The speed of a gan_lab run that has started training: its module's SpeedSettings (with the precision as
+    Lightning spells it, e.g. 32 -> 32-true), its optimizers' `fused` and its device."""
     optimizers = trainer.optimizers
-    return Speed(
-        precision=str(trainer.precision),
-        channels_last=bool(channels_last),
-        compile=compiled,
+    return RunSpeed(
+        settings=replace(module.speed, precision=str(trainer.precision)),
         fused=optimizers[0].defaults.get("fused") if optimizers else None,
         device=str(module.device),
     )
@@ -147,7 +137,7 @@ class StepTimer(pl.Callback):
         self.key, self.budget_s, self.path = key, budget_s, path
         self.sync_at, self.sync_every = sync_at, sync_every
         self.clock: StepClock | None = None
-        self.speed: Speed | None = None
+        self.speed: RunSpeed | None = None
         self._g_steps = 0
         _TIMERS[key] = self
 
@@ -161,7 +151,7 @@ class StepTimer(pl.Callback):
         return _TIMERS.pop(key, None)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.speed = resolved_speed(trainer, pl_module)
+        self.speed = run_speed(trainer, pl_module)
         self.clock = StepClock(
             budget_s=self.budget_s, device=self.speed.device, sync_at=self.sync_at, sync_every=self.sync_every
         )
@@ -212,11 +202,12 @@ class PlainGAN:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     z_dim: int
-    speed: Speed
+    speed: RunSpeed
 
 
-def build_plain(cfg: DictConfig, speed: Speed) -> PlainGAN:
-    """The same networks, loss and optimizers as `train(cfg)` builds, set up with `speed`.
+def build_plain(cfg: DictConfig, speed: RunSpeed) -> PlainGAN:
+    """The same networks, loss and optimizers as `train(cfg)` builds, set up with `speed` (its SpeedSettings'
+    memory format, precision and compilation; its fused flag and device).
 
     Covers what the comparison needs: unconditional, n_critic 1, no regularizer, augmentation or EMA.
     """
@@ -230,10 +221,10 @@ def build_plain(cfg: DictConfig, speed: Speed) -> PlainGAN:
     if any(unsupported.values()):
         raise ValueError(f"the plain loop has no {', '.join(k for k, v in unsupported.items() if v)}")
     device = torch.device(speed.device)
-    memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
+    memory_format = speed.settings.memory_format
     g = instantiate(cfg.model.generator).to(device, memory_format=memory_format)
     d = instantiate(cfg.model.discriminator).to(device, memory_format=memory_format)
-    if speed.compile:
+    if speed.settings.compiles_nets:  # compiled as speed.compile does (capture=nets' CUDA graphs aside)
         g.compile()
         d.compile()
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
@@ -254,13 +245,14 @@ def build_plain(cfg: DictConfig, speed: Speed) -> PlainGAN:
     )
 
 
-def _autocast(speed: Speed) -> contextlib.AbstractContextManager:
+def _autocast(speed: RunSpeed) -> contextlib.AbstractContextManager:
     """Lightning's `bf16-mixed` is torch.autocast to bf16; `32-true` is plain fp32."""
-    if speed.precision in ("32-true", "32"):
+    precision = str(speed.settings.precision)
+    if precision in ("32-true", "32"):
         return contextlib.nullcontext()
-    if speed.precision == "bf16-mixed":
+    if precision == "bf16-mixed":
         return torch.autocast(torch.device(speed.device).type, dtype=torch.bfloat16)
-    raise NotImplementedError(f"the plain loop mirrors 32-true and bf16-mixed, not {speed.precision}")
+    raise NotImplementedError(f"the plain loop mirrors 32-true and bf16-mixed, not {precision}")
 
 
 def _endless(loader: Iterable) -> Iterator:
@@ -275,7 +267,7 @@ def plain_loop(gan: PlainGAN, batches: Iterable, clock: StepClock) -> list[tuple
     """
     g, d, loss, speed = gan.generator, gan.discriminator, gan.loss, gan.speed
     device = torch.device(speed.device)
-    memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
+    memory_format = speed.settings.memory_format
     g.train()
     d.train()
     losses = []

@@ -177,13 +177,21 @@ def _training_details(t: dict[str, Any]) -> list[str]:
 
 
 def _speed(speed: dict[str, Any] | None) -> str:
+    """A run's speed record (loops.RunSpeed.as_dict). `capture` and `tf32` are absent from records stored before
+    the record was a SpeedSettings, whose `compile` said whether the nets ran compiled (capture=nets included)."""
     if not speed:
         return "unknown"
-    return (
-        f"precision {speed['precision']}, {'channels_last' if speed['channels_last'] else 'NCHW'}, "
-        f"compile {'on' if speed['compile'] else 'off'}, fused Adam {speed['fused']}, "
-        f"device {speed['device']}"
-    )
+    capture = speed.get("capture") or "false"
+    compiled = speed["compile"] or capture == "nets"
+    parts = [
+        f"precision {speed['precision']}",
+        "channels_last" if speed["channels_last"] else "NCHW",
+        f"compile {'on' if compiled else 'off'}",
+    ]
+    parts += [f"speed.capture={capture}"] if capture != "false" else []
+    if speed.get("tf32") is not None and str(speed["device"]).startswith("cuda"):
+        parts.append(f"TF32 {'on' if speed['tf32'] else 'off'}")
+    return ", ".join([*parts, f"fused Adam {speed['fused']}", f"device {speed['device']}"])
 
 
 def _fid_details(f: dict[str, Any]) -> list[str]:

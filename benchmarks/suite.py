@@ -32,7 +32,7 @@ from benchmarks.contenders import (
     speed_text,
 )
 from benchmarks.loops import (
-    Speed,
+    RunSpeed,
     StepClock,
     build_plain,
     classic_dataset,
@@ -145,7 +145,7 @@ def throughput(opts: ThroughputOptions, workdir: Path) -> dict[str, Any]:
 def _training_throughput(opts: ThroughputOptions, overrides: list[str], workdir: Path) -> dict[str, Any]:
     """Each repeat runs gan_lab, the plain loop and the classic design once, in that order."""
     times: dict[str, list[list[float]]] = {"gan_lab": [], "plain": [], "classic": []}
-    speed: Speed | None = None
+    speed: RunSpeed | None = None
     plain_batches = None
     classic_data = classic_dataset(opts.data_root, opts.resolution)
     total = opts.warmup + opts.steps + 1  # one step past the window: end-of-run work stays outside it
@@ -173,7 +173,7 @@ def _training_throughput(opts: ThroughputOptions, overrides: list[str], workdir:
         # gan_lab, as `python -m gan_lab.train` runs it.
         run_dir = workdir / f"gan_lab_{repeat}"
         module, timer = run_gan_lab(overrides, run_dir, total)
-        speed = speed or timer.speed or Speed()
+        speed = speed or timer.speed or RunSpeed()
         device = speed.device  # the baselines run where gan_lab ran
         del module
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -201,7 +201,7 @@ def _training_throughput(opts: ThroughputOptions, overrides: list[str], workdir:
         gc.collect()
         done("classic", repeat, clock.times)
 
-    speed = speed or Speed()
+    speed = speed or RunSpeed()
     descriptions = {
         "gan_lab": f"gan_lab `train()`, model={opts.model}, {speed_text(speed)}",
         "plain": f"plain PyTorch loop, same nets, loss, optimizers and batches, {speed_text(speed)}",
@@ -240,7 +240,7 @@ def step_flops(
     cfg = compose_config([*overrides, "steps=1"], workdir / "flops")
     real = torch.randn(batch_size, 3, resolution, resolution)
     batches = [(real, torch.zeros(batch_size, dtype=torch.long))]
-    gan = build_plain(cfg, Speed(fused=fused))
+    gan = build_plain(cfg, RunSpeed(fused=fused))
     return count_flops(lambda: plain_loop(gan, batches, StepClock(max_steps=1)))
 
 

@@ -82,6 +82,17 @@ def _keyed_regularizer(node: Mapping[str, Any]) -> dict[str, Any]:
     return {"interval": interval} if option == "none" else {"interval": interval, option: node}
 
 
+# --- stored run configs' speed.capture=true -----------------------------------------------------------------
+
+
+def capture_spelling(value: Any) -> Any:
+    """speed.capture with `true` (a bool or its string) read as `nets`: run configs stored before capture had
+    several modes say `true` for what `nets` names now. Every other value is returned as it is."""
+    if value is True or (isinstance(value, str) and value.lower() == "true"):
+        return "nets"
+    return value
+
+
 # --- stored run configs whose augment.hflip builds the removed HFlip ------------------------------------------
 
 HFLIP_REPLACED = (

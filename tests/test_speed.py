@@ -24,8 +24,9 @@ from gan_lab.core.graphs import is_compiled, uncompiled
 from gan_lab.core.module import GANModule
 from gan_lab.core.optim import build_optimizer
 from gan_lab.core.regularizers import GradientPenalty, R1Penalty, Regularizer, WeightClip, has_penalty
-from gan_lab.core.speed import SpeedSettings, resolve_precision, set_tf32
-from gan_lab.errors import ConfigError
+from gan_lab.core.speed import SpeedSettings, capture_mode, resolve_precision, set_tf32
+from gan_lab.errors import ConfigError, one_line
+from gan_lab.legacy import capture_spelling
 from gan_lab.run.checkpoint_io import load_checkpoint
 from gan_lab.train import train
 from gan_lab.utils.config import compose_config
@@ -119,6 +120,22 @@ def test_speed_settings_defaults_and_checks() -> None:
         SpeedSettings.from_config({"capture": "graphs"})
     with pytest.raises(ConfigError, match="speed.tf32 must be true or false, got 'yes'"):
         SpeedSettings.from_config({"tf32": "yes"})
+
+
+def test_capture_mode_values() -> None:
+    """speed.capture's values; `true`, stored configs' spelling of `nets`, read by legacy.capture_spelling."""
+    values = (False, None, "false", True, "true", "TRUE", "nets", "steps", "STEPS", "auto")
+    assert [capture_mode(v) for v in values] == [
+        "false", "false", "false", "nets", "nets", "nets", "nets", "steps", "steps", "auto",
+    ]  # fmt: skip
+    spelled = [capture_spelling(v) for v in (True, "True", False, "steps", None)]
+    assert spelled == ["nets", "nets", False, "steps", None]
+    with pytest.raises(ConfigError) as raised:
+        capture_mode("graphs")
+    assert (
+        one_line(raised.value)
+        == "speed.capture must be false, nets, steps or auto (true = nets), got 'graphs'"
+    )
 
 
 def test_precision_auto_picks_bf16_only_where_it_is_fast(monkeypatch: pytest.MonkeyPatch) -> None:

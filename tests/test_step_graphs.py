@@ -1,8 +1,8 @@
 """speed.capture=steps: whole D and G steps as CUDA graphs (gan_lab/core/graphs.py).
 
-On the CPU: the setting's values, when a run falls back to eager steps (and says why), the capture-and-replay
-bookkeeping of StepGraphs (with a stand-in for the CUDA graph), capturable optimizers, and that the step
-functions compute the eager training exactly. On a GPU: the same training as eager steps to rounding, no host
+On the CPU: when a run falls back to eager steps (and says why), the capture-and-replay bookkeeping of
+StepGraphs (with a stand-in for the CUDA graph), capturable optimizers, and that the step functions compute the
+eager training exactly (speed.capture's values: tests/test_speed.py). On a GPU: the same training as eager steps to rounding, no host
 sync in the replayed steps, and an exact resume.
 """
 
@@ -23,8 +23,9 @@ from conftest import TINY_RUN, HostRoundTrips
 from torch import Tensor
 
 from gan_lab.core import graphs
-from gan_lab.core.graphs import StepGraphs, capture_mode, hooks_inside_a_step, steps_run_eagerly
+from gan_lab.core.graphs import StepGraphs, hooks_inside_a_step, steps_run_eagerly
 from gan_lab.core.optim import build_optimizer
+from gan_lab.core.speed import capture_mode
 from gan_lab.errors import ConfigError, one_line
 from gan_lab.train import train
 from gan_lab.utils.config import compose_config
@@ -44,18 +45,6 @@ GPU_CASES = {
     ],
     "r3gan_ada": ["model=r3gan", "model.channels_per_group=8", "augment=ada", "augment.ada.interval=1"],
 }  # fmt: skip
-
-
-def test_capture_mode_values() -> None:
-    assert [capture_mode(v) for v in (False, None, "false", True, "true", "nets", "steps", "STEPS", "auto")] == [
-        "false", "false", "false", "nets", "nets", "nets", "steps", "steps", "auto",
-    ]  # fmt: skip
-    with pytest.raises(ConfigError) as raised:
-        capture_mode("graphs")
-    assert (
-        one_line(raised.value)
-        == "speed.capture must be false, nets, steps or auto (true = nets), got 'graphs'"
-    )
 
 
 def test_steps_on_the_cpu_train_eagerly_and_say_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -163,7 +152,7 @@ class _FakeGraph:
 
     made: list[_FakeGraph] = []
 
-    def __init__(self, step, inputs, generators=()) -> None:
+    def __init__(self, step, inputs) -> None:
         self.step, self.inputs = step, [None if t is None else t.clone() for t in inputs]
         self.outputs = None
         _FakeGraph.made.append(self)
@@ -216,7 +205,7 @@ def test_step_graphs_warm_up_record_replay_and_fall_back(
 
 
 def test_a_step_that_cannot_be_recorded_stops_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    def uncapturable(step, inputs, generators=()):
+    def uncapturable(step, inputs):
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore lines")
 
     monkeypatch.setattr(graphs, "_Graph", uncapturable)
@@ -287,8 +276,8 @@ def replays_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(_ManualOptimization, hook, counting_unless_replaying)
 
     class ReplayWithoutPython(_FakeGraph):
-        def __init__(self, step, inputs, generators=()) -> None:
-            super().__init__(step, inputs, generators)
+        def __init__(self, step, inputs) -> None:
+            super().__init__(step, inputs)
             self.optimizer = step.args[0]
             self.recorded_lrs = [group["lr"] for group in self.optimizer.param_groups]
             graphs.count_lightning_step(self.optimizer)

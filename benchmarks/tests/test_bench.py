@@ -35,11 +35,11 @@ from benchmarks.loops import (
     ClassicDiscriminator,
     ClassicGenerator,
     PlainGAN,
-    Speed,
+    RunSpeed,
     StepClock,
     build_plain,
     plain_loop,
-    resolved_speed,
+    run_speed,
 )
 from benchmarks.measure import (
     count_flops,
@@ -50,12 +50,15 @@ from benchmarks.measure import (
     summarize,
 )
 from benchmarks.report import (
+    _speed,
     merge_results,
+    render_gpu_markdown,
     render_markdown,
 )
 from benchmarks.shared import INCEPTION_WEIGHTS, extract_cifar_jpeg, shared_dir
 from benchmarks.tests.conftest import REPOSITORY, TINY_RUN, run_module, skip_without_shared
 from gan_lab.core.graphs import StepGraphs
+from gan_lab.core.speed import SpeedSettings
 
 # --- known answers ------------------------------------------------------------------------------------------
 
@@ -111,6 +114,31 @@ def test_merge_keeps_the_other_commands_section(tmp_path: Path) -> None:
     path.write_text(json.dumps({"quality": {"x": 1}, "training": {"old": True}}))
     merged = merge_results(path, {"training": {"new": True}, "quick": False})
     assert merged == {"quality": {"x": 1}, "training": {"new": True}, "quick": False}
+
+
+def test_speed_record_is_the_settings_and_the_runs_facts() -> None:
+    """results.json's speed record: the SpeedSettings' keys, then fused and device. The report says the same of a
+    record stored before it held capture and tf32 (whose `compile` meant compiled nets) as it did."""
+    settings = SpeedSettings(precision="bf16-mixed", channels_last=False, capture=True, tf32=True)
+    record = RunSpeed(settings, fused=True, device="cuda:0").as_dict()
+    assert record == {
+        "precision": "bf16-mixed", "channels_last": False, "compile": False, "capture": "nets", "tf32": True,
+        "fused": True, "device": "cuda:0",
+    }  # fmt: skip
+    stored = {k: v for k, v in record.items() if k not in ("capture", "tf32")} | {"compile": True}
+    assert _speed(stored) == "precision bf16-mixed, NCHW, compile on, fused Adam True, device cuda:0"
+    assert _speed(record) == (
+        "precision bf16-mixed, NCHW, compile on, speed.capture=nets, TF32 on, fused Adam True, device cuda:0"
+    )
+    cpu = RunSpeed(SpeedSettings(channels_last=True, tf32=True), fused=False).as_dict()  # TF32: CUDA only
+    assert _speed(cpu) == "precision 32-true, channels_last, compile off, fused Adam False, device cpu"
+
+
+@pytest.mark.parametrize("stored", sorted(Path(__file__).parents[1].glob("**/results.json")), ids=str)
+def test_stored_results_still_render(stored: Path) -> None:
+    results = json.loads(stored.read_text())
+    render = render_gpu_markdown if "dcgan" in results else render_markdown
+    assert render(results).strip()
 
 
 def _tar(path: Path, members: list[str]) -> Path:
@@ -186,7 +214,7 @@ class _Capture(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, module: Any) -> None:
         self.g_state = copy.deepcopy(module.generator.state_dict())
         self.d_state = copy.deepcopy(module.discriminator.state_dict())
-        self.speed = resolved_speed(trainer, module)
+        self.speed = run_speed(trainer, module)
 
     def on_train_batch_start(self, trainer: pl.Trainer, module: Any, batch: Any, batch_idx: int) -> None:
         if self.rng is None:
@@ -233,7 +261,7 @@ def test_plain_loop_computes_what_gan_module_does(tiny_config, overrides: list[s
     torch.set_rng_state(capture.rng)
     losses = plain_loop(gan, capture.batches, StepClock(max_steps=steps))
 
-    exact = capture.speed.precision == "32-true"
+    exact = capture.speed.settings.precision == "32-true"
     tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-3, "atol": 1e-3}
     plain_losses = [(float(d), float(g)) for d, g in losses]
     np.testing.assert_allclose(plain_losses, capture.losses, **tol)
@@ -246,7 +274,7 @@ def test_plain_loop_computes_what_gan_module_does(tiny_config, overrides: list[s
 def _graphed_against_plain(cfg, device: str, record: bool) -> tuple[list, list, PlainGAN, PlainGAN]:
     """The graphed loop (its steps recorded and replayed when `record`, else all eager) and the plain loop, from
     the same weights, RNG state and batches, 6 steps: with recording, 3 warm-up steps, then recorded at the 4th."""
-    speed = Speed(precision=cfg.trainer.precision, channels_last=False, device=device)
+    speed = RunSpeed(SpeedSettings(precision=cfg.trainer.precision), device=device)
     gan = build_plain(cfg, speed)
     reference = copy.deepcopy(gan)
     batches = [(torch.rand(8, 3, 32, 32, device=device) * 2 - 1, torch.zeros(8)) for _ in range(3)]
@@ -294,7 +322,7 @@ def _arms_together_and_alone(tiny_config, device: str, streams: bool) -> tuple[l
     """Two arms of an lr sweep trained in one graphed_arms call, and each alone: the same initial weights, noise
     generators seeded alike, the same 6 batches. Returns (losses, nets) of the arms together, then alone."""
     lrs = (2e-3, 2e-5)
-    speed = Speed(precision="32-true", channels_last=False, device=device)
+    speed = RunSpeed(SpeedSettings(precision="32-true"), device=device)
     batches = [(torch.rand(8, 3, 32, 32, device=device) * 2 - 1, torch.zeros(8)) for _ in range(3)]
 
     def arm(lr: float) -> tuple[PlainGAN, torch.Generator]:
@@ -333,6 +361,40 @@ def test_graphed_arms_train_each_arm_as_if_it_were_alone(tiny_config) -> None:
         assert all(torch.equal(value, theirs[name]) for name, value in _states(gan).items())
     first, second = (_states(gan) for gan in gans)
     assert not torch.equal(first["net.0.weight"], second["net.0.weight"])  # the lrs differ, so do the weights
+
+
+def test_arm_graphs_record_each_step_with_the_arms_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ArmGraphs is StepGraphs (warm-up, record once, replay with the inputs copied in) whose recordings get the
+    arm's generator (CPU, with a stand-in for the CUDA graph: what _ArmGraph is handed)."""
+    import benchmarks.graphed as graphed
+    from gan_lab.core import graphs as core_graphs
+
+    recorded: list[tuple[str, torch.Generator | None]] = []
+
+    class FakeArmGraph:
+        def __init__(self, step, inputs, generator) -> None:
+            recorded.append((step.__name__, generator))
+            self.step, self.inputs = step, [t.clone() for t in inputs]
+
+        fits = core_graphs._Graph.fits
+
+        def replay(self, inputs):
+            for buffer, value in zip(self.inputs, inputs, strict=True):
+                buffer.copy_(value)
+            return self.step(*self.inputs)
+
+    monkeypatch.setattr(graphed, "_ArmGraph", FakeArmGraph)
+    monkeypatch.setattr(core_graphs, "_on_side_stream", lambda step, inputs: step(*inputs))
+    generator = torch.Generator().manual_seed(0)
+    arm = graphed.ArmGraphs(generator, warmup=1)
+    arm.enable()
+
+    def d_step(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    outputs = [arm.run("discriminator", d_step, torch.full((2,), float(v))) for v in (1, 2, 3)]
+    assert [out.tolist() for out in outputs] == [[2.0, 2.0], [4.0, 4.0], [6.0, 6.0]]
+    assert recorded == [("d_step", generator)] and arm.replayed
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

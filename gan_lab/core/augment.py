@@ -122,7 +122,7 @@ def _adjust_sharpness(x: Tensor, factor: float) -> Tensor:
         return x  # no inner pixels to smooth (torchvision returns such images unchanged too)
     kernel = torch.full((3, 3), 1.0 / 13.0, dtype=x.dtype, device=x.device)
     # The 3x3 smoothing filter of PIL's ImageFilter.SMOOTH. fill_ takes the number as a kernel argument;
-    # `kernel[1, 1] = 5 / 13` would copy it from host memory, a sync (seen on an H200).
+    # `kernel[1, 1] = 5 / 13` would copy it from host memory, a host sync at every call on a GPU.
     kernel[1, 1].fill_(5.0 / 13.0)
     smooth = torch.nn.functional.conv2d(x, kernel.expand(channels, 1, 3, 3), groups=channels)
     degenerate = x.clone()

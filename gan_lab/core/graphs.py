@@ -1,19 +1,15 @@
-"""speed.capture: how much of a training step runs as CUDA graphs.
+"""Whole training steps recorded as CUDA graphs and replayed (speed.capture=steps, and auto where they record),
+and the eager call of a net compiled in place (speed.compile, speed.capture=nets). core/speed.py reads the
+settings and decides which runs; docs/performance.md has the measurements.
 
-- `nets` (or `true`): G and D are compiled with torch.compile's "reduce-overhead" mode, so each network call is
-  a CUDA graph; losses, backward glue, optimizers and bookkeeping stay eager (GANModule.on_fit_start).
-- `steps`: each whole D step (noise, G forward, augmentations, D on real and fake, loss, penalty, backward,
-  optimizer step) and each whole G step is recorded once as one CUDA graph (torch.cuda.graph) and replayed:
-  a step costs one graph launch and a copy of the batch into the graph's input. `StepGraphs` below does it.
-  With an lr scheduler the graphs read each optimizer's learning rates from device tensors, refreshed from the
-  param groups before every replay (`_LiveLearningRates`); without one the recorded lr is the lr.
-  The bench's plain loop with whole-step graphs (bench/graphed.py) trained 5.3x faster than gan_lab's eager
-  step on an H200 (benchmarks/gpu/results.md, measured with that loop's own recording, which StepGraphs replaced).
-- `auto`: `steps` where they can be recorded (a CUDA GPU, one device, bf16 or fp32, capturable optimizers, no
-  callback hook that Lightning calls inside a step: see `steps_run_eagerly`), eager elsewhere: without a word off
-  a GPU, with one log line saying why on one. Meant to become the default once a GPU check has
-  measured `steps` faster than eager and equal to it (benchmarks/gpu_check.sh).
-- `false`: eager.
+`StepGraphs` records each whole D step (noise, G forward, augmentations, D on real and fake, loss, penalty,
+backward, optimizer step) and each whole G step once as one CUDA graph (torch.cuda.graph) and replays it: a step
+costs one graph launch and a copy of the batch into the graph's input instead of a launch from Python per
+kernel, which is what bounds a small GAN's step on a GPU. With an lr scheduler the graphs read each optimizer's
+learning rates from device tensors, refreshed from the param groups before every replay (`_LiveLearningRates`);
+without one the recorded lr is the lr. `steps_run_eagerly` says why a run's steps cannot be recorded (no CUDA
+GPU, several devices, 16-mixed, an optimizer without a capturable mode, a callback hook Lightning calls inside a
+step).
 
 `StepGraphs` follows PyTorch's whole-network capture recipe: the first calls of a step run eagerly on a side
 stream (cuDNN autotuning and the optimizers' lazy state happen there), gradients are None when recording starts
@@ -39,20 +35,6 @@ from torch import Tensor, nn
 from gan_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-MODES = ("false", "nets", "steps", "auto")
-
-
-def capture_mode(value: Any) -> str:
-    """speed.capture as one of MODES (`true` is `nets`, its meaning before `steps` existed)."""
-    if value is None or value is False:
-        return "false"
-    if value is True:
-        return "nets"
-    if isinstance(value, str) and value.lower() in (*MODES, "true"):
-        return "nets" if value.lower() == "true" else value.lower()
-    raise ConfigError(f"speed.capture must be false, nets, steps or auto (true = nets), got {value!r}")
-
 
 # Lightning calls these from inside a training step (manual_backward, optimizer.step): a recorded graph replays
 # the step's kernels but never calls them again.
@@ -104,14 +86,11 @@ class StepGraphs:
     buffers of the graph's own, then replays it; later calls copy their inputs into those buffers and replay.
     `step` returns tensors (or a tuple/dict of them) that the graph overwrites at its next replay: use or copy
     them before. A call whose inputs differ in shape from the recorded ones runs eagerly (one log line).
-    `generators`: CUDA generators besides the default one that the steps draw from (registered with every
-    graph, so their draws advance at each replay as the default generator's do).
     """
 
-    def __init__(self, warmup: int = 3, generators: Sequence[torch.Generator] = ()) -> None:
+    def __init__(self, warmup: int = 3) -> None:
         self.enabled = False
         self.warmup = warmup
-        self.generators = tuple(generators)
         self.replayed = False  # whether the last `run` replayed a recorded graph (no Python of the step ran)
         self._calls: Counter[str] = Counter()
         self._graphs: dict[str, _Graph] = {}
@@ -173,7 +152,7 @@ class StepGraphs:
             live = self._live_lrs[name].swapped_in()
         try:
             with live:
-                return _Graph(step, inputs, self.generators)
+                return _Graph(step, inputs)
         except Exception as exc:
             # Stopping is the honest way out: a step whose recording failed half-way (Lightning's hooks run,
             # the CUDA generator in capture) cannot be run again eagerly as if nothing had happened.
@@ -239,22 +218,11 @@ def _on_side_stream(step: Callable[..., Any], inputs: Sequence[Tensor | None]) -
 class _Graph:
     """One recorded step: its input buffers, the CUDA graph and the outputs the graph writes."""
 
-    def __init__(
-        self,
-        step: Callable[..., Any],
-        inputs: Sequence[Tensor | None],
-        generators: Sequence[torch.Generator] = (),
-    ) -> None:
+    def __init__(self, step: Callable[..., Any], inputs: Sequence[Tensor | None]) -> None:
         self.inputs = [None if t is None else t.clone() for t in inputs]
         self.graph = torch.cuda.CUDAGraph()
-        for generator in generators:  # the default generator registers itself
-            self.graph.register_generator_state(generator)
         # thread_local: CUDA calls of other threads (a loader's pin-memory thread) do not spoil the recording.
-        # A capture stream of its own (from torch's pool): torch keys cuBLAS workspaces by stream, and graphs
-        # recorded on one stream would share one, a race where they replay at once on different streams
-        # (bench/graphed.py's arms).
-        capture = torch.cuda.Stream()
-        with torch.cuda.graph(self.graph, stream=capture, capture_error_mode="thread_local"):
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = step(*self.inputs)
 
     def fits(self, inputs: Sequence[Tensor | None]) -> bool:
@@ -273,7 +241,7 @@ class _Graph:
 
 # --- nets compiled in place (speed.compile, speed.capture=nets) ------------------------------------------------
 # torch 2.2-2.14: nn.Module.compile() keeps the compiled call in `_compiled_call_impl` and `_call_impl` is the
-# plain one (also read by bench/loops.resolved_speed).
+# plain one (utils/compat.py lists these reads).
 def is_compiled(module: nn.Module) -> bool:
     """Whether nn.Module.compile() was applied to `module` in place."""
     return getattr(module, "_compiled_call_impl", None) is not None

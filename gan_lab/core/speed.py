@@ -2,8 +2,10 @@
 them (`StepRunner`: G and D compiled in place, or whole steps as CUDA graphs, core/graphs.py).
 
 The settings: trainer.precision (`auto`: bf16 autocast where the hardware runs bf16 fast, full fp32 elsewhere),
-speed.channels_last, speed.compile, speed.capture and speed.tf32 (conf/train.yaml). build.py reads them once
-(`SpeedSettings.from_config`) for the GANModule and the Trainer; the benchmark's plain loop mirrors them.
+speed.channels_last, speed.compile, speed.capture and speed.tf32 (conf/train.yaml); this file reads every one of
+them. build.py reads them once (`SpeedSettings.from_config`) for the GANModule and the Trainer, and a built
+GANModule keeps them (`module.speed`) for whatever must run as the run did. What each one buys:
+docs/performance.md.
 
 (Kept out of train.py: `python -m gan_lab.train` runs that file as __main__, whose functions launchers such as
 submitit pickle by value, and torch.backends' module objects cannot be pickled.)
@@ -22,7 +24,6 @@ from torch import nn
 
 from gan_lab.core.graphs import (
     StepGraphs,
-    capture_mode,
     count_lightning_step,
     hooks_inside_a_step,
     is_compiled,
@@ -30,14 +31,27 @@ from gan_lab.core.graphs import (
     uncompiled,
 )
 from gan_lab.errors import ConfigError
+from gan_lab.legacy import capture_spelling
 
 log = logging.getLogger(__name__)
-step_log = logging.getLogger("gan_lab.module")  # StepRunner's lines keep the name they had in GANModule
+step_log = logging.getLogger("gan_lab.module")  # GANModule logs its step lines here too: one logger
+
+CAPTURE_MODES = ("false", "nets", "steps", "auto")  # speed.capture's values (StepRunner says what each runs)
+
+
+def capture_mode(value: Any) -> str:
+    """speed.capture as one of CAPTURE_MODES; `true` is the old spelling of `nets` (legacy.capture_spelling)."""
+    value = capture_spelling(value)
+    if value is None or value is False:
+        return "false"
+    if isinstance(value, str) and value.lower() in CAPTURE_MODES:
+        return value.lower()
+    raise ConfigError(f"speed.capture must be false, nets, steps or auto (true = nets), got {value!r}")
 
 
 @dataclass(frozen=True)
 class SpeedSettings:
-    """How a run trains fast, resolved for this machine: what GANModule, the Trainer and the benchmark use.
+    """How a run trains fast, resolved for this machine: what GANModule and the Trainer use.
 
     The defaults are a config without a `speed` group, in fp32.
     """
@@ -45,7 +59,7 @@ class SpeedSettings:
     precision: str | int = "32-true"  # Lightning's trainer.precision, `auto` resolved (bf16-mixed or 32-true)
     channels_last: bool = False  # NHWC nets and batches (speed.channels_last, off under capture=nets on CUDA)
     compile: bool = False  # speed.compile: G and D compiled in place when built
-    capture: str = "false"  # speed.capture as one of graphs.MODES: false, nets, steps, auto
+    capture: str = "false"  # speed.capture as one of CAPTURE_MODES: false, nets, steps, auto
     tf32: bool | None = None  # speed.tf32: CUDA fp32 matmuls on TF32 tensor cores; None leaves torch's flags
 
     def __post_init__(self) -> None:
@@ -96,7 +110,7 @@ def fast_bf16_available(accelerator: str = "auto") -> bool:
 
 
 def resolve_precision(precision: Any, accelerator: str = "auto") -> Any:
-    """trainer.precision=auto: bf16 autocast where bf16 is fast (about 2x here), else full fp32."""
+    """trainer.precision=auto: bf16 autocast where bf16 matmuls are fast, else full fp32."""
     if precision != "auto":
         return precision
     return "bf16-mixed" if fast_bf16_available(str(accelerator)) else "32-true"
@@ -126,7 +140,7 @@ def use_channels_last(speed: Mapping[str, Any], accelerator: Any = "auto") -> bo
 
     There, with channels_last weights, torch 2.11's compiled convolution_backward expects a channels_last weight
     gradient where cuDNN returns a contiguous one (G's first layer, whose input is 1x1): the captured step fails
-    its stride check (seen on an H200). Inductor lays convolutions out itself (its layout optimisation).
+    its stride check. Inductor lays convolutions out itself (its layout optimisation).
     """
     wanted = bool(speed.get("channels_last", False))
     if wanted and capture_mode(speed.get("capture", False)) == "nets" and trains_on_cuda(accelerator):
@@ -140,8 +154,8 @@ def use_channels_last(speed: Mapping[str, Any], accelerator: Any = "auto") -> bo
 class StepRunner:
     """Runs GANModule's D and G updates under its SpeedSettings: eagerly, with G and D compiled in place
     (speed.compile, speed.capture=nets: each network call a CUDA graph on CUDA) or each whole update recorded as
-    one CUDA graph and replayed (speed.capture=steps or auto, `StepGraphs`). The bookkeeping around them stays
-    eager. A penalty differentiates D's input gradient again, which a compiled D cannot do: it calls D
+    one CUDA graph and replayed (speed.capture=steps, `StepGraphs`; `auto`: steps where they can be recorded,
+    else eager, with one log line on a GPU and none off one). The bookkeeping around them stays eager. A penalty differentiates D's input gradient again, which a compiled D cannot do: it calls D
     uncompiled, on the same weights."""
 
     def __init__(self, speed: SpeedSettings) -> None:

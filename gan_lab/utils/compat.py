@@ -12,9 +12,8 @@ Also used, not patched (plain calls or reads of private names, where they are us
   reset after a fit), `_fs`, `_save_dir`, `_prefix`, `_wandb_init` (passed to `wandb.init`);
 - wandb `wandb._attach` (loggers.GANWandbLogger.experiment: a spawned DDP worker attaches to the parent's run);
 - torch `torch.cpu._is_amx_tile_supported` / `_is_avx512_bf16_supported` (core/speed.fast_bf16_available);
-- torch.compile's `_compiled_call_impl` / `_orig_mod` (bench/loops.resolved_speed: whether a net is compiled),
-  and `nn.Module._compiled_call_impl` / `_call_impl` (core/graphs.py: the eager call of a net compiled in place,
-  for penalties and samples under speed.capture).
+- torch `nn.Module._compiled_call_impl` / `_call_impl` (core/graphs.py: whether a net is compiled in place, and
+  its eager call, for penalties and samples under speed.compile and speed.capture).
 """
 
 from __future__ import annotations
