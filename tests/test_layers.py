@@ -64,3 +64,17 @@ def test_core_imports_nothing_from_run_callbacks_or_benchmarks() -> None:
 
 def test_utils_import_only_utils_and_errors() -> None:
     assert forbidden_imports("utils", allowed=("gan_lab.utils", "gan_lab.errors")) == []
+
+
+def test_nothing_in_the_package_imports_or_names_the_benchmark() -> None:
+    """The benchmark lives in the repository's benchmarks/, run from a checkout: the installed package neither
+    imports it nor points into it."""
+    files = sorted(PACKAGE.rglob("*.py"))
+    imports = [
+        f"{p.relative_to(PACKAGE)}: {n}"
+        for p in files
+        for n in imported_modules(p)
+        if _under(n, ("benchmarks",))
+    ]
+    named = [str(p.relative_to(PACKAGE)) for p in files if "bench" in p.read_text().lower()]
+    assert imports == [] and named == []
