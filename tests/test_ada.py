@@ -404,6 +404,7 @@ def test_p_pinned_at_zero_trains_exactly_like_no_augmentation(tiny_config):
     assert all(torch.equal(x, y) for x, y in zip(*g_grads, strict=True))
 
 
+@pytest.mark.slow  # ~12 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_d_overfits_64_images_and_p_rises(tiny_config, tmp_path):
     """64 training images: D soon calls them real with margin (r_t > 0.6) and p climbs, logged as train/ada_p.
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 NEEDS_WEIGHTS = "tests/test_protocols.py::test_float_299_input_equals_the_uint8_path"
 
@@ -20,6 +22,7 @@ def _pytest(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # ~15 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_a_missing_shared_folder_skips_locally_and_fails_in_ci(tmp_path):
     local = _pytest(tmp_path, GAN_LAB_REQUIRE_SHARED="0")
     assert local.returncode == 0 and "1 skipped" in local.stdout, local.stdout[-2000:]

@@ -67,6 +67,7 @@ def test_sample_grid_has_one_row_per_class(tiny_config, tmp_path):
 
 
 @pytest.mark.parametrize("model", ["cgan", "cgan_projection"])
+@pytest.mark.slow  # ~30 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_conditional_model_learns_class_colours(tiny_config, model):
     """Two classes of blobs in two distinct colours: after training, each class's samples take its colour."""
     overrides = [f"model={model}", "dataset.num_samples=256", "dataset.batch_size=32", "model.width=16"]

@@ -62,6 +62,7 @@ def test_two_process_ddp_trains_and_scores_like_one_process(inception_weights, t
     assert json.loads(out.read_text())["fid"] == pytest.approx(ddp_fid, rel=1e-4)
 
 
+@pytest.mark.slow  # ~18 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_multirun_with_ddp_runs_each_job_once(tmp_path):
     # Lightning starts DDP ranks by re-running the command line; in a multirun that would be the whole sweep.
     sweep = tmp_path / "sweep"

@@ -200,6 +200,7 @@ def test_real_run_writes_diversity_to_metrics_csv(tiny_config, caplog):
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # ~12 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_two_ddp_ranks_stop_together(tmp_path):
     # threshold 10: every measurement "collapses", so both ranks must agree to stop at step 2 (or hang)
     done = run_module(

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from gan_lab.run.paths import RunDir
 
 
+@pytest.mark.slow  # ~14 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_submitit_local_runs_every_job(tmp_path):
     sweep = tmp_path / "sweep"
     done = run_module(
@@ -36,6 +37,7 @@ def _train_interval(job: Path) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("n_jobs", [2, 1])
+@pytest.mark.slow  # ~45 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_joblib_runs_jobs_at_once_or_one_after_another(tmp_path: Path, n_jobs: int) -> None:
     """hydra/launcher=joblib: every job completes in its numbered directory with its status file and report row;
     with n_jobs=2 the two trainings overlap in time, with n_jobs=1 the second starts after the first ends."""
@@ -68,6 +70,7 @@ def test_joblib_runs_jobs_at_once_or_one_after_another(tmp_path: Path, n_jobs: i
     assert sorted(rows) == ["0", "1"] and {row["status"] for row in rows.values()} == {"completed"}
 
 
+@pytest.mark.slow  # ~13 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_joblib_job_failure_leaves_the_others_running(tmp_path: Path) -> None:
     """A job that fails in a joblib worker prints its one-line error and is marked failed; the other completes and
     the sweep exits non-zero, as with the default launcher."""
@@ -83,6 +86,7 @@ def test_joblib_job_failure_leaves_the_others_running(tmp_path: Path) -> None:
     assert statuses == ["completed", "failed"]
 
 
+@pytest.mark.slow  # ~13 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_joblib_jobs_can_decode_in_loader_workers(tmp_path: Path, tiny_image_folder: Path) -> None:
     """A joblib worker makes "loky" the default start method; gan_lab resets it, so DataLoader workers start."""
     sweep = tmp_path / "sweep"

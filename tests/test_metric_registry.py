@@ -315,6 +315,7 @@ def test_in_loop_metrics_log_a_kind_of_ones_own_by_its_registered_name(
 
 # --- the evaluate command, with the metric's YAML in the researcher's own config dir -------------------------
 @pytest.mark.shared
+@pytest.mark.slow  # ~10 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_evaluate_cli_takes_a_metric_from_the_researchers_config_dir(
     tmp_path, inception_weights, tiny_image_folder
 ):

@@ -227,6 +227,7 @@ def test_weights_from_environment(monkeypatch, tmp_path):
 
 # --- in-loop evaluation and the evaluate command on a checkpoint made here -------------------------------------
 @pytest.mark.shared
+@pytest.mark.slow  # ~23 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_in_loop_fid_logs_keeps_best_checkpoint_and_plots(tiny_config, inception_weights, tmp_path):
     from gan_lab.train import train
 

@@ -384,6 +384,7 @@ def test_cli_bad_directory_is_one_line(tmp_path):
     )
 
 
+@pytest.mark.slow  # ~14 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_end_to_end_on_a_real_multirun(tmp_path):
     sweep = tmp_path / "sweep"
     train = run_module(

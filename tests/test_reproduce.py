@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import run_module
 from PIL import Image
 
@@ -33,6 +34,7 @@ def _cifar_like(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # ~24 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_reproduce_trains_scores_and_writes_the_report(tmp_path: Path, inception_weights: Path) -> None:
     data = _cifar_like(tmp_path / "cifar_like")
     out = tmp_path / "out"

@@ -51,6 +51,7 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 # --- unique directories ------------------------------------------------------------------------------------
+@pytest.mark.slow  # ~9 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_two_runs_started_at_once_keep_their_own_directories_configs_and_checkpoints(tmp_path):
     command = [sys.executable, "-m", "gan_lab.train", *TINY_CLI, *STEPS]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
@@ -105,6 +106,7 @@ def test_overwrite_true_replaces_the_run(tmp_path):
 
 
 # --- one writer --------------------------------------------------------------------------------------------
+@pytest.mark.slow  # ~25 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_a_live_run_refuses_a_resume_and_a_new_run_with_one_line_and_no_file_changed(tmp_path):
     run = finished_run(tmp_path)
     holder = RunLock(RunDir(run).lock)
@@ -127,6 +129,7 @@ def test_a_live_run_refuses_a_resume_and_a_new_run_with_one_line_and_no_file_cha
     assert run_module("gan_lab.train", *TINY_CLI, f"resume={run}", "steps=6", cwd=tmp_path).returncode == 0
 
 
+@pytest.mark.slow  # ~13 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_a_lock_left_by_a_killed_process_is_taken_over_and_said(tmp_path):
     run = finished_run(tmp_path)
     take_and_die = (
@@ -217,6 +220,7 @@ def uninterrupted_sweep(tmp_path_factory):
     return cwd / "sweep"
 
 
+@pytest.mark.slow  # ~32 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_a_sweep_killed_midway_is_completed_by_one_command(tmp_path, uninterrupted_sweep):
     sweep = tmp_path / "sweep"
     command = [sys.executable, "-m", "gan_lab.train", "-m", *SWEEP, f"hydra.sweep.dir={sweep}"]

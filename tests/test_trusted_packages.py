@@ -48,6 +48,7 @@ def test_a_listed_package_samples_exports_and_resumes(own_run, tmp_path):
     assert resumed.g_steps == 4 and type(resumed.generator).__name__ == "MyGenerator"
 
 
+@pytest.mark.slow  # ~13 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_the_sample_command_takes_the_list(own_run, tmp_path):
     env = {"PYTHONPATH": os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")])}
     ckpt = f"ckpt={own_run / 'checkpoints' / 'last.ckpt'}"

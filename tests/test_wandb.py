@@ -310,6 +310,7 @@ def test_logger_keeps_best_fid_and_marks_failed_fits(no_credentials, tmp_path):
     assert list(first.run.tags) == ["t"]
 
 
+@pytest.mark.slow  # ~10 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_multirun_jobs_get_one_finished_run_each(no_credentials, tmp_path):
     from conftest import TINY_RUN
 

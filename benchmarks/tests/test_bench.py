@@ -465,6 +465,7 @@ def _check_summary(summary: dict[str, Any], repeats: int) -> None:
     assert all(math.isfinite(v) for v in summary["values"])
 
 
+@pytest.mark.slow  # ~20 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_quick_throughput_writes_results(tmp_path: Path, small_folder: Path) -> None:
     out = tmp_path / "out"
     weights = _weights()
@@ -510,6 +511,7 @@ def test_quick_throughput_writes_results(tmp_path: Path, small_folder: Path) -> 
 
 
 @pytest.mark.shared
+@pytest.mark.slow  # ~22 s on 2 cores (subprocesses, training): make test-slow, which CI runs
 def test_quick_quality_reports_both_fids(tmp_path: Path, small_folder: Path) -> None:
     weights = _weights()
     if weights is None:
