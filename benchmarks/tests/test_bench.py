@@ -638,7 +638,7 @@ def test_quick_device_bench_writes_every_section(tmp_path: Path, small_folder: P
     examples.write_text(_EXAMPLES_STAND_IN)  # pytorch/examples' script is not in the repository
     proc = run_module(
         "benchmarks", "gpu", "--quick", f"--data-root={small_folder}", f"--out={out}",
-        f"--examples-script={examples}", cwd=tmp_path, timeout=600,
+        f"--examples-script={examples}", cwd=tmp_path, timeout=600, PYTHONPATH=str(REPOSITORY),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
