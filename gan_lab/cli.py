@@ -15,6 +15,7 @@ import torch
 
 from gan_lab.errors import ConfigError, one_line, user_error
 from gan_lab.utils import compat
+from gan_lab.utils.config import in_multirun
 
 
 def user_errors_as_one_line(main: Callable[..., Any]) -> Callable[..., Any]:
@@ -39,13 +40,6 @@ def user_errors_as_one_line(main: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(getattr(err, "exit_code", 1))  # e.g. 143 after SIGTERM (preempted)
 
     return wrapper
-
-
-def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def config_errors_as_one_line(hydra_main: Callable[..., Any]) -> Callable[..., Any]:

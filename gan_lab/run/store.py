@@ -25,12 +25,12 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gan_lab.cli import in_multirun
 from gan_lab.errors import ConfigError, GanLabError
 from gan_lab.run.lock import RunLock, describe_holder, hand_down, handed_down
 from gan_lab.run.paths import LAST_CKPT, MULTIRUN_FILE, RunDir
 from gan_lab.run.resume import Resumed, continue_from
 from gan_lab.run.status import REPLACED_DIR, read_status
+from gan_lab.utils.config import in_multirun
 from gan_lab.utils.io import remove_temporaries
 
 log = logging.getLogger(__name__)

@@ -64,3 +64,11 @@ def flatten_config(config: Mapping[str, Any], sep: str = ".") -> dict[str, Any]:
 
     visit(config, "")
     return flat
+
+
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (-m)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
