@@ -54,7 +54,7 @@ def continue_from(cfg: DictConfig, ckpt_path: Path, overrides: Sequence[str]) ->
     trusted = ("gan_lab.", "torch.", "lightning.pytorch.", *trusted_package_prefixes(packages))
     saved = OmegaConf.create(checkpoint["hyper_parameters"])
     # metrics.extra may change on the command line, but a checkpoint's own list still names code to import.
-    checked = [k for k in saved if k not in CHANGEABLE] + ["metrics.extra"]  # CHANGEABLE's top-level keys
+    checked = [k for k in saved if not _is_changeable(k)] + ["metrics.extra"]
     check_trusted_targets(saved, ckpt_path, dict.fromkeys(checked, trusted))
     resumed = Resumed(
         ckpt_path,
