@@ -19,7 +19,7 @@ from gan_lab.callbacks import InLoopMetrics, LastCheckpoint
 from gan_lab.core.augment import Augmentations
 from gan_lab.core.module import GANModule
 from gan_lab.core.regularizers import build_regularizer, lazy_interval
-from gan_lab.core.speed import SpeedSettings, set_tf32
+from gan_lab.core.speed import SpeedSettings
 from gan_lab.errors import ConfigError
 from gan_lab.metrics import settings_from_config
 from gan_lab.run.checkpoint_io import AtomicCheckpointIO
@@ -180,14 +180,13 @@ def build_trainer(cfg: DictConfig, speed: SpeedSettings | None = None) -> pl.Tra
     GANModule stops the run at `steps` generator steps; a Timer at `budget` minutes of training, counted over the
     whole run: the Timer is always there, so every checkpoint holds the training time so far and a resumed run
     goes on counting from it (`budget` replaces trainer.max_time). Checkpoints are written atomically, and
-    SIGTERM / Ctrl+C save a resumable one (PreemptionCheckpoint). Sets speed.tf32 (process-wide).
+    SIGTERM / Ctrl+C save a resumable one (PreemptionCheckpoint).
     """
     budget = time_budget(cfg)
     callbacks = _instantiate_named(cfg.get("callbacks"))
     metrics_callback = build_metrics_callback(cfg)
     logger = _instantiate_named(cfg.get("logger"))  # logger=[] leaves no key: no logger
     speed = speed or speed_settings(cfg)
-    set_tf32(speed.tf32)
     overrides: dict[str, Any] = {"max_epochs": -1} if cfg.steps or budget else {}
     max_time = timedelta(minutes=budget) if budget else cfg.trainer.get("max_time")
     # Lightning adds a Timer only for max_time; this one also records the time of runs without a budget.

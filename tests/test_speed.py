@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import TINY_RUN
+from hydra.utils import instantiate
 
 from gan_lab.build import build_module, build_trainer
 from gan_lab.core import speed as precision
@@ -383,10 +384,13 @@ def test_tf32_sets_the_backend_flags(tf32_flags, tiny_config) -> None:
     assert _tf32_flags() == (False, False)
     with pytest.raises(ConfigError, match="speed.tf32 must be true or false"):
         set_tf32("yes")  # type: ignore[arg-type]
-    build_trainer(tiny_config("speed.tf32=true"))  # the Trainer is built with the flags set
-    assert _tf32_flags() == (True, True)
-    build_trainer(tiny_config("speed.tf32=false"))
-    assert _tf32_flags() == (False, False)
+    for wanted in (True, False):  # set when fitting starts, by the module's StepRunner
+        cfg = tiny_config(f"speed.tf32={str(wanted).lower()}", "steps=1")
+        module, trainer = build_module(cfg), build_trainer(cfg)
+        set_tf32(not wanted)
+        assert _tf32_flags() == (not wanted, not wanted)  # building sets nothing
+        trainer.fit(module, datamodule=instantiate(cfg.dataset))
+        assert _tf32_flags() == (wanted, wanted)
 
 
 # --- GPU checks (skipped without CUDA; run on an H100 with torch 2.11, lightning 2.6) ----------------------------

@@ -186,7 +186,9 @@ class StepRunner:
 
     def start(self, module: pl.LightningModule, nets: Sequence[nn.Module], penalty: str | None) -> None:
         """When fitting starts, on the module's device: enable the whole-step graphs where they record, or compile
-        `nets` (G, D) for capture=nets. `penalty`: the name of the regularizer whose penalty calls D uncompiled."""
+        `nets` (G, D) for capture=nets, with speed.tf32's kernels (process-wide). `penalty`: the name of the
+        regularizer whose penalty calls D uncompiled."""
+        set_tf32(self.speed.tf32)
         capture = self.speed.capture
         if capture in ("steps", "auto"):
             why = why_steps_run_eagerly(module, module.optimizers())
