@@ -386,8 +386,8 @@ def test_tf32_sets_the_backend_flags(tf32_flags, tiny_config) -> None:
         set_tf32("yes")  # type: ignore[arg-type]
     for wanted in (True, False):  # set when fitting starts, by the module's StepRunner
         cfg = tiny_config(f"speed.tf32={str(wanted).lower()}", "steps=1")
-        module, trainer = build_module(cfg), build_trainer(cfg)
         set_tf32(not wanted)
+        module, trainer = build_module(cfg), build_trainer(cfg)
         assert _tf32_flags() == (not wanted, not wanted)  # building sets nothing
         trainer.fit(module, datamodule=instantiate(cfg.dataset))
         assert _tf32_flags() == (wanted, wanted)
